@@ -1,0 +1,227 @@
+"""Write a synthetic set to disk: NIfTI pairs in nnU-Net v2 layout, with a real affine and a card.
+
+Layout of a written set (``prefix="syn"``)::
+
+    out_dir/
+      imagesTr/syn_0000_0000.nii.gz   float32, original units (HU for CT), channel 0
+      imagesTr/syn_0000_0001.nii.gz   channel 1, when images have 2 channels
+      labelsTr/syn_0000.nii.gz        uint8 labels
+      dataset.json                    nnU-Net v2: channel_names, labels, numTraining, file_ending
+      card.json                       the dataset card (see synthmed.sample.card)
+
+The folder is written under a temporary name and renamed when complete, so a failed run leaves nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from nibabel.orientations import axcodes2ornt
+from tqdm import tqdm
+
+from synthmed.errors import UserError, format_problems
+from synthmed.fileio import atomic_directory, atomic_write_json
+from synthmed.sample.postprocess import clean_mask, images_to_original_units, intensity_range
+
+FILE_ENDING = ".nii.gz"
+NIFTI_XFORM_SCANNER_ANAT = 1  # qform/sform code: the affine gives scanner-space millimetres
+
+
+def reference_affine(preprocessing: dict[str, Any], train_cases: list[dict[str, Any]]) -> np.ndarray:
+    """A real-world affine for synthetic volumes, taken from the prepared training cases.
+
+    The affine has the prepared orientation (``preprocessing.orientation``, normally "RAS"; axes are
+    not rotated), the prepared voxel spacing on its diagonal (``preprocessing.spacing``, or the
+    per-axis median of the cases' spacing when the data was not resampled), and as origin the
+    per-coordinate median of the cases' origins. A synthetic volume then sits where the real ones do
+    and opens in a viewer at the right physical size.
+
+    Args:
+        preprocessing: the ``preprocessing`` entry of a prepared manifest.
+        train_cases: manifest case entries (each with ``affine`` 4x4 and ``spacing``), normally the
+            training cases of the generator.
+
+    Returns:
+        float64 array ``[4, 4]``.
+
+    Raises:
+        UserError: no cases, a malformed affine or spacing, or an unknown orientation code.
+    """
+    if not train_cases:
+        raise UserError("reference_affine: no training cases given; cannot place synthetic volumes")
+    orientation = preprocessing.get("orientation") or "RAS"
+    try:
+        ornt = axcodes2ornt(tuple(orientation))
+    except Exception:
+        raise UserError(f"preprocessing.orientation: unknown orientation code {orientation!r} (e.g. 'RAS')") from None
+    if len(ornt) != 3 or np.isnan(ornt).any():
+        raise UserError(f"preprocessing.orientation: {orientation!r} is not a 3-letter orientation code like 'RAS'")
+
+    origins, spacings = [], []
+    for i, case in enumerate(train_cases):
+        name = case.get("id", f"#{i}")
+        affine = np.asarray(case.get("affine"), dtype=np.float64)
+        if affine.shape != (4, 4) or not np.isfinite(affine).all():
+            raise UserError(f"case {name}: affine must be a finite 4x4 matrix, got shape {affine.shape}")
+        origins.append(affine[:3, 3])
+        if case.get("spacing") is not None:
+            spacings.append(np.asarray(case["spacing"], dtype=np.float64))
+        else:
+            spacings.append(np.linalg.norm(affine[:3, :3], axis=0))
+
+    spacing = preprocessing.get("spacing")
+    spacing = np.median(np.stack(spacings), axis=0) if spacing is None else np.asarray(spacing, dtype=np.float64)
+    if spacing.shape != (3,) or not (np.isfinite(spacing).all() and (spacing > 0).all()):
+        raise UserError(f"preprocessing.spacing: expected 3 positive numbers, got {spacing.tolist()}")
+
+    out = np.eye(4)
+    out[:3, :3] = 0.0
+    for array_axis, (world_axis, flip) in enumerate(ornt):
+        out[int(world_axis), array_axis] = flip * spacing[array_axis]
+    out[:3, 3] = np.median(np.stack(origins), axis=0)
+    return out
+
+
+def _label_map(labels: dict[str, str]) -> dict[int, str]:
+    try:
+        by_value = {int(k): str(v) for k, v in labels.items()}
+    except (TypeError, ValueError):
+        raise UserError(f"labels: keys must be integer label values as strings, got {list(labels)}") from None
+    if 0 not in by_value:
+        raise UserError("labels: the label set must declare 0 (background)")
+    if any(v < 0 or v > 255 for v in by_value):
+        raise UserError(f"labels: values must be in 0..255 to be written as uint8, got {sorted(by_value)}")
+    if len(set(by_value.values())) != len(by_value):
+        raise UserError(f"labels: names must be unique, got {labels}")
+    return by_value
+
+
+def _channel_names(modality: str | Sequence[str], n_channels: int) -> dict[str, str]:
+    if isinstance(modality, str):
+        names = [modality] if n_channels == 1 else [f"{modality}_{c}" for c in range(n_channels)]
+    else:
+        names = [str(m) for m in modality]
+        if len(names) != n_channels:
+            raise UserError(f"modality: {len(names)} names given for images with {n_channels} channels")
+    return {str(c): name for c, name in enumerate(names)}
+
+
+def _validate(images: np.ndarray, masks: np.ndarray, labels: dict[int, str], affine: np.ndarray) -> None:
+    problems = []
+    if images.ndim != 5:
+        raise UserError(f"images: expected shape [N, C, D, H, W], got {list(images.shape)}")
+    if masks.ndim != 4:
+        raise UserError(f"masks: expected shape [N, D, H, W], got {list(masks.shape)}")
+    if images.shape[0] != masks.shape[0]:
+        problems.append(f"shape mismatch: {images.shape[0]} images but {masks.shape[0]} masks")
+    if images.shape[2:] != masks.shape[1:]:
+        problems.append(
+            f"shape mismatch: image volumes are {list(images.shape[2:])} but masks are {list(masks.shape[1:])}"
+        )
+    if images.shape[0] == 0:
+        problems.append("no samples to write (N = 0)")
+    if not np.issubdtype(images.dtype, np.floating):
+        problems.append(f"images: expected a float array, got dtype {images.dtype}")
+    elif not np.isfinite(images).all():
+        bad = np.flatnonzero(~np.isfinite(images.reshape(images.shape[0], -1)).all(axis=1))
+        problems.append(f"images: NaN or infinite values in sample(s) {bad[:10].tolist()}")
+    if not np.issubdtype(masks.dtype, np.integer):
+        problems.append(f"masks: expected integer labels, got dtype {masks.dtype}")
+    else:
+        unknown = sorted(set(np.unique(masks).tolist()) - set(labels))
+        if unknown:
+            problems.append(f"masks: label values {unknown} are not in the declared labels {sorted(labels)}")
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        problems.append(f"affine: expected a finite 4x4 matrix, got shape {list(affine.shape)}")
+    elif abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        problems.append("affine: the 3x3 part is singular (zero spacing?)")
+    if problems:
+        raise UserError(format_problems("cannot write synthetic set", problems))
+
+
+def _nifti(data: np.ndarray, affine: np.ndarray, dtype: type) -> nib.Nifti1Image:
+    img = nib.Nifti1Image(np.asarray(data, dtype=dtype), affine)
+    header = img.header
+    header.set_data_dtype(dtype)
+    header.set_xyzt_units("mm")
+    img.set_qform(affine, code=NIFTI_XFORM_SCANNER_ANAT)
+    img.set_sform(affine, code=NIFTI_XFORM_SCANNER_ANAT)
+    header.set_zooms(tuple(float(z) for z in np.linalg.norm(affine[:3, :3], axis=0)))
+    return img
+
+
+def write_synthetic_set(
+    out_dir: str | os.PathLike,  # the folder to create
+    images_m11: np.ndarray,  # float [N, C, D, H, W], network units [-1, 1]
+    masks: np.ndarray,  # int [N, D, H, W] label values
+    *,
+    intensity: dict[str, Any],  # manifest preprocessing.intensity, to undo the [-1, 1] mapping
+    labels: dict[str, str],  # manifest labels, str(int) -> name
+    affine: np.ndarray,  # [4, 4] world affine for every volume (see reference_affine)
+    modality: str | Sequence[str],  # channel name(s) for dataset.json, e.g. "MRI" or "CT"
+    card: dict[str, Any],  # dataset card (see synthmed.sample.card.build_card)
+    prefix: str = "syn",  # file name prefix of the cases
+    overwrite: bool = False,  # replace an existing out_dir
+    min_component_size: int | None = None,  # clean_mask: drop components smaller than this (voxels)
+    keep_largest: bool = False,  # clean_mask: keep only the largest component per label
+) -> Path:
+    """Write synthetic pairs as an nnU-Net v2 raw dataset, with a dataset card.
+
+    Images are mapped back to original units (:func:`images_to_original_units`) and written as
+    float32, one file per channel (``{prefix}_{i:04d}_{c:04d}.nii.gz``). Masks are cleaned
+    (:func:`clean_mask`) and written as uint8 (``{prefix}_{i:04d}.nii.gz``). Every file gets the same
+    ``affine``, with qform and sform set (code 1, scanner) and header zooms equal to the spacing, in mm.
+    ``dataset.json`` follows nnU-Net v2 (``channel_names``, ``labels`` as name -> int, ``numTraining``,
+    ``file_ending``); ``card.json`` is ``card`` as given.
+
+    All inputs are checked before anything is written. The folder is built under a temporary name and
+    renamed at the end, so on any failure nothing is left behind.
+
+    Returns:
+        ``out_dir`` as a Path.
+
+    Raises:
+        UserError: shape mismatch between images and masks, NaN or infinite image values, mask values
+            not in ``labels``, a bad affine, intensity or label set, or ``out_dir`` exists and
+            ``overwrite`` is false.
+    """
+    out_dir = Path(out_dir)
+    images_m11 = np.asarray(images_m11)
+    masks = np.asarray(masks)
+    affine = np.asarray(affine, dtype=np.float64)
+    label_map = _label_map(labels)
+    intensity_range(intensity)  # fail early on a bad intensity entry
+    _validate(images_m11, masks, label_map, affine)
+    if out_dir.exists() and not overwrite:
+        raise UserError(f"{out_dir}: output folder already exists (pass --overwrite to replace it)")
+    channel_names = _channel_names(modality, images_m11.shape[1])
+    n = images_m11.shape[0]
+
+    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        (tmp / "imagesTr").mkdir()
+        (tmp / "labelsTr").mkdir()
+        for i in tqdm(range(n), desc="writing synthetic set", unit="case", disable=None):
+            case = f"{prefix}_{i:04d}"
+            image = images_to_original_units(images_m11[i], intensity)  # [C, D, H, W]
+            for c in range(image.shape[0]):
+                nib.save(_nifti(image[c], affine, np.float32), tmp / "imagesTr" / f"{case}_{c:04d}{FILE_ENDING}")
+            mask = clean_mask(masks[i], min_size=min_component_size, keep_largest=keep_largest)
+            nib.save(_nifti(mask, affine, np.uint8), tmp / "labelsTr" / f"{case}{FILE_ENDING}")
+        atomic_write_json(
+            tmp / "dataset.json",
+            {
+                "channel_names": channel_names,
+                "labels": {name: value for value, name in sorted(label_map.items())},
+                "numTraining": n,
+                "file_ending": FILE_ENDING,
+                "name": out_dir.name,
+                "description": "synthetic image/mask pairs written by synthmed; provenance in card.json",
+            },
+        )
+        atomic_write_json(tmp / "card.json", card)
+    return out_dir

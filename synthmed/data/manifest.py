@@ -1,0 +1,139 @@
+"""The split manifest written by `synthmed prepare`: the single source of truth about the cases.
+
+Layout of a prepared folder::
+
+    OUT/manifest.json
+    OUT/cases/<id>.npz     # np.savez: image float32 [1,D,H,W] in [-1, 1], mask uint8 [D,H,W]
+
+``manifest.json`` top-level keys (format_version 1): ``format`` ("synthmed-manifest"),
+``format_version``, ``synthmed_version``, ``created`` (ISO time), ``sources`` (name, absolute path,
+kind), ``labels`` (str(int) -> name), ``preprocessing`` (orientation, spacing, shape, shape_mode,
+foreground_margin, modality, intensity), ``cases`` (one entry per case: id, source, group, raw files,
+original and final shape/spacing/affine, intensity lo/hi mapped to -1/1, label voxel counts,
+foreground voxels lost to the crop, fixes applied, cache file) and ``splits`` (seed, fractions,
+k_folds, group_regex, train/val/test id lists, folds).
+
+Read it with `load_manifest`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from synthmed.errors import UserError
+from synthmed.fileio import sha256_file
+
+MANIFEST_FORMAT = "synthmed-manifest"
+MANIFEST_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+TOP_LEVEL_KEYS = (
+    "format",
+    "format_version",
+    "synthmed_version",
+    "created",
+    "sources",
+    "labels",
+    "preprocessing",
+    "cases",
+    "splits",
+)
+SPLIT_NAMES = ("train", "val", "test", "trainval")
+
+
+class Manifest:
+    """A loaded manifest. Use `load_manifest` to build one."""
+
+    def __init__(self, path: Path, data: dict[str, Any]):
+        self.path = path  # the manifest.json file
+        self.root = path.parent  # the prepared folder; case caches are relative to it
+        self.data = data  # the whole JSON document
+        self.labels: dict[int, str] = {int(k): v for k, v in data["labels"].items()}
+        self.preprocessing: dict[str, Any] = data["preprocessing"]
+        self.cases: list[dict[str, Any]] = data["cases"]
+        self.splits: dict[str, Any] = data["splits"]
+        self.sha256: str = sha256_file(path)
+        self._by_id = {c["id"]: c for c in self.cases}
+
+    def __repr__(self) -> str:
+        return f"Manifest({str(self.path)!r}, {len(self.cases)} cases)"
+
+    def case(self, case_id: str) -> dict[str, Any]:
+        """The manifest entry of `case_id`.
+
+        Raises:
+            UserError: when no case has that id.
+        """
+        try:
+            return self._by_id[case_id]
+        except KeyError:
+            raise UserError(f"{self.path}: no case with id {case_id!r}") from None
+
+    def cache_path(self, case_id: str) -> Path:
+        """Absolute path of the case's ``.npz`` cache."""
+        return self.root / self.case(case_id)["cache"]
+
+    def split_ids(self, split: str, fold: int | None = None, part: str = "train") -> list[str]:
+        """Case ids of `split` ("train", "val", "test" or "trainval" = train + val).
+
+        With `fold` given (only for "train"), `part="train"` gives the fold's training part (train
+        minus folds[fold]) and `part="val"` gives folds[fold].
+
+        Raises:
+            UserError: for an unknown split or part, or a fold out of range.
+        """
+        if split not in SPLIT_NAMES:
+            raise UserError(f"unknown split {split!r}; valid splits: {', '.join(SPLIT_NAMES)}")
+        if split == "trainval":
+            ids = sorted(self.splits["train"] + self.splits["val"])
+        else:
+            ids = list(self.splits[split])
+        if fold is None:
+            return ids
+        if split != "train":
+            raise UserError(f"folds partition the train split; got split {split!r} with fold {fold}")
+        if part not in ("train", "val"):
+            raise UserError(f"unknown fold part {part!r}; valid parts: train, val")
+        folds = self.splits["folds"]
+        if not 0 <= fold < len(folds):
+            raise UserError(
+                f"{self.path}: fold {fold} out of range; this manifest has {len(folds)} folds"
+                + (f" (0..{len(folds) - 1})" if folds else " (prepare with --folds k)")
+            )
+        held_out = set(folds[fold])
+        if part == "val":
+            return sorted(held_out)
+        return [i for i in ids if i not in held_out]
+
+
+def load_manifest(path_or_dir: str | os.PathLike) -> Manifest:
+    """Load ``manifest.json`` from a prepared folder (or the file itself).
+
+    Raises:
+        UserError: naming the file when it is missing, not JSON, or not a synthmed manifest.
+    """
+    path = Path(path_or_dir).expanduser().resolve()
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    if not path.is_file():
+        raise UserError(f"{path}: manifest not found (run `synthmed prepare` first)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read manifest ({e})") from e
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: invalid JSON ({e})") from e
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise UserError(f"{path}: not a synthmed manifest (format {found!r}, expected {MANIFEST_FORMAT!r})")
+    if data.get("format_version") != MANIFEST_VERSION:
+        raise UserError(
+            f"{path}: manifest format_version {data.get('format_version')!r}, this synthmed reads "
+            f"version {MANIFEST_VERSION}"
+        )
+    missing = [k for k in TOP_LEVEL_KEYS if k not in data]
+    if missing:
+        raise UserError(f"{path}: manifest lacks key(s) {', '.join(missing)}")
+    return Manifest(path, data)

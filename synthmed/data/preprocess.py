@@ -1,0 +1,142 @@
+"""Preprocess one checked case with MONAI transforms on MetaTensors, so the affine is tracked.
+
+Order: intensity mapping to [-1, 1] (on raw values) -> reorientation to RAS -> resampling to a
+target spacing (bilinear image, nearest mask) -> foreground crop around the mask with a margin ->
+pad/crop (image padded with -1, the mapped background; mask with 0) or resize (trilinear image,
+nearest mask; this changes the spacing, which the affine records) to a target shape.
+
+Intensity mapping is linear from [lo, hi] to [-1, 1] with clipping: `intensity_to_unit` and its
+inverse `intensity_to_original` (used by the sampler). `lo`/`hi` are a fixed CT window, or per-case
+percentiles for MRI; both are stored per case in the manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import CropForeground, Orientation, Resize, ResizeWithPadOrCrop, Spacing
+
+SHAPE_MODES = ("pad_crop", "resize")
+INTENSITY_MODES = ("window", "percentile")
+
+
+def intensity_to_unit(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Map [lo, hi] linearly to [-1, 1], clipping values outside; float32."""
+    if not hi > lo:
+        raise ValueError(f"intensity range needs hi > lo, got lo={lo}, hi={hi}")
+    y = (np.asarray(x, dtype=np.float64) - lo) / (hi - lo) * 2.0 - 1.0
+    return np.clip(y, -1.0, 1.0).astype(np.float32)
+
+
+def intensity_to_original(x_m11: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Inverse of `intensity_to_unit`: [-1, 1] back to [lo, hi] (physical units, e.g. HU); float32."""
+    x = np.clip(np.asarray(x_m11, dtype=np.float64), -1.0, 1.0)
+    return ((x + 1.0) / 2.0 * (hi - lo) + lo).astype(np.float32)
+
+
+def affine_spacing(affine: np.ndarray) -> list[float]:
+    """Voxel size in mm along each array axis (norms of the affine's first three columns)."""
+    return [float(v) for v in np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)]
+
+
+@dataclass
+class PreprocessedCase:
+    image: np.ndarray  # float32 [1,D,H,W] in [-1, 1]
+    mask: np.ndarray  # uint8 [D,H,W]
+    affine: np.ndarray  # 4x4 after preprocessing
+    spacing: list[float]  # mm, from the affine
+    lo: float  # raw intensity mapped to -1
+    hi: float  # raw intensity mapped to +1
+    foreground_lost_voxels: int  # labelled voxels cut by the final crop
+    notes: list[str]  # what happened that the manifest should record (e.g. empty mask, no crop)
+
+
+def intensity_range(
+    image: np.ndarray, mode: str, window: tuple[float, float], percentiles: tuple[float, float]
+) -> tuple[float, float]:
+    """(lo, hi) to map to [-1, 1]: the window, or the case's percentiles."""
+    if mode == "window":
+        return float(window[0]), float(window[1])
+    if mode == "percentile":
+        lo, hi = np.percentile(image, percentiles)
+        if not hi > lo:  # a constant image: keep the map defined
+            hi = lo + 1.0
+        return float(lo), float(hi)
+    raise ValueError(f"unknown intensity mode {mode!r}; valid: {INTENSITY_MODES}")
+
+
+def preprocess_case(
+    image: np.ndarray,
+    mask: np.ndarray,
+    affine: np.ndarray,
+    *,
+    spacing: tuple[float, float, float] | None,
+    shape: tuple[int, int, int],
+    shape_mode: str = "pad_crop",
+    intensity_mode: str = "window",
+    window: tuple[float, float] = (-1024.0, 600.0),
+    percentiles: tuple[float, float] = (0.5, 99.5),
+    margin: int = 4,
+) -> PreprocessedCase:
+    """Preprocess one case.
+
+    Args:
+        image: float32 [D,H,W] raw intensities.
+        mask: integer [D,H,W] labels.
+        affine: 4x4 voxel-to-world (RAS+ mm, NIfTI convention) of both.
+        spacing: target voxel size in mm, or None to keep the spacing.
+        shape: target [D,H,W].
+        shape_mode: "pad_crop" (centred pad/crop) or "resize" (changes the spacing).
+        intensity_mode: "window" (fixed `window`) or "percentile" (per-case `percentiles`).
+        window: (lo, hi) raw values mapped to -1 and 1 in window mode.
+        percentiles: (lower, upper) percentiles mapped to -1 and 1 in percentile mode.
+        margin: voxels kept around the mask's bounding box in the foreground crop.
+    """
+    if shape_mode not in SHAPE_MODES:
+        raise ValueError(f"unknown shape mode {shape_mode!r}; valid: {SHAPE_MODES}")
+    lo, hi = intensity_range(image, intensity_mode, window, percentiles)
+    notes: list[str] = []
+    aff = torch.as_tensor(np.asarray(affine, dtype=np.float64))
+    img = MetaTensor(torch.from_numpy(intensity_to_unit(image, lo, hi))[None], affine=aff.clone())
+    msk = MetaTensor(torch.from_numpy(np.asarray(mask, dtype=np.float32))[None], affine=aff.clone())
+
+    # NIfTI world axes are RAS+; naming the labels keeps MONAI from guessing (and warning)
+    orient = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))
+    img, msk = orient(img), orient(msk)
+    if spacing is not None:
+        img = Spacing(pixdim=spacing, mode="bilinear", padding_mode="border")(img)
+        msk = Spacing(pixdim=spacing, mode="nearest", padding_mode="zeros")(msk)
+        assert img.shape == msk.shape, (img.shape, msk.shape)
+
+    if (msk > 0).any():
+        cropper = CropForeground(select_fn=lambda x: x > 0, margin=margin, allow_smaller=True)
+        start, end = cropper.compute_bounding_box(msk)
+        img, msk = cropper.crop_pad(img, start, end), cropper.crop_pad(msk, start, end)
+    else:
+        notes.append("empty mask: foreground crop skipped")
+    fg_before = int((msk > 0).sum())
+
+    if shape_mode == "pad_crop":
+        img = ResizeWithPadOrCrop(spatial_size=shape, mode="constant", value=-1.0)(img)
+        msk = ResizeWithPadOrCrop(spatial_size=shape, mode="constant", value=0)(msk)
+    else:
+        img = Resize(spatial_size=shape, mode="trilinear", align_corners=False)(img)
+        msk = Resize(spatial_size=shape, mode="nearest")(msk)
+    # only a crop cuts foreground; resize rescales it (a voxel count at another spacing means nothing)
+    lost = fg_before - int((msk > 0).sum()) if shape_mode == "pad_crop" else 0
+    out_affine = np.asarray(img.affine, dtype=np.float64)
+    image_out = np.clip(img.detach().cpu().numpy().astype(np.float32), -1.0, 1.0)
+    mask_out = np.rint(msk[0].detach().cpu().numpy()).astype(np.uint8)
+    return PreprocessedCase(
+        image=image_out,
+        mask=mask_out,
+        affine=out_affine,
+        spacing=affine_spacing(out_affine),
+        lo=lo,
+        hi=hi,
+        foreground_lost_voxels=lost,
+        notes=notes,
+    )

@@ -122,7 +122,9 @@ def save_montage(
                 else:  # fewer cases than columns: a blank panel (kept as axes so the row title shows)
                     for spine in ax.spines.values():
                         spine.set_visible(False)
-            axes[r, 0].set_ylabel(f"{title} (n={len(images)})", fontsize=11)
+            shown = min(len(images), n_cols)
+            count = f"n={len(images)}" if shown == len(images) else f"{shown} of {len(images)}"
+            axes[r, 0].set_ylabel(f"{title} ({count})", fontsize=11)
         if labels:
             from matplotlib.patches import Patch
 

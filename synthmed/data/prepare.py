@@ -293,7 +293,7 @@ def prepare_dataset(
         f"val {len(splits['val'])}, test {len(splits['test'])}"
         + (f", {n_folds} folds of the train cases" if n_folds else "")
         + f" (seed {options.seed}). Shape {'x'.join(map(str, options.shape))} ({options.shape_mode}), "
-        f"spacing {'kept' if options.spacing is None else options.spacing} mm, intensity {intensity_mode}. "
+        f"spacing {'kept' if options.spacing is None else 'x'.join(f'{s:g}' for s in options.spacing) + ' mm'}, intensity {intensity_mode}. "
         f"{len(empty)} empty mask(s); {len(lost)} case(s) lost labelled voxels to the crop. "
         f"Manifest: {path}"
     )

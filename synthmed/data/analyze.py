@@ -1,0 +1,274 @@
+"""`synthmed analyze`: per-source summary of raw datasets (or of a prepared folder).
+
+For raw inputs (same discovery as `prepare`) it reads every case and reports, per source: number of
+cases, shapes (min/median/max per axis), spacings, per-case raw intensity min/max (summarised),
+label values and label volumes in voxels and mm³. Cases that cannot be read are listed as problems
+rather than raised: this command is for looking at data, `prepare` is the one that refuses.
+
+For a prepared folder (holding ``manifest.json``) it summarises the cache: cases per split,
+shape, spacing, per-case intensity ranges, label volumes and what preprocessing cut or fixed.
+
+With ``out_dir`` it also writes ``analysis.json`` and PNG plots (intensity range per case, label
+volumes, shapes), atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synthmed.data.checks import read_nifti
+from synthmed.data.discover import discover_sources
+from synthmed.data.manifest import MANIFEST_NAME, load_manifest
+from synthmed.data.preprocess import affine_spacing
+from synthmed.fileio import atomic_directory, atomic_write_json
+
+
+def _stats(values: list[float] | np.ndarray) -> dict[str, float] | None:
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return None
+    return {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}
+
+
+def _axis_stats(rows: list[list[float]]) -> dict[str, list[float]] | None:
+    if not rows:
+        return None
+    a = np.asarray(rows, dtype=np.float64)
+    return {"min": a.min(0).tolist(), "median": np.median(a, 0).tolist(), "max": a.max(0).tolist()}
+
+
+def analyze_raw_case(image_path: Path, label_path: Path) -> tuple[dict[str, Any] | None, list[str]]:
+    """Statistics of one raw case, or None and the problems found."""
+    problems: list[str] = []
+    img = read_nifti(image_path, problems)
+    msk = read_nifti(label_path, problems)
+    if img is None or msk is None:
+        return None, problems
+    image, affine, _ = img
+    mask, _, _ = msk
+    spacing = affine_spacing(affine)
+    finite = np.isfinite(image)
+    if not finite.all():
+        problems.append(f"{image_path}: {int((~finite).sum())} NaN/Inf voxels")
+    vals = np.asarray(image[finite], dtype=np.float64)
+    if mask.shape != image.shape:
+        problems.append(f"{label_path}: mask shape {mask.shape} differs from image shape {image.shape}")
+    mask_i = np.rint(np.asarray(mask, dtype=np.float64)).astype(np.int64)
+    labels, counts = np.unique(mask_i, return_counts=True)
+    voxel_mm3 = float(np.prod(spacing))
+    return {
+        "shape": list(image.shape),
+        "spacing": spacing,
+        "dtype": str(image.dtype),
+        "intensity": {
+            "min": float(vals.min()) if vals.size else None,
+            "max": float(vals.max()) if vals.size else None,
+            "p0.5": float(np.percentile(vals, 0.5)) if vals.size else None,
+            "p99.5": float(np.percentile(vals, 99.5)) if vals.size else None,
+        },
+        "label_voxels": {str(int(k)): int(c) for k, c in zip(labels, counts) if k != 0},
+        "label_mm3": {str(int(k)): float(c) * voxel_mm3 for k, c in zip(labels, counts) if k != 0},
+    }, problems
+
+
+def _summarise(cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    rows = list(cases.values())
+    labels = sorted({k for r in rows for k in r["label_voxels"]}, key=int)
+    return {
+        "n_cases": len(rows),
+        "shape": _axis_stats([r["shape"] for r in rows]),
+        "spacing": _axis_stats([r["spacing"] for r in rows]),
+        "intensity_min": _stats([r["intensity"]["min"] for r in rows if r["intensity"]["min"] is not None]),
+        "intensity_max": _stats([r["intensity"]["max"] for r in rows if r["intensity"]["max"] is not None]),
+        "label_voxels": {k: _stats([r["label_voxels"].get(k, 0) for r in rows]) for k in labels},
+        "label_mm3": {k: _stats([r["label_mm3"].get(k, 0.0) for r in rows]) for k in labels},
+        "empty_masks": sum(1 for r in rows if not r["label_voxels"]),
+    }
+
+
+def _analyze_prepared(path: Path) -> dict[str, Any]:
+    m = load_manifest(path)
+    voxel = {c["id"]: float(np.prod(c["spacing"])) for c in m.cases}
+    cases = {
+        c["id"]: {
+            "shape": c["shape"],
+            "spacing": c["spacing"],
+            "dtype": "float32",
+            "intensity": {"min": c["intensity"]["lo"], "max": c["intensity"]["hi"]},
+            "label_voxels": {k: v for k, v in c["label_voxels"].items() if v},
+            "label_mm3": {k: v * voxel[c["id"]] for k, v in c["label_voxels"].items() if v},
+            "foreground_lost_voxels": c["foreground_lost_voxels"],
+            "fixes": c["fixes"],
+            "source": c["source"],
+        }
+        for c in m.cases
+    }
+    summary = _summarise(cases)
+    summary["intensity_note"] = "intensity min/max are the raw values mapped to -1 and 1"
+    summary["splits"] = {k: len(m.splits[k]) for k in ("train", "val", "test")}
+    summary["folds"] = [len(f) for f in m.splits["folds"]]
+    summary["foreground_lost_cases"] = sum(1 for c in m.cases if c["foreground_lost_voxels"] > 0)
+    summary["foreground_lost_voxels"] = sum(c["foreground_lost_voxels"] for c in m.cases)
+    summary["fixed_cases"] = sum(1 for c in m.cases if c["fixes"])
+    return {
+        "name": f"prepared:{m.root.name}",
+        "path": str(m.root),
+        "kind": "prepared",
+        "labels": {str(k): v for k, v in m.labels.items()},
+        "preprocessing": m.preprocessing,
+        "summary": summary,
+        "cases": cases,
+        "problems": [],
+    }
+
+
+def _fmt_range(s: dict | None, unit: str = "", digits: int = 4) -> str:
+    if s is None:
+        return "-"
+    if isinstance(s["min"], list):
+        f = lambda v: "x".join(f"{x:.{digits}g}" for x in v)  # noqa: E731
+    else:
+        f = lambda v: f"{v:.{digits}g}"  # noqa: E731
+    return f"{f(s['min'])} / {f(s['median'])} / {f(s['max'])}{unit}"
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """A plain-text table per source."""
+    lines = []
+    for src in result["sources"]:
+        s = src["summary"]
+        lines.append(f"== {src['name']} ({src['kind']}: {src['path']})")
+        rows = [
+            ("cases", str(s["n_cases"])),
+            ("shape min/median/max", _fmt_range(s["shape"])),
+            ("spacing mm min/median/max", _fmt_range(s["spacing"])),
+            ("per-case intensity min (min/median/max)", _fmt_range(s["intensity_min"])),
+            ("per-case intensity max (min/median/max)", _fmt_range(s["intensity_max"])),
+        ]
+        for k in s["label_voxels"]:
+            name = src["labels"].get(k, "") if src.get("labels") else ""
+            rows.append((f"label {k}{' ' + name if name else ''} voxels", _fmt_range(s["label_voxels"][k], digits=6)))
+            rows.append((f"label {k}{' ' + name if name else ''} mm3", _fmt_range(s["label_mm3"][k], digits=6)))
+        rows.append(("empty masks", str(s["empty_masks"])))
+        if src["kind"] == "prepared":
+            rows.append(("train / val / test", " / ".join(str(v) for v in s["splits"].values())))
+            rows.append(("folds (cases each)", ", ".join(map(str, s["folds"])) or "none"))
+            rows.append(("cases losing foreground to crop", f"{s['foreground_lost_cases']} "
+                         f"({s['foreground_lost_voxels']} voxels)"))
+            rows.append(("cases with fixes", str(s["fixed_cases"])))
+        width = max(len(r[0]) for r in rows)
+        lines += [f"  {k:<{width}}  {v}" for k, v in rows]
+        if src["problems"]:
+            lines.append(f"  problems ({len(src['problems'])}):")
+            lines += [f"    - {p}" for p in src["problems"][:20]]
+            if len(src["problems"]) > 20:
+                lines.append(f"    ... and {len(src['problems']) - 20} more (see analysis.json)")
+    return "\n".join(lines)
+
+
+def _write_plots(result: dict[str, Any], folder: Path) -> list[str]:
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, works headless
+
+    written = []
+    fig = Figure(figsize=(8, 4))
+    ax = fig.subplots()
+    x0 = 0
+    for src in result["sources"]:
+        rows = [c for c in src["cases"].values() if c["intensity"]["min"] is not None]
+        xs = np.arange(x0, x0 + len(rows))
+        ax.vlines(xs, [r["intensity"]["min"] for r in rows], [r["intensity"]["max"] for r in rows],
+                  label=f"{src['name']} (n={len(rows)})")
+        x0 += len(rows)
+    ax.set_xlabel("case")
+    ax.set_ylabel("intensity min..max (raw units)")
+    ax.set_title("Intensity range per case")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(folder / "intensity_range.png", dpi=100)
+    written.append("intensity_range.png")
+
+    fig = Figure(figsize=(8, 4))
+    ax = fig.subplots()
+    for src in result["sources"]:
+        for k in src["summary"]["label_mm3"]:
+            vols = [c["label_mm3"].get(k, 0.0) for c in src["cases"].values()]
+            ax.hist(vols, bins=30, alpha=0.5, label=f"{src['name']} label {k} (n={len(vols)})")
+    ax.set_xlabel("label volume (mm³)")
+    ax.set_ylabel("cases")
+    ax.set_title("Label volumes")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(folder / "label_volumes.png", dpi=100)
+    written.append("label_volumes.png")
+
+    fig = Figure(figsize=(9, 3))
+    axes = fig.subplots(1, 3)
+    for i, axis_name in enumerate("DHW"):
+        for src in result["sources"]:
+            axes[i].hist([c["shape"][i] for c in src["cases"].values()], bins=20, alpha=0.5, label=src["name"])
+        axes[i].set_xlabel(f"{axis_name} (voxels)")
+    axes[0].set_ylabel("cases")
+    axes[0].legend(fontsize="small")
+    fig.suptitle("Shapes")
+    fig.tight_layout()
+    fig.savefig(folder / "shapes.png", dpi=100)
+    written.append("shapes.png")
+    return written
+
+
+def analyze_dataset(
+    inputs: list[str | os.PathLike], out_dir: str | os.PathLike | None = None, overwrite: bool = False,
+    print_report: bool = True,
+) -> dict[str, Any]:
+    """Summarise each source of `inputs`, print a table per source, optionally write files.
+
+    Args:
+        inputs: raw dataset folders / datalist files (as for `prepare`), or prepared folders.
+        out_dir: if given, write ``analysis.json`` and PNG plots there (atomically).
+        overwrite: replace an existing `out_dir`.
+        print_report: print the plain-text table.
+
+    Returns:
+        ``{"sources": [{"name", "path", "kind", "labels", "summary", "cases", "problems"}, ...]}``.
+
+    Raises:
+        UserError: when an input cannot be discovered or `out_dir` exists without `overwrite`.
+    """
+    if out_dir is not None and Path(out_dir).exists() and not overwrite:
+        from synthmed.errors import UserError
+
+        raise UserError(f"{out_dir}: output folder already exists (pass --overwrite to replace it)")
+    paths = [Path(p).expanduser().resolve() for p in inputs]
+    prepared = [p for p in paths if p.is_dir() and (p / MANIFEST_NAME).is_file()]
+    raw = [p for p in paths if p not in prepared]
+    result: dict[str, Any] = {"sources": []}
+    if raw:
+        for src in discover_sources(raw):
+            cases, problems = {}, []
+            for rec in src.cases:
+                stats, probs = analyze_raw_case(rec.image, rec.label)
+                problems += probs
+                if stats is not None:
+                    cases[rec.id] = stats
+            result["sources"].append({
+                "name": src.name,
+                "path": str(src.path),
+                "kind": src.kind,
+                "labels": {str(k): v for k, v in src.labels.items()} if src.labels else None,
+                "summary": _summarise(cases),
+                "cases": cases,
+                "problems": problems,
+            })
+    for p in prepared:
+        result["sources"].append(_analyze_prepared(p))
+    if print_report:
+        print(format_report(result))
+    if out_dir is not None:
+        with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+            result["plots"] = _write_plots(result, tmp)
+            atomic_write_json(tmp / "analysis.json", result)
+    return result

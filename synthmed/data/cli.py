@@ -1,0 +1,132 @@
+"""Sub-commands `synthmed prepare` and `synthmed analyze`.
+
+`add_prepare_parser(subparsers)` and `add_analyze_parser(subparsers)` add them to the main parser;
+each sets ``func`` to a callable taking the parsed arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from synthmed.errors import UserError
+
+
+def _spacing(values: list[str]) -> tuple[float, float, float] | None:
+    if len(values) == 1 and values[0].lower() == "none":
+        return None
+    if len(values) == 1:
+        values = values * 3
+    try:
+        out = tuple(float(v) for v in values)
+    except ValueError:
+        raise UserError(f"--spacing {' '.join(values)}: expected 3 numbers (mm) or 'none'") from None
+    if len(out) != 3:
+        raise UserError(f"--spacing {' '.join(values)}: expected 3 numbers (mm) or 'none'")
+    return out  # type: ignore[return-value]
+
+
+def parse_labels_option(text: str) -> dict[int, str]:
+    """'0,1,2' or '0=background,1=tumour' -> {0: 'background', 1: 'label_1' or its name}."""
+    out: dict[int, str] = {}
+    for item in text.split(","):
+        key, _, name = item.strip().partition("=")
+        try:
+            k = int(key)
+        except ValueError:
+            raise UserError(f"--labels {text!r}: {item!r} is not an integer label (use e.g. 0,1,2)") from None
+        if k < 0 or k > 255:
+            raise UserError(f"--labels {text!r}: label {k} outside 0..255")
+        out[k] = name.strip() or ("background" if k == 0 else f"label_{k}")
+    return out
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from synthmed.data.prepare import make_options, prepare_dataset
+
+    options = make_options(
+        spacing=_spacing(args.spacing) if args.spacing is not None else None,
+        shape=tuple(args.shape),
+        shape_mode=args.shape_mode,
+        intensity=args.intensity,
+        window=tuple(args.window),
+        percentiles=tuple(args.percentiles),
+        margin=args.margin,
+        modality=args.modality,
+        labels=parse_labels_option(args.labels) if args.labels else None,
+        test_fraction=args.test_fraction,
+        val_fraction=args.val_fraction,
+        folds=args.folds,
+        group_regex=args.group_regex,
+        seed=args.seed,
+        crop_to_image=args.crop_to_image,
+    )
+    prepare_dataset(args.inputs, args.out, options, overwrite=args.overwrite)
+    return 0
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    from synthmed.data.analyze import analyze_dataset
+
+    analyze_dataset(args.inputs, out_dir=args.out, overwrite=args.overwrite)
+    return 0
+
+
+def _quiet_logging() -> None:
+    # plain and quiet: warnings and above, without logger names or timestamps
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+
+
+def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "prepare",
+        help="check, preprocess and split a raw dataset into a cached dataset with a manifest",
+        description="Check every case, preprocess (RAS, spacing, intensity to [-1, 1], foreground crop, "
+        "shape) and write OUT/manifest.json and OUT/cases/<id>.npz with a seeded, group-aware split.",
+    )
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                   help="MSD/nnU-Net folder, folder with images/ and labels/, or datalist .json")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    p.add_argument("--spacing", nargs="+", default=None, metavar="MM",
+                   help="target voxel size in mm (3 numbers, or one for all axes), or 'none' to keep (default: none)")
+    p.add_argument("--shape", nargs=3, type=int, default=[64, 64, 64], metavar=("D", "H", "W"),
+                   help="target shape in voxels (default: 64 64 64)")
+    p.add_argument("--shape-mode", choices=["pad_crop", "resize"], default="pad_crop",
+                   help="centred pad/crop (keeps spacing) or resize (changes spacing) (default: pad_crop)")
+    p.add_argument("--intensity", choices=["window", "percentile"], default=None,
+                   help="fixed window (CT) or per-case percentiles (MRI) (default: window for CT, else percentile)")
+    p.add_argument("--window", nargs=2, type=float, default=[-1024.0, 600.0], metavar=("LO", "HI"),
+                   help="raw values mapped to -1 and 1 in window mode (default: -1024 600)")
+    p.add_argument("--percentiles", nargs=2, type=float, default=[0.5, 99.5], metavar=("LOWER", "UPPER"),
+                   help="per-case percentiles mapped to -1 and 1 in percentile mode (default: 0.5 99.5)")
+    p.add_argument("--margin", type=int, default=4, help="voxels kept around the mask when cropping (default: 4)")
+    p.add_argument("--modality", default=None, help="CT, MRI, ... (default: from dataset.json, else CT)")
+    p.add_argument("--labels", default=None,
+                   help="declared labels, e.g. 0,1,2 or 0=background,1=tumour (default: from dataset.json, else those seen)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="fraction of cases for test (default: 0.2)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of cases for validation (default: 0.1)")
+    p.add_argument("--folds", type=int, default=5, help="k folds of the train cases, 0 for none (default: 5)")
+    p.add_argument("--group-regex", default=None,
+                   help="regex on the case id whose first capture group is the group key (e.g. patient)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
+    p.add_argument("--crop-to-image", action="store_true",
+                   help="crop masks that exceed their image by at most one voxel per axis (recorded in the manifest)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=lambda args: (_quiet_logging(), run_prepare(args))[1])
+    return p
+
+
+def add_analyze_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "analyze",
+        help="summarise raw datasets (or a prepared folder) per source: shapes, spacing, intensities, labels",
+    )
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                   help="dataset folder, datalist .json, or a prepared folder (with manifest.json)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="also write analysis.json and PNG plots to this folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.set_defaults(func=lambda args: (_quiet_logging(), run_analyze(args))[1])
+    return p

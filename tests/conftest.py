@@ -1,0 +1,37 @@
+"""Shared fixtures: tiny toy datasets (16³, made by `synthmed.data.toy`) in tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from synthmed.data.prepare import PrepareOptions, prepare_dataset
+from synthmed.data.toy import write_toy_dataset
+
+# small and fast: 16³ cases, no resampling, 16³ output
+TOY_OPTIONS = dict(shape=(16, 16, 16), spacing=None, test_fraction=0.2, val_fraction=0.1, folds=3)
+
+
+@pytest.fixture
+def toy_msd(tmp_path: Path) -> Path:
+    """MSD folder (imagesTr/, labelsTr/, dataset.json) with 12 toy CT cases."""
+    return write_toy_dataset(tmp_path / "toy_msd", layout="msd")
+
+
+@pytest.fixture
+def toy_folders(tmp_path: Path) -> Path:
+    """Folder with images/ and labels/ holding the same 12 toy cases as `toy_msd`."""
+    return write_toy_dataset(tmp_path / "toy_folders", layout="folders")
+
+
+@pytest.fixture
+def toy_datalist(tmp_path: Path) -> Path:
+    """Datalist JSON file describing the same 12 toy cases as `toy_msd`."""
+    return write_toy_dataset(tmp_path / "toy_datalist", layout="datalist")
+
+
+@pytest.fixture
+def toy_prepared(tmp_path: Path, toy_msd: Path) -> Path:
+    """Prepared folder (manifest.json + cases/) of `toy_msd`; returns the manifest path."""
+    return prepare_dataset([toy_msd], tmp_path / "prepared", PrepareOptions(**TOY_OPTIONS), progress=False)

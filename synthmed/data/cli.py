@@ -7,7 +7,6 @@ each sets ``func`` to a callable taking the parsed arguments.
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from synthmed.errors import UserError
@@ -73,12 +72,6 @@ def run_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quiet_logging() -> None:
-    # plain and quiet: warnings and above, without logger names or timestamps
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-
-
 def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "prepare",
@@ -114,7 +107,7 @@ def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--crop-to-image", action="store_true",
                    help="crop masks that exceed their image by at most one voxel per axis (recorded in the manifest)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.set_defaults(func=lambda args: (_quiet_logging(), run_prepare(args))[1])
+    p.set_defaults(func=run_prepare)
     return p
 
 
@@ -128,5 +121,5 @@ def add_analyze_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="also write analysis.json and PNG plots to this folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    p.set_defaults(func=lambda args: (_quiet_logging(), run_analyze(args))[1])
+    p.set_defaults(func=run_analyze)
     return p

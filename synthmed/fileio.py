@@ -75,3 +75,15 @@ def atomic_directory(final: str | os.PathLike, overwrite: bool = False) -> Itera
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_savefig(fig, path: str | os.PathLike, **kwargs: Any) -> None:
+    """Save a matplotlib figure under a temporary name, then rename it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        fig.savefig(tmp, **kwargs)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

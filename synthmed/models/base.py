@@ -1,0 +1,83 @@
+"""What every generative model offers the trainer and the sampler.
+
+A model owns its networks (``nets``, one optimiser each), declares its training phases, and computes
+the gradients of one phase at a time (the StyleGAN2-ADA split of loop and loss), so that one loop
+drives DCGAN, WGAN, HA-GAN and StyleGAN2 alike.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from synthmed.models.pairing import PairCodec
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # passed to accumulate_gradients, e.g. "D" or "G"
+    optimizer: str  # key of the network (and optimiser) this phase updates
+    interval: int = 1  # run at every `interval`-th step
+
+
+class GenerativeModel(nn.Module):
+    """Base class. Subclasses set ``nets`` (ModuleDict), ``codec`` and ``latent_dim``."""
+
+    nets: nn.ModuleDict
+    codec: PairCodec
+    latent_dim: int
+    ema_target = "G"  # the network whose exponential moving average is used for sampling
+
+    def init_ema(self) -> None:
+        self.G_ema = copy.deepcopy(self.nets[self.ema_target]).eval().requires_grad_(False)
+        self.run = dict(self.nets.items())  # modules used in forward passes (DDP wrappers if distributed)
+
+    def wrap(self, wrapper: Callable[[nn.Module], nn.Module]) -> None:
+        """Wrap the trainable networks (e.g. in DistributedDataParallel) for their forward passes."""
+        self.run = {name: wrapper(net) for name, net in self.nets.items()}
+
+    def phases(self) -> list[Phase]:
+        raise NotImplementedError
+
+    def accumulate_gradients(self, phase: str, real: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Compute the phase's loss on a real batch (network tensor), backpropagate, return detached losses."""
+        raise NotImplementedError
+
+    def after_optimizer_step(self, phase: str) -> None:
+        """Hook after a phase's optimiser step (weight clipping, for instance)."""
+
+    @torch.no_grad()
+    def update_ema(self, beta: float) -> None:
+        source = self.nets[self.ema_target]
+        for p_ema, p in zip(self.G_ema.parameters(), source.parameters()):
+            p_ema.lerp_(p.detach(), 1.0 - beta)
+        for b_ema, b in zip(self.G_ema.buffers(), source.buffers()):
+            b_ema.copy_(b)
+
+    def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn(n, self.latent_dim, generator=generator)
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, seed: int, use_ema: bool = True, batch_size: int = 8
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``n`` pairs: images float32 [N,C,*S] in [-1,1] and masks int64 [N,*S], on the CPU.
+
+        All latents are drawn up front from ``seed``, so the result does not depend on ``batch_size``.
+        """
+        net = self.G_ema if use_ema else self.nets[self.ema_target]
+        was_training = net.training
+        net.eval()
+        device = next(net.parameters()).device
+        z_all = self.latent(n, torch.Generator().manual_seed(seed))
+        images, masks = [], []
+        for z in z_all.split(batch_size):
+            image, mask = self.codec.decode(net(z.to(device)))
+            images.append(image.cpu())
+            masks.append(mask.cpu())
+        net.train(was_training)
+        return torch.cat(images), torch.cat(masks)

@@ -1,0 +1,90 @@
+"""Model registry: every generative family registers a builder under a name.
+
+The trainer, the sampler and the CLI find models only through this registry, so a new family (HA-GAN,
+StyleGAN2, diffusion) plugs in by registering itself.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pydantic import BaseModel, ValidationError
+
+from synthmed.errors import UserError
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model needs to know about the data it generates."""
+
+    shape: tuple[int, ...]  # spatial shape of one volume, e.g. (32, 32, 32)
+    image_channels: int
+    num_labels: int  # including background
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    params: type[BaseModel]
+    builder: Callable[[BaseModel, DataInfo], Any]
+
+
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, params: type[BaseModel]) -> Callable:
+    """Decorator: ``@register_model("dcgan3d", DCGANParams)`` on ``builder(params, data_info)``."""
+
+    def decorate(builder: Callable) -> Callable:
+        if name in _MODELS:
+            raise ValueError(f"model name {name!r} is already registered")
+        if not issubclass(params, BaseModel):
+            raise TypeError(f"params of {name!r} must be a pydantic model")
+        _MODELS[name] = ModelSpec(name, params, builder)
+        return builder
+
+    return decorate
+
+
+def available_models() -> list[str]:
+    _import_families()
+    return sorted(_MODELS)
+
+
+def look_up_model(name: str) -> ModelSpec:
+    _import_families()
+    if name in _MODELS:
+        return _MODELS[name]
+    close = difflib.get_close_matches(name, list(_MODELS), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise UserError(f"model.name: unknown model {name!r}.{hint} Available: {', '.join(sorted(_MODELS))}")
+
+
+def validate_params(name: str, params: dict) -> BaseModel:
+    spec = look_up_model(name)
+    try:
+        return spec.params.model_validate(params)
+    except ValidationError as err:
+        raise UserError(_format_validation("model.params", err)) from None
+
+
+def build_model(name: str, params: dict, data_info: DataInfo):
+    spec = look_up_model(name)
+    return spec.builder(validate_params(name, params), data_info)
+
+
+def _format_validation(prefix: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join([prefix, *map(str, e["loc"])]) if e["loc"] else prefix
+        detail = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        value = "" if e["type"] == "extra_forbidden" else f" (got {e.get('input')!r})"
+        lines.append(f"{key}: {detail}{value}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _import_families() -> None:
+    # Importing a family module registers it.
+    from synthmed.models import gan3d  # noqa: F401

@@ -1,0 +1,259 @@
+"""One training loop for every generative model.
+
+The model declares phases (``D`` every step, ``G`` every ``n_critic`` steps, ...) and computes each
+phase's gradients; this loop owns batching, optimisers, EMA, mixed precision, distributed
+replication, logging, checkpoints and exact resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from synthmed import __version__
+from synthmed.data.dataset import load_arrays
+from synthmed.data.manifest import Manifest, load_manifest
+from synthmed.errors import UserError
+from synthmed.fileio import atomic_write_text
+from synthmed.models.base import GenerativeModel
+from synthmed.models.registry import DataInfo, build_model
+from synthmed.train import checkpoint as ckpt
+from synthmed.train.config import RunConfig, config_to_yaml
+from synthmed.train.distributed import (
+    DistEnv,
+    init_distributed,
+    max_parameter_divergence,
+    select_device,
+    shutdown_distributed,
+)
+from synthmed.train.logger import LossAccumulator, RunLogger, plot_losses
+
+
+class BatchSchedule:
+    """Which cases form the batch of each step: a fresh seeded shuffle every epoch.
+
+    The order is a pure function of (seed, step), so a resumed run sees exactly the batches an
+    uninterrupted one would. (The thesis's HA-GAN collapsed when it trained without shuffling.)
+    """
+
+    def __init__(self, n_cases: int, batch_size: int, seed: int, env: DistEnv) -> None:
+        if batch_size % env.world_size:
+            raise UserError(f"train.batch_size {batch_size} must be divisible by the number of processes {env.world_size}")
+        if n_cases < batch_size:
+            raise UserError(f"train.batch_size {batch_size} is larger than the {n_cases} training cases")
+        self.n_cases, self.batch_size, self.seed, self.env = n_cases, batch_size, seed, env
+        self.batches_per_epoch = n_cases // batch_size  # the last incomplete batch is dropped
+
+    def indices(self, step: int) -> torch.Tensor:
+        epoch, position = divmod(step, self.batches_per_epoch)
+        order = torch.randperm(self.n_cases, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        batch = order[position * self.batch_size : (position + 1) * self.batch_size]
+        per_rank = self.batch_size // self.env.world_size
+        return batch[self.env.rank * per_rank : (self.env.rank + 1) * per_rank]
+
+
+def make_optimizer(section, params) -> torch.optim.Optimizer:
+    if section.type == "adam":
+        return torch.optim.Adam(params, lr=section.lr, betas=section.betas, eps=section.eps, weight_decay=section.weight_decay)
+    if section.type == "adamw":
+        return torch.optim.AdamW(params, lr=section.lr, betas=section.betas, eps=section.eps, weight_decay=section.weight_decay)
+    return torch.optim.RMSprop(params, lr=section.lr, eps=section.eps, weight_decay=section.weight_decay)
+
+
+def ema_beta(batch_size: int, ema_kimg: float) -> float:
+    """Per-step EMA decay for a half-life of ``ema_kimg`` thousand images (StyleGAN2-ADA's convention)."""
+    return 0.0 if ema_kimg <= 0 else 0.5 ** (batch_size / (ema_kimg * 1000.0))
+
+
+def data_record(manifest: Manifest, ids: list[str]) -> dict:
+    """What the sampler and later stages need to know about the training data, kept in checkpoints."""
+    return {
+        "manifest_path": str(manifest.path),
+        "manifest_sha256": manifest.sha256,
+        "trained_on": sorted(ids),
+        "labels": {str(k): v for k, v in manifest.labels.items()},
+        "preprocessing": manifest.preprocessing,
+        "train_cases": [{k: manifest.case(i)[k] for k in ("id", "affine", "spacing", "shape")} for i in sorted(ids)],
+    }
+
+
+class Trainer:
+    def __init__(self, config: RunConfig, resume: bool = False) -> None:
+        self.config = config
+        self.run_dir = Path(config.out)
+        self.env = init_distributed("cuda" if config.train.device != "cpu" and torch.cuda.is_available() else "cpu")
+        self.device = select_device(config.train.device, self.env)
+        self._load_data()
+        torch.manual_seed(config.train.seed)  # identical initial weights on every rank
+        self.model: GenerativeModel = build_model(config.model.name, config.model.params, self.data_info).to(self.device)
+        self.optimizers = self._make_optimizers()
+        self.step = 0
+        self.losses = LossAccumulator()
+        if resume:
+            self._restore()
+        else:
+            self._start_new_run()
+        self.schedule = BatchSchedule(len(self.ids), config.train.batch_size, config.train.seed, self.env)
+        self._wrap_networks()
+
+    # --- set-up ---------------------------------------------------------------------------------
+    def _load_data(self) -> None:
+        data = self.config.data
+        self.manifest = load_manifest(data.manifest)
+        self.ids = self.manifest.split_ids(data.split, fold=data.fold)
+        if not self.ids:
+            raise UserError(f"{self.manifest.path}: split {data.split!r} has no cases to train on")
+        images, masks = load_arrays(self.manifest, self.ids)
+        self.images, self.masks = torch.from_numpy(images), torch.from_numpy(masks)
+        self.data_info = DataInfo(tuple(images.shape[2:]), images.shape[1], len(self.manifest.labels))
+
+    def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        nets, given = set(self.model.nets), set(self.config.optim)
+        if nets != given:
+            raise UserError(
+                f"optim: model {self.config.model.name!r} has networks {sorted(nets)}; "
+                f"the config gives optimisers for {sorted(given)}"
+            )
+        return {k: make_optimizer(self.config.optim[k], self.model.nets[k].parameters()) for k in sorted(nets)}
+
+    def _start_new_run(self) -> None:
+        if ckpt.list_checkpoints(self.run_dir):
+            raise UserError(f"{self.run_dir}: run folder already has checkpoints; pass --resume or choose another out")
+        if self.env.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.yaml", config_to_yaml(self.config))
+        torch.manual_seed(self.config.train.seed + 1 + self.env.rank)  # different noise on every rank
+
+    def _restore(self) -> None:
+        found = ckpt.list_checkpoints(self.run_dir)
+        if not found:
+            raise UserError(f"{self.run_dir}: nothing to resume (no checkpoints in {self.run_dir / 'checkpoints'})")
+        state = ckpt.load_checkpoint(found[-1], map_location=self.device)
+        self.model.nets.load_state_dict(state["nets"])
+        self.model.G_ema.load_state_dict(state["G_ema"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        self.losses.load_state_dict(state["losses"])
+        self.step = state["step"]
+        if self.env.is_main:
+            ckpt.restore_rng(state["rng"])
+            atomic_write_text(self.run_dir / "config.yaml", config_to_yaml(self.config))
+        else:  # RNG state is saved for rank 0 only; other ranks reseed deterministically
+            torch.manual_seed(self.config.train.seed + 1 + self.env.rank + 7919 * self.step)
+
+    def _wrap_networks(self) -> None:
+        wrappers = []
+        if self.env.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            wrappers.append(lambda net: nn.parallel.DistributedDataParallel(net, device_ids=ids))
+        if self.config.train.compile:
+            wrappers.append(torch.compile)
+        if wrappers:
+            def wrap(net: nn.Module) -> nn.Module:
+                for w in wrappers:
+                    net = w(net)
+                return net
+
+            self.model.wrap(wrap)
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.config.train.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # --- the loop -------------------------------------------------------------------------------
+    def real_batch(self, step: int) -> torch.Tensor:
+        idx = self.schedule.indices(step)
+        real = self.model.codec.encode(self.images[idx], self.masks[idx])
+        return real.to(self.device, non_blocking=True)
+
+    def train_step(self, step: int) -> None:
+        real = self.real_batch(step)
+        for phase in self.model.phases():
+            if step % phase.interval:
+                continue
+            optimizer = self.optimizers[phase.optimizer]
+            optimizer.zero_grad(set_to_none=True)
+            with self._autocast():
+                self.losses.add(self.model.accumulate_gradients(phase.name, real))
+            optimizer.step()
+            self.model.after_optimizer_step(phase.name)
+            if phase.optimizer == self.model.ema_target:
+                self.model.update_ema(self.beta)
+
+    def run(self) -> Path:
+        cfg = self.config.train
+        self.beta = ema_beta(cfg.batch_size, cfg.ema_kimg)
+        logger = RunLogger(self.run_dir, resume_step=self.step) if self.env.is_main else None
+        progress = _progress(self.step, cfg.steps, enabled=cfg.progress and self.env.is_main)
+        started, window_start = time.perf_counter(), self.step
+        try:
+            while self.step < cfg.steps:
+                self.train_step(self.step)
+                self.step += 1
+                progress.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    record = self._record(started, window_start)
+                    started, window_start = time.perf_counter(), self.step
+                    if logger:
+                        logger.log(record)
+                        progress.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in record.items() if k.startswith("loss/")})
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self._checkpoint()
+            self._check_replicas_in_sync()
+        finally:
+            progress.close()
+            if logger:
+                logger.close()
+        if self.env.is_main:
+            plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "plots" / "losses.png")
+        shutdown_distributed(self.env)
+        return self.run_dir
+
+    def _record(self, started: float, window_start: int) -> dict:
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        steps = self.step - window_start
+        record = {"step": self.step, "kimg": self.step * self.config.train.batch_size / 1000.0}
+        record.update(self.losses.pop_means())
+        record["sec_per_step"] = elapsed / max(steps, 1)
+        record["images_per_sec"] = steps * self.config.train.batch_size / elapsed
+        return record
+
+    def _checkpoint(self) -> None:
+        if not self.env.is_main:
+            return
+        state = {
+            "synthmed_version": __version__,
+            "config": self.config.model_dump(mode="json"),
+            "data_info": {"shape": list(self.data_info.shape), "image_channels": self.data_info.image_channels,
+                          "num_labels": self.data_info.num_labels},
+            "data": data_record(self.manifest, self.ids),
+            "nets": self.model.nets.state_dict(),
+            "G_ema": self.model.G_ema.state_dict(),
+            "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()},
+            "losses": self.losses.state_dict(),
+            "rng": ckpt.capture_rng(),
+        }
+        ckpt.save_checkpoint(self.run_dir, self.step, state, keep=self.config.train.keep_checkpoints)
+        plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "plots" / "losses.png")
+
+    def _check_replicas_in_sync(self) -> None:
+        if self.env.enabled:
+            divergence = max_parameter_divergence(self.model.nets)
+            if divergence > 1e-4:
+                raise RuntimeError(f"replicas diverged across processes (max checksum difference {divergence})")
+
+
+def _progress(start: int, total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, disable=not enabled, unit="step", dynamic_ncols=True, leave=False)
+
+
+def train(config: RunConfig, resume: bool = False) -> Path:
+    return Trainer(config, resume=resume).run()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -49,7 +50,8 @@ def _run_train(args) -> None:
         print(config_to_yaml(config), end="")
         return
     run_dir = train(config, resume=bool(args.resume))
-    print(f"run folder: {run_dir}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"run folder: {run_dir}")
 
 
 def _add_sample_parser(sub) -> None:

@@ -77,13 +77,14 @@ def atomic_directory(final: str | os.PathLike, overwrite: bool = False) -> Itera
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def atomic_savefig(fig, path: str | os.PathLike, **kwargs: Any) -> None:
-    """Save a matplotlib figure under a temporary name, then rename it."""
+def atomic_savefig(fig, path: str | os.PathLike, **kwargs: Any) -> Path:
+    """Save a matplotlib figure under a temporary name, then rename it; the format follows the suffix."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    tmp = _temp_sibling(path)
     try:
-        fig.savefig(tmp, **kwargs)
+        fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", **kwargs)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    return path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +13,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
 from synthmed.errors import UserError  # noqa: E402
+from synthmed.fileio import atomic_savefig  # noqa: E402
 
 # One colour per foreground label (label 1 gets the first); cycles after 10 labels.
 LABEL_COLOURS = plt.get_cmap("tab10").colors
@@ -136,16 +136,7 @@ def save_montage(
             fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=9)
         fig.tight_layout(rect=(0, 0.05 if labels else 0, 1, 1))
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fmt = path.suffix.lstrip(".").lower() or "png"
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format=fmt, dpi=100)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        path = atomic_savefig(fig, path, dpi=100)
     finally:
         plt.close(fig)
     return path

@@ -88,3 +88,4 @@ def _format_validation(prefix: str, err: ValidationError) -> str:
 def _import_families() -> None:
     # Importing a family module registers it.
     from synthmed.models import gan3d  # noqa: F401
+    from synthmed.models import hagan  # noqa: F401

@@ -1,0 +1,85 @@
+"""The arms of a downstream benchmark: what each segmentation model is trained on.
+
+The config lists arm kinds, synthetic counts, real-set sizes and augmentation settings; `expand_arms`
+crosses them into concrete `ArmSpec`s. Every arm is tested on the same real test split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from synthmed.downstream.config import ArmKind, DownstreamConfig
+
+
+class MediganCategory:
+    """The vocabulary medigan uses for what a downstream model saw."""
+
+    REAL = "trained_on_real"
+    REAL_AND_FAKE = "trained_on_real_and_fake"
+    FAKE = "trained_on_fake"
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    kind: ArmKind
+    real_size: int | str | None  # real training cases per fold ("all"); None for synthetic-only
+    n_synthetic: int  # 0 for real-only
+    synthetic_set: str | None  # name in config.synthetic; None for real-only
+    augment: bool
+
+    @property
+    def name(self) -> str:
+        """A unique, file-system-safe name, e.g. ``real+synthetic-gan-n20-rall-aug``."""
+        parts = [self.kind.value]
+        if self.synthetic_set is not None:
+            parts += [self.synthetic_set, f"n{self.n_synthetic}"]
+        if self.real_size is not None:
+            parts.append(f"r{self.real_size}")
+        parts.append("aug" if self.augment else "noaug")
+        return "-".join(parts)
+
+    @property
+    def uses_real(self) -> bool:
+        return self.kind != ArmKind.SYNTHETIC
+
+    @property
+    def uses_synthetic(self) -> bool:
+        return self.kind != ArmKind.REAL
+
+    @property
+    def category(self) -> str:
+        if self.kind == ArmKind.REAL:
+            return MediganCategory.REAL
+        if self.kind == ArmKind.SYNTHETIC:
+            return MediganCategory.FAKE
+        return MediganCategory.REAL_AND_FAKE
+
+    def baseline(self) -> "ArmSpec":
+        """The real-only arm this arm is compared with: same real-set size and augmentation.
+
+        A synthetic-only arm is compared with real-only on all real cases.
+        """
+        real_size = self.real_size if self.real_size is not None else "all"
+        return ArmSpec(ArmKind.REAL, real_size, 0, None, self.augment)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["kind"] = self.kind.value
+        d.update(name=self.name, category=self.category)
+        return d
+
+
+def expand_arms(config: DownstreamConfig) -> list[ArmSpec]:
+    """Every arm of the benchmark, baselines first, in a stable order."""
+    arms: list[ArmSpec] = []
+    for augment in config.augmentation:
+        for kind in config.arms:
+            real_sizes = [None] if kind == ArmKind.SYNTHETIC else config.real_sizes
+            sets = [None] if kind == ArmKind.REAL else list(config.synthetic)
+            counts = [0] if kind == ArmKind.REAL else sorted(config.n_synthetic)
+            for real_size in real_sizes:
+                for set_name in sets:
+                    for n in counts:
+                        arms.append(ArmSpec(kind, real_size, n, set_name, augment))
+    order = {k: i for i, k in enumerate(ArmKind)}
+    return sorted(arms, key=lambda a: (order[a.kind], a.augment, str(a.real_size), str(a.synthetic_set), a.n_synthetic))

@@ -1,0 +1,150 @@
+"""Downstream benchmark configuration: YAML validated by pydantic, with ``--set a.b=c`` overrides.
+
+Unknown keys and bad values are errors that name the key. The resolved configuration is written to
+the output folder as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from synthmed.errors import UserError
+from synthmed.train.config import apply_overrides, format_validation_error, read_yaml
+
+
+class ArmKind(StrEnum):
+    """What a segmentation model is trained on (see `synthmed.downstream.arms`)."""
+
+    REAL = "real"  # real cases only: the baseline
+    SYNTHETIC = "synthetic"  # n synthetic cases only
+    REAL_SYNTHETIC = "real+synthetic"  # real cases plus n synthetic cases, shuffled together
+    PRETRAIN_FINETUNE = "pretrain_finetune"  # n synthetic cases first, then the real cases
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AugmentationSection(_Strict):
+    """Classical augmentation (MONAI RandAffine + Rand3DElastic). Defaults: the thesis's Tables 3.7/3.8.
+
+    Rotations are in degrees about array axes 0, 1, 2 (x, y, z of a RAS-oriented manifest). The
+    thesis gives translations in voxels of 128-512 voxel volumes; here they are a fraction of the
+    volume size, so that one preset fits every shape.
+    """
+
+    affine_prob: float = Field(0.5, ge=0, le=1)  # chance of RandAffine per training case
+    elastic_prob: float = Field(0.3, ge=0, le=1)  # chance of Rand3DElastic per training case
+    rotate_deg: tuple[float, float, float] = (5.0, 5.0, 45.0)  # +- range per axis (Table 3.7)
+    elastic_rotate_deg: tuple[float, float, float] = (5.0, 5.0, 180.0)  # +- range per axis (Table 3.8)
+    scale: tuple[float, float, float] = (0.15, 0.15, 0.15)  # zoom factor 1 +- this (0.85..1.15)
+    translate_fraction: tuple[float, float, float] = (0.1, 0.1, 0.02)  # +- shift, fraction of the size
+    elastic_sigma: tuple[float, float] = (5.0, 8.0)  # smoothness of the deformation field (voxels)
+    elastic_magnitude: tuple[float, float] = (100.0, 200.0)  # magnitude of the deformation field
+
+
+class ModelSize(StrEnum):
+    TINY = "tiny"
+    SMALL = "small"
+    BASE = "base"
+    LARGE = "large"
+
+
+class TrainSection(_Strict):
+    epochs: int = Field(50, ge=1)  # passes over the arm's training cases
+    pretrain_epochs: int | None = Field(None, ge=1)  # synthetic pretraining epochs (None: = epochs)
+    batch_size: int = Field(2, ge=1)
+    lr: float = Field(2e-4, gt=0)  # AdamW learning rate (thesis)
+    weight_decay: float = Field(1e-5, ge=0)  # AdamW weight decay (thesis)
+    model_size: ModelSize = ModelSize.SMALL  # SegResNet (3D) / UNet (2D) width and depth preset
+    select: Literal["best_val", "last"] = "best_val"  # which epoch's weights each fold keeps
+    roi_size: list[int] | None = None  # sliding-window size at inference (None: the whole volume)
+    sw_overlap: float = Field(0.5, ge=0, lt=1)  # sliding-window overlap
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True  # bf16 autocast on CUDA; ignored on the CPU
+    progress: bool = True
+
+
+class StatsSection(_Strict):
+    bootstrap: int = Field(2000, ge=100)  # bootstrap resamples for confidence intervals
+    confidence: float = Field(0.95, gt=0, lt=1)
+    alpha: float = Field(0.05, gt=0, lt=1)  # significance level of the tests
+
+
+class DownstreamConfig(_Strict):
+    manifest: str  # prepared folder or its manifest.json; the test split is the held-out set
+    synthetic: dict[str, str] = {}  # name -> synthetic-set folder (imagesTr/, labelsTr/, card.json)
+    arms: list[ArmKind] = [ArmKind.REAL, ArmKind.REAL_SYNTHETIC]
+    n_synthetic: list[int] = [20]  # synthetic cases per arm that uses them
+    real_sizes: list[int | Literal["all"]] = ["all"]  # real training cases per fold (subsampled)
+    augmentation: list[bool] = [False]  # run each arm without and/or with classical augmentation
+    augment: AugmentationSection = AugmentationSection()
+    folds: int | None = Field(None, ge=2)  # k folds of the train split (None: all the manifest's folds)
+    seeds: list[int] = [0]
+    binarize: bool = False  # merge every foreground label into 1 (real and synthetic)
+    train: TrainSection = TrainSection()
+    stats: StatsSection = StatsSection()
+    out: str = "runs/downstream"
+
+    @field_validator("arms", mode="before")
+    @classmethod
+    def _known_arms(cls, v):
+        valid = [k.value for k in ArmKind]
+        for name in v if isinstance(v, list) else [v]:
+            if isinstance(name, str) and name not in valid:
+                close = difflib.get_close_matches(name, valid, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(f"unknown arm {name!r}; {hint}valid arms: {', '.join(valid)}")
+        return v
+
+    @field_validator("n_synthetic", "seeds", "arms", "real_sizes", "augmentation")
+    @classmethod
+    def _non_empty_unique(cls, v):
+        if not v:
+            raise ValueError("needs at least one value")
+        if len(set(map(str, v))) != len(v):
+            raise ValueError(f"values must be unique, got {list(v)}")
+        return v
+
+    @field_validator("n_synthetic", "real_sizes")
+    @classmethod
+    def _positive_counts(cls, v):
+        bad = [x for x in v if x != "all" and x < 1]
+        if bad:
+            raise ValueError(f"counts must be at least 1, got {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _synthetic_sets_for_synthetic_arms(self) -> "DownstreamConfig":
+        uses = [a.value for a in self.arms if a != ArmKind.REAL]
+        if uses and not self.synthetic:
+            raise ValueError(f"arms {uses} need synthetic sets: add synthetic: {{name: path}}")
+        return self
+
+
+def resolve_downstream_config(raw: dict, overrides: list[str] = (), source: str = "config") -> DownstreamConfig:
+    """Validate a raw dict (plus ``a.b=c`` overrides) into a DownstreamConfig.
+
+    Raises:
+        UserError: naming every bad or unknown key.
+    """
+    raw = apply_overrides(dict(raw), list(overrides))
+    try:
+        return DownstreamConfig.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(format_validation_error(source, err)) from None
+
+
+def load_downstream_config(path: str | Path, overrides: list[str] = ()) -> DownstreamConfig:
+    """Read and validate a YAML preset."""
+    return resolve_downstream_config(read_yaml(path), overrides, source=str(path))
+
+
+def config_to_yaml(config: DownstreamConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

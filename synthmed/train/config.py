@@ -28,6 +28,8 @@ class DataSection(_Strict):
     manifest: str  # prepared folder or its manifest.json
     split: Literal["train", "trainval"] = "train"  # generators never see val/test unless asked ("trainval")
     fold: int | None = None  # train on this fold's training part only (its validation part is held out)
+    class_key: str | None = None  # manifest case field (e.g. "source") giving the class of conditional models
+    classes: list[str] | None = None  # class values in index order; None: sorted values found in the manifest
 
 
 class OptimizerSection(_Strict):

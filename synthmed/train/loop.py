@@ -70,6 +70,26 @@ def ema_beta(batch_size: int, ema_kimg: float) -> float:
     return 0.0 if ema_kimg <= 0 else 0.5 ** (batch_size / (ema_kimg * 1000.0))
 
 
+def case_classes(manifest: Manifest, ids: list[str], key: str, classes: list[str] | None) -> tuple[list[str], torch.Tensor]:
+    """Class names and per-case class indices from the manifest case field ``key`` (-1: no value, unlabelled).
+
+    Raises:
+        UserError: no case has the field, or a case's value is not among the given ``classes``.
+    """
+    values = {i: manifest.case(i).get(key) for i in ids}
+    if classes is None:
+        every = (c.get(key) for c in manifest.cases)
+        classes = sorted({str(v) for v in every if v not in (None, "")})
+    if not classes:
+        raise UserError(f"data.class_key: no case of {manifest.path} has a value for {key!r}")
+    index = {name: k for k, name in enumerate(classes)}
+    unknown = sorted({str(v) for v in values.values() if v not in (None, "") and str(v) not in index})
+    if unknown:
+        raise UserError(f"data.classes: {manifest.path} has {key!r} values {unknown} not in the classes {classes}")
+    labels = [-1 if v in (None, "") else index[str(v)] for v in values.values()]
+    return list(classes), torch.tensor(labels, dtype=torch.long)
+
+
 def data_record(manifest: Manifest, ids: list[str]) -> dict:
     """What the sampler and later stages need to know about the training data, kept in checkpoints."""
     return {
@@ -91,6 +111,7 @@ class Trainer:
         self._load_data()
         torch.manual_seed(config.train.seed)  # identical initial weights on every rank
         self.model: GenerativeModel = build_model(config.model.name, config.model.params, self.data_info).to(self.device)
+        self._check_conditioning()
         self.optimizers = self._make_optimizers()
         self.step = 0
         self.losses = LossAccumulator()
@@ -111,6 +132,20 @@ class Trainer:
         images, masks = load_arrays(self.manifest, self.ids)
         self.images, self.masks = torch.from_numpy(images), torch.from_numpy(masks)
         self.data_info = DataInfo(tuple(images.shape[2:]), images.shape[1], len(self.manifest.labels))
+        self.class_names: list[str] | None = None
+        self.classes: torch.Tensor | None = None
+        if data.class_key:
+            self.class_names, self.classes = case_classes(self.manifest, self.ids, data.class_key, data.classes)
+
+    def _check_conditioning(self) -> None:
+        conditional = getattr(self.model, "conditional", False)
+        if conditional and self.classes is None:
+            raise UserError(f"data.class_key: model {self.config.model.name!r} is conditional; name the case field holding the class")
+        if not conditional and self.classes is not None:
+            raise UserError(f"data.class_key: model {self.config.model.name!r} is not conditional; remove data.class_key")
+        if conditional and len(self.class_names) != self.model.num_classes:
+            raise UserError(f"model.params.num_classes is {self.model.num_classes} but data.class_key "
+                            f"{self.config.data.class_key!r} gives {len(self.class_names)} classes {self.class_names}")
 
     def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         nets, given = set(self.model.nets), set(self.config.optim)
@@ -174,13 +209,15 @@ class Trainer:
 
     def train_step(self, step: int) -> None:
         real = self.real_batch(step)
+        # only conditional models take the classes of the batch
+        extra = {} if self.classes is None else {"classes": self.classes[self.schedule.indices(step)].to(self.device)}
         for phase in self.model.phases():
             if step % phase.interval:
                 continue
             optimizer = self.optimizers[phase.optimizer]
             optimizer.zero_grad(set_to_none=True)
             with self._autocast():
-                self.losses.add(self.model.accumulate_gradients(phase.name, real))
+                self.losses.add(self.model.accumulate_gradients(phase.name, real, **extra))
             optimizer.step()
             self.model.after_optimizer_step(phase.name)
             if phase.optimizer == self.model.ema_target:
@@ -232,7 +269,7 @@ class Trainer:
             "config": self.config.model_dump(mode="json"),
             "data_info": {"shape": list(self.data_info.shape), "image_channels": self.data_info.image_channels,
                           "num_labels": self.data_info.num_labels},
-            "data": data_record(self.manifest, self.ids),
+            "data": {**data_record(self.manifest, self.ids), "classes": self.class_names},
             "nets": self.model.nets.state_dict(),
             "G_ema": self.model.G_ema.state_dict(),
             "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()},

@@ -25,7 +25,7 @@ from synthmed.data.discover import CaseRecord, Source, discover_sources
 from synthmed.data.manifest import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION
 from synthmed.data.preprocess import preprocess_case
 from synthmed.data.splits import group_keys, make_splits, split_problems
-from synthmed.errors import UserError, format_problems
+from synthmed.errors import UserError, format_problems, validation_problems
 from synthmed.fileio import atomic_directory, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,7 @@ def make_options(**kwargs) -> PrepareOptions:
     try:
         return PrepareOptions(**kwargs)
     except ValidationError as e:
-        problems = [f"{'.'.join(map(str, err['loc'])) or 'options'}: {err['msg']}" for err in e.errors()]
-        raise UserError(format_problems("Invalid prepare options", problems)) from None
+        raise UserError(format_problems("Invalid prepare options", validation_problems(e))) from None
 
 
 def _declared_labels(sources: list[Source], options: PrepareOptions) -> dict[int, str] | None:

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError
 
-from synthmed.errors import UserError
+from synthmed.errors import UserError, validation_problems
 
 
 @dataclass(frozen=True)
@@ -67,22 +67,12 @@ def validate_params(name: str, params: dict) -> BaseModel:
     try:
         return spec.params.model_validate(params)
     except ValidationError as err:
-        raise UserError(_format_validation("model.params", err)) from None
+        raise UserError("invalid configuration:\n  " + "\n  ".join(validation_problems(err, "model.params"))) from None
 
 
 def build_model(name: str, params: dict, data_info: DataInfo):
     spec = look_up_model(name)
     return spec.builder(validate_params(name, params), data_info)
-
-
-def _format_validation(prefix: str, err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        key = ".".join([prefix, *map(str, e["loc"])]) if e["loc"] else prefix
-        detail = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        value = "" if e["type"] == "extra_forbidden" else f" (got {e.get('input')!r})"
-        lines.append(f"{key}: {detail}{value}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
 def _import_families() -> None:

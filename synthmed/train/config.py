@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from synthmed.errors import UserError
+from synthmed.errors import UserError, validation_problems
 
 
 class _Strict(BaseModel):
@@ -87,15 +87,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def format_validation_error(source: str, err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        key = ".".join(map(str, e["loc"])) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key")
-        else:
-            lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
-    return f"{source}: invalid configuration:\n  " + "\n  ".join(lines)
+def format_validation_error(source: str, err: ValidationError, prefix: str = "") -> str:
+    return f"{source}: invalid configuration:\n  " + "\n  ".join(validation_problems(err, prefix))
 
 
 def read_yaml(path: str | Path) -> dict:

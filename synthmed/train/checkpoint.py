@@ -91,3 +91,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise UserError(f"{path}: not a synthmed checkpoint (missing format marker)")
     state["path"] = str(path)
     return state
+
+
+def export_generator(model, config: dict, data_info: dict, path: Path) -> Path:
+    """Save the EMA generator's weights as safetensors; the metadata holds what rebuilds the model."""
+    import json
+
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.G_ema.state_dict().items()}
+    metadata = {"format": "synthmed-generator", "model": json.dumps(config["model"]), "data_info": json.dumps(data_info)}
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(path)
+    return path

@@ -249,6 +249,8 @@ class Trainer:
                 logger.close()
         if self.env.is_main:
             plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "plots" / "losses.png")
+            ckpt.export_generator(self.model, self.config.model_dump(mode="json"), self._data_info_record(),
+                                  self.run_dir / "generator.safetensors")
         shutdown_distributed(self.env)
         return self.run_dir
 
@@ -267,8 +269,7 @@ class Trainer:
         state = {
             "synthmed_version": __version__,
             "config": self.config.model_dump(mode="json"),
-            "data_info": {"shape": list(self.data_info.shape), "image_channels": self.data_info.image_channels,
-                          "num_labels": self.data_info.num_labels},
+            "data_info": self._data_info_record(),
             "data": {**data_record(self.manifest, self.ids), "classes": self.class_names},
             "nets": self.model.nets.state_dict(),
             "G_ema": self.model.G_ema.state_dict(),
@@ -278,6 +279,10 @@ class Trainer:
         }
         ckpt.save_checkpoint(self.run_dir, self.step, state, keep=self.config.train.keep_checkpoints)
         plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "plots" / "losses.png")
+
+    def _data_info_record(self) -> dict:
+        info = self.data_info
+        return {"shape": list(info.shape), "image_channels": info.image_channels, "num_labels": info.num_labels}
 
     def _check_replicas_in_sync(self) -> None:
         if self.env.enabled:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from synthmed.errors import UserError
 from synthmed.train.checkpoint import list_checkpoints
@@ -45,6 +46,8 @@ def test_tiny_training_run_has_finite_losses_and_all_outputs(toy_prepared, tmp_p
     assert [p.name for p in list_checkpoints(run)] == ["step_00000004.pt", "step_00000008.pt"]
     state = torch.load(list_checkpoints(run)[-1], weights_only=True)  # no pickled classes
     assert state["step"] == 8 and {k.split(".")[0] for k in state["nets"]} == {"G", "D"}
+    exported = load_file(run / "generator.safetensors")  # the EMA generator, for sharing
+    assert all(torch.equal(exported[k], v) for k, v in state["G_ema"].items())
 
 
 def test_resume_continues_the_uninterrupted_loss_curve_exactly(toy_prepared, tmp_path):

@@ -87,21 +87,25 @@ def synthetic_case_files(folder: Path) -> list[tuple[str, Path, Path]]:
     return cases
 
 
-def load_synthetic(folder: str | Path, manifest: Manifest, n: int, binarize: bool = False) -> CaseArrays:
-    """The first `n` cases of a synthetic set, in network units, checked against the manifest.
+def load_synthetic(folder: str | Path, manifest: Manifest, indices: list[int] | None = None,
+                   binarize: bool = False) -> CaseArrays:
+    """Cases `indices` (positions in id order; None: all) of a synthetic set, in network units.
 
     Raises:
-        UserError: the set has fewer than `n` cases, a file cannot be read, a shape differs from the
+        UserError: an index is out of range, a file cannot be read, a shape differs from the
             manifest's prepared shape, or a mask holds labels the manifest does not declare.
     """
     folder = Path(folder)
-    files = synthetic_case_files(folder)
-    if len(files) < n:
-        raise UserError(f"{folder}: has {len(files)} synthetic cases, the config asks for {n} (n_synthetic)")
+    all_files = synthetic_case_files(folder)
+    indices = list(range(len(all_files))) if indices is None else list(indices)
+    if indices and max(indices) >= len(all_files):
+        raise UserError(f"{folder}: has {len(all_files)} synthetic cases, the config asks for {max(indices) + 1} "
+                        "(n_synthetic)")
+    files = [all_files[i] for i in indices]
     shape = tuple(manifest.preprocessing["shape"])
     valid_labels = set(manifest.labels)
     images, masks, problems = [], [], []
-    for case_id, image_path, label_path in files[:n]:
+    for case_id, image_path, label_path in files:
         try:
             image = np.asarray(nib.load(image_path).dataobj, dtype=np.float32)
             mask = np.asarray(nib.load(label_path).dataobj)
@@ -119,9 +123,12 @@ def load_synthetic(folder: str | Path, manifest: Manifest, n: int, binarize: boo
         masks.append(mask.astype(np.int64))
     if problems:
         raise UserError(format_problems(f"{folder}: synthetic set does not match {manifest.path}", problems))
+    if not images:
+        shape_ = (0, 1, *shape)
+        return CaseArrays(np.zeros(shape_, np.float32), np.zeros((0, *shape), np.int64), [])
     stacked = images_to_network_units(np.stack(images)[:, None], manifest.preprocessing["intensity"])
     masks_arr = np.stack(masks)
-    return CaseArrays(stacked, binarize_masks(masks_arr) if binarize else masks_arr, [f[0] for f in files[:n]])
+    return CaseArrays(stacked, binarize_masks(masks_arr) if binarize else masks_arr, [f[0] for f in files])
 
 
 def check_leakage(manifest: Manifest, synthetic: dict[str, str], allow_leakage: bool = False) -> list[str]:

@@ -1,0 +1,214 @@
+"""Run a downstream benchmark: every arm x seed x fold, fold ensembles on the test split, statistics.
+
+Output folder::
+
+    OUT/config.yaml                       the resolved configuration
+    OUT/arms/<arm>/seed<s>/fold<k>.pt     one result per arm/seed/fold (weights, learning curve,
+                                          test probabilities, wall time), written atomically
+    OUT/arms/<arm>/seed<s>/ensemble.json  per-case test scores of the fold ensemble
+    OUT/results.json                      per-arm summaries, tests, summary table, warnings
+    OUT/per_case.csv                      one row per arm, seed, test case and label
+    OUT/summary.csv                       the medigan-vocabulary summary table
+    OUT/plots/*.png                       Dice vs n synthetic, Dice vs real-set size, learning curves
+
+A rerun with the same configuration skips every fold and ensemble already written (resume).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from synthmed.data.manifest import Manifest, load_manifest
+from synthmed.downstream.arms import ArmSpec, expand_arms
+from synthmed.downstream.config import DownstreamConfig, config_to_yaml
+from synthmed.downstream.data import (CaseArrays, check_leakage, load_real, load_synthetic,
+                                      synthetic_case_files)
+from synthmed.downstream.evaluation import score_cases
+from synthmed.downstream.report import write_reports
+from synthmed.downstream.trainer import SegTrainer, predict_probabilities, resolve_device
+from synthmed.errors import UserError
+from synthmed.fileio import atomic_torch_save, atomic_write_json, atomic_write_text
+from synthmed.sample.card import load_card
+
+log = logging.getLogger(__name__)
+
+
+class Benchmark:
+    """The state shared by all arms of one benchmark run (data, folds, output folder)."""
+
+    def __init__(self, config: DownstreamConfig, allow_leakage: bool = False):
+        self.config = config
+        self.manifest: Manifest = load_manifest(config.manifest)
+        self.warnings = check_leakage(self.manifest, config.synthetic, allow_leakage)
+        self.allow_leakage = allow_leakage
+        self.arms = expand_arms(config)
+        self.folds = self.resolve_folds()
+        self.labels = {0: "background", 1: "foreground"} if config.binarize else dict(sorted(self.manifest.labels.items()))
+        self.num_classes = max(self.labels) + 1
+        self.set_sizes = {name: len(synthetic_case_files(Path(p))) for name, p in config.synthetic.items()}
+        self.check_sizes()
+        self.out = Path(config.out)
+        self.test = load_real(self.manifest, self.manifest.split_ids("test"), config.binarize)
+        self._synthetic_cache: dict[tuple[str, int], CaseArrays] = {}
+
+    def resolve_folds(self) -> list[int]:
+        available = len(self.manifest.splits.get("folds") or [])
+        k = self.config.folds or available
+        if available < 2:
+            raise UserError(f"{self.manifest.path}: the manifest has {available} folds; the benchmark needs k >= 2 "
+                            "(prepare with --folds k)")
+        if k > available:
+            raise UserError(f"folds: {k} requested, the manifest has {available} folds")
+        return list(range(k))
+
+    def check_sizes(self) -> None:
+        """Real-set sizes and synthetic counts must fit every fold and every set."""
+        smallest = min(len(self.manifest.split_ids("train", fold=f)) for f in self.folds)
+        too_big = [r for r in self.config.real_sizes if r != "all" and r > smallest]
+        if too_big:
+            raise UserError(f"real_sizes: {too_big} exceed the smallest fold's training part ({smallest} real cases)")
+        for name, size in self.set_sizes.items():
+            needed = max(self.config.n_synthetic)
+            if needed > size:
+                raise UserError(f"synthetic.{name} ({self.config.synthetic[name]}): has {size} cases, "
+                                f"n_synthetic asks for {needed}")
+
+    # data of one arm -------------------------------------------------------------------------------
+    def real_training(self, arm: ArmSpec, seed: int, fold: int) -> CaseArrays:
+        ids = self.manifest.split_ids("train", fold=fold)
+        if arm.real_size not in (None, "all"):
+            order = np.random.default_rng([seed, fold]).permutation(len(ids))
+            ids = [ids[i] for i in sorted(order[: arm.real_size])]
+        return load_real(self.manifest, ids, self.config.binarize)
+
+    def synthetic_training(self, arm: ArmSpec, seed: int) -> CaseArrays:
+        """n cases drawn with `seed`; for one seed, smaller n are subsets of larger n (nested)."""
+        key = (arm.synthetic_set, seed)
+        if key not in self._synthetic_cache:
+            order = np.random.default_rng(seed).permutation(self.set_sizes[arm.synthetic_set])
+            chosen = order[: max(self.config.n_synthetic)]
+            self._synthetic_cache[key] = load_synthetic(self.config.synthetic[arm.synthetic_set], self.manifest,
+                                                        list(chosen), self.config.binarize)
+        return self._synthetic_cache[key].subset(range(arm.n_synthetic))
+
+    def fingerprint(self, arm: ArmSpec) -> str:
+        """Hash of everything that changes an arm's results; resume refuses results with another."""
+        train = self.config.train.model_dump(mode="json", exclude={"progress", "device", "amp"})
+        cards = {n: load_card(Path(self.config.synthetic[n])).get("checkpoint", {}).get("sha256")
+                 for n in ([arm.synthetic_set] if arm.synthetic_set else [])}
+        doc = {"arm": arm.to_json(), "train": train, "binarize": self.config.binarize,
+               "augment": self.config.augment.model_dump(mode="json") if arm.augment else None,
+               "manifest": self.manifest.sha256, "cards": cards, "folds": len(self.folds)}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+    # one fold --------------------------------------------------------------------------------------
+    def fold_path(self, arm: ArmSpec, seed: int, fold: int) -> Path:
+        return self.out / "arms" / arm.name / f"seed{seed}" / f"fold{fold}.pt"
+
+    def load_fold(self, path: Path, fingerprint: str) -> dict[str, Any] | None:
+        if not path.is_file():
+            return None
+        result = torch.load(path, map_location="cpu", weights_only=True)
+        if result.get("fingerprint") != fingerprint:
+            raise UserError(f"{path}: was written with another configuration for this arm; use a new out folder "
+                            "or pass --overwrite to start again")
+        return result
+
+    def run_fold(self, arm: ArmSpec, seed: int, fold: int) -> dict[str, Any]:
+        real = self.real_training(arm, seed, fold) if arm.uses_real else None
+        synthetic = self.synthetic_training(arm, seed) if arm.uses_synthetic else None
+        if arm.kind.value == "pretrain_finetune":
+            train_data, pretrain = real, synthetic
+        else:
+            train_data, pretrain = CaseArrays.concat([d for d in (real, synthetic) if d is not None]), None
+        val = load_real(self.manifest, self.manifest.split_ids("train", fold=fold, part="val"), self.config.binarize)
+        trainer = SegTrainer(train_data, val, self.num_classes, self.config.train, seed=seed * 1000 + fold,
+                             augmentation=self.config.augment if arm.augment else None, pretrain_data=pretrain,
+                             progress_label=f"{arm.name} seed {seed} fold {fold}")
+        network = trainer.run_training()
+        started = time.perf_counter()
+        probs = predict_probabilities(network, self.test.images, self.config.train, trainer.device)
+        return {
+            "fingerprint": self.fingerprint(arm),
+            "arm": arm.name, "seed": seed, "fold": fold,
+            "n_real": 0 if real is None else len(real), "n_synthetic": 0 if synthetic is None else len(synthetic),
+            "history": [asdict(r) for r in trainer.history],
+            "train_wall_s": trainer.wall_s, "inference_wall_s": time.perf_counter() - started,
+            "epochs_run": len(trainer.history),
+            "test_ids": list(self.test.ids),
+            "test_probabilities": torch.from_numpy(probs).half(),  # float16 halves the file size
+            "state_dict": {k: v.cpu() for k, v in network.state_dict().items()},
+        }
+
+    # one arm and seed ------------------------------------------------------------------------------
+    def run_seed(self, arm: ArmSpec, seed: int) -> dict[str, Any]:
+        fingerprint = self.fingerprint(arm)
+        folds = []
+        for fold in self.folds:
+            path = self.fold_path(arm, seed, fold)
+            result = self.load_fold(path, fingerprint)
+            if result is None:
+                result = self.run_fold(arm, seed, fold)
+                atomic_torch_save(result, path)
+            else:
+                log.info("resume: %s seed %d fold %d already done, skipped", arm.name, seed, fold)
+            folds.append(result)
+        ensemble_path = path.parent / "ensemble.json"
+        if ensemble_path.is_file():
+            done = json.loads(ensemble_path.read_text())
+            if done.get("fingerprint") == fingerprint:
+                return done
+        ensemble = self.evaluate_ensemble(arm, seed, folds, fingerprint)
+        atomic_write_json(ensemble_path, ensemble)
+        return ensemble
+
+    def evaluate_ensemble(self, arm: ArmSpec, seed: int, folds: list[dict], fingerprint: str) -> dict[str, Any]:
+        """Average the folds' softmax probabilities, take the argmax and score every test case."""
+        probs = torch.stack([f["test_probabilities"].float() for f in folds]).mean(0).numpy()
+        pred = probs.argmax(1)
+        spacings = [tuple(self.manifest.case(i).get("spacing") or (1.0,) * (pred.ndim - 1)) for i in self.test.ids]
+        scores = score_cases(pred, self.test.masks, self.num_classes, spacings)
+        return {
+            "fingerprint": fingerprint, "arm": arm.to_json(), "seed": seed,
+            "n_real": folds[0]["n_real"], "n_synthetic": folds[0]["n_synthetic"],
+            "case_ids": list(self.test.ids),
+            "labels": {str(k): v for k, v in self.labels.items() if k > 0},
+            "dice": scores["dice"].tolist(), "hd95": scores["hd95"].tolist(),
+            "train_wall_s": float(sum(f["train_wall_s"] for f in folds)),
+            "inference_wall_s": float(sum(f["inference_wall_s"] for f in folds)),
+            "epochs_run": int(sum(f["epochs_run"] for f in folds)),
+            "history": [f["history"] for f in folds],
+        }
+
+    def run(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.out / "config.yaml", config_to_yaml(self.config))
+        log.info("downstream: %d arms x %d seeds x %d folds on %d real test cases, device %s", len(self.arms),
+                 len(self.config.seeds), len(self.folds), len(self.test), resolve_device(self.config.train.device))
+        ensembles = [self.run_seed(arm, seed) for arm in self.arms for seed in self.config.seeds]
+        write_reports(self.out, self.config, self.manifest, self.arms, ensembles, self.warnings)
+        return self.out
+
+
+def run_downstream(config: DownstreamConfig, allow_leakage: bool = False, overwrite: bool = False) -> Path:
+    """Run (or resume) the benchmark described by `config`; returns the output folder.
+
+    Raises:
+        UserError: bad inputs (see `Benchmark`), leakage without `allow_leakage`, or an output folder
+            holding results of another configuration without `overwrite`.
+    """
+    benchmark = Benchmark(config, allow_leakage)
+    if overwrite and benchmark.out.exists():
+        import shutil
+
+        shutil.rmtree(benchmark.out / "arms", ignore_errors=True)
+    return benchmark.run()

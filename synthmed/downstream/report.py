@@ -1,0 +1,194 @@
+"""Results of a downstream benchmark: per-case CSV, per-arm summaries, tests, table and plots."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+import synthmed  # noqa: E402
+from synthmed.data.manifest import Manifest  # noqa: E402
+from synthmed.downstream.arms import ArmSpec  # noqa: E402
+from synthmed.downstream.config import ArmKind, DownstreamConfig  # noqa: E402
+from synthmed.downstream.stats import bootstrap_ci, compare_with_baselines, friedman_nemenyi  # noqa: E402
+from synthmed.fileio import atomic_savefig, atomic_write_json, atomic_write_text  # noqa: E402
+
+log = logging.getLogger(__name__)
+PRIMARY = "dice_mean"  # per-case mean foreground Dice: the score every test is run on
+
+
+def per_case_frame(ensembles: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per arm, seed, test case and foreground label."""
+    rows = []
+    for e in ensembles:
+        arm = e["arm"]
+        for i, case_id in enumerate(e["case_ids"]):
+            for j, (label, name) in enumerate(e["labels"].items()):
+                rows.append({"arm": arm["name"], "category": arm["category"], "kind": arm["kind"],
+                             "synthetic_set": arm["synthetic_set"], "n_synthetic": arm["n_synthetic"],
+                             "real_size": arm["real_size"], "augment": arm["augment"], "seed": e["seed"],
+                             "case_id": case_id, "label": int(label), "label_name": name,
+                             "dice": e["dice"][i][j], "hd95": e["hd95"][i][j]})
+    return pd.DataFrame(rows)
+
+
+def case_scores(frame: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
+    """[case x arm] mean over labels, then over seeds (seeds are repeated measurements of one case)."""
+    per_seed = frame.groupby(["arm", "seed", "case_id"])[metric].mean()
+    return per_seed.groupby(["arm", "case_id"]).mean().unstack("arm")
+
+
+def arm_summaries(frame: pd.DataFrame, arms: list[ArmSpec], ensembles: list[dict], config: DownstreamConfig) -> list[dict]:
+    st = config.stats
+    dice_cases, hd_cases = case_scores(frame, "dice"), case_scores(frame, "hd95")
+    out = []
+    for arm in arms:
+        runs = [e for e in ensembles if e["arm"]["name"] == arm.name]
+        sub = frame[frame.arm == arm.name]
+        labels = {}
+        for (label, name), g in sub.groupby(["label", "label_name"]):
+            per_case = {m: g.groupby("case_id")[m].mean().to_numpy() for m in ("dice", "hd95")}
+            labels[name] = {m: dict(zip(("mean", "ci_low", "ci_high"), bootstrap_ci(v, st.bootstrap, st.confidence)))
+                            for m, v in per_case.items()}
+        epochs = sum(e["epochs_run"] for e in runs)
+        train_s = sum(e["train_wall_s"] for e in runs)
+        out.append({
+            **arm.to_json(),
+            "n_real_per_fold": runs[0]["n_real"], "n_synthetic_used": runs[0]["n_synthetic"],
+            "seeds": [e["seed"] for e in runs],
+            "dice_mean": dict(zip(("mean", "ci_low", "ci_high"),
+                                  bootstrap_ci(dice_cases[arm.name].to_numpy(), st.bootstrap, st.confidence))),
+            "hd95_mean": dict(zip(("mean", "ci_low", "ci_high"),
+                                  bootstrap_ci(hd_cases[arm.name].to_numpy(), st.bootstrap, st.confidence))),
+            "labels": labels,
+            "wall_s": {"train": train_s, "inference": sum(e["inference_wall_s"] for e in runs),
+                       "train_per_epoch": train_s / max(epochs, 1)},
+        })
+    return out
+
+
+def statistical_tests(frame: pd.DataFrame, arms: list[ArmSpec], alpha: float) -> dict[str, Any]:
+    scores = case_scores(frame, "dice")
+    names = {a.name for a in arms}
+    pairs = [(a.name, a.baseline().name) for a in arms if a.kind != ArmKind.REAL and a.baseline().name in names]
+    tests: dict[str, Any] = {"metric": PRIMARY, "alpha": alpha,
+                             "wilcoxon_vs_real_only": compare_with_baselines(scores, pairs) if pairs else {}}
+    if scores.shape[1] >= 3 and len(scores.dropna()) >= 2:
+        tests["friedman_nemenyi"] = friedman_nemenyi(scores[[a.name for a in arms]])
+    else:
+        tests["friedman_nemenyi"] = None
+        tests["friedman_note"] = f"needs >= 3 arms and >= 2 test cases; have {scores.shape[1]} arms, {len(scores)} cases"
+    return tests
+
+
+def summary_table(summaries: list[dict], tests: dict[str, Any]) -> pd.DataFrame:
+    """The medigan-vocabulary table: one row per arm."""
+    wil = tests["wilcoxon_vs_real_only"]
+    rows = []
+    for s in summaries:
+        d, h = s["dice_mean"], s["hd95_mean"]
+        w = wil.get(s["name"], {})
+        rows.append({"category": s["category"], "arm": s["name"], "real_size": s["real_size"],
+                     "n_synthetic": s["n_synthetic"], "augment": s["augment"],
+                     "dice": round(d["mean"], 4), "dice_ci": f"[{d['ci_low']:.3f}, {d['ci_high']:.3f}]",
+                     "hd95_mm": round(h["mean"], 2), "p_vs_real_only_holm": w.get("p_holm"),
+                     "train_s": round(s["wall_s"]["train"], 1)})
+    return pd.DataFrame(rows)
+
+
+def plot_dice_vs_n(summaries: list[dict], path: Path) -> None:
+    kinds = [k for k in (ArmKind.SYNTHETIC, ArmKind.REAL_SYNTHETIC, ArmKind.PRETRAIN_FINETUNE)
+             if any(s["kind"] == k.value for s in summaries)]
+    fig, axes = plt.subplots(1, max(len(kinds), 1), figsize=(5 * max(len(kinds), 1), 4), squeeze=False)
+    baselines = {(s["real_size"], s["augment"]): s for s in summaries if s["kind"] == ArmKind.REAL.value}
+    for ax, kind in zip(axes[0], kinds):
+        groups: dict[tuple, list[dict]] = {}
+        for s in summaries:
+            if s["kind"] == kind.value:
+                groups.setdefault((s["synthetic_set"], s["real_size"], s["augment"]), []).append(s)
+        for (set_name, real_size, augment), items in groups.items():
+            items = sorted(items, key=lambda s: s["n_synthetic"])
+            x = [s["n_synthetic"] for s in items]
+            y = np.array([[s["dice_mean"][k] for k in ("mean", "ci_low", "ci_high")] for s in items])
+            label = f"{set_name} real={real_size} {'aug' if augment else 'no aug'}"
+            line = ax.errorbar(x, y[:, 0], yerr=[y[:, 0] - y[:, 1], y[:, 2] - y[:, 0]], marker="o", capsize=3, label=label)
+            base = baselines.get((real_size if real_size is not None else "all", augment))
+            if base:
+                ax.axhline(base["dice_mean"]["mean"], ls="--", color=line[0].get_color(), alpha=0.6)
+        ax.set(title=f"{kind.value} (dashed: real only)", xlabel="synthetic cases", ylabel="test Dice (mean, 95% CI)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=100)
+    plt.close(fig)
+
+
+def plot_dice_vs_real_size(summaries: list[dict], n_all: int, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    groups: dict[tuple, list[dict]] = {}
+    for s in summaries:
+        if s["real_size"] is not None:
+            groups.setdefault((s["kind"], s["synthetic_set"], s["n_synthetic"], s["augment"]), []).append(s)
+    for (kind, set_name, n, augment), items in groups.items():
+        items = sorted(items, key=lambda s: s["n_real_per_fold"])
+        x = [s["n_real_per_fold"] for s in items]
+        ax.plot(x, [s["dice_mean"]["mean"] for s in items], marker="o",
+                label=f"{kind}{'' if set_name is None else f' {set_name} n={n}'} {'aug' if augment else 'no aug'}")
+    ax.set(xlabel=f"real training cases per fold (all = {n_all})", ylabel="test Dice (mean)", title="Dice vs real-set size")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=100)
+    plt.close(fig)
+
+
+def plot_learning_curves(ensembles: list[dict], path: Path) -> None:
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
+    by_arm: dict[str, list[list[dict]]] = {}
+    for e in ensembles:
+        by_arm.setdefault(e["arm"]["name"], []).extend(e["history"])
+    for name, histories in by_arm.items():
+        train = [[r for r in h if r["phase"] == "train"] for h in histories]
+        n = min(len(h) for h in train)
+        loss = np.mean([[r["train_loss"] for r in h[:n]] for h in train], axis=0)
+        val = np.array([[np.nan if r["val_dice"] is None else r["val_dice"] for r in h[:n]] for h in train])
+        line, = ax_loss.plot(np.arange(1, n + 1), loss, label=name)
+        ax_val.plot(np.arange(1, n + 1), np.nanmean(val, axis=0), color=line.get_color(), label=name)
+    ax_loss.set(xlabel="epoch", ylabel="training DiceCE loss", title="learning curves (mean over folds, seeds)")
+    ax_val.set(xlabel="epoch", ylabel="validation Dice (real fold cases)")
+    ax_val.legend(fontsize=6)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=100)
+    plt.close(fig)
+
+
+def write_reports(out: Path, config: DownstreamConfig, manifest: Manifest, arms: list[ArmSpec],
+                  ensembles: list[dict], warnings: list[str]) -> dict[str, Any]:
+    """Write per_case.csv, summary.csv, results.json and plots/; return the results document."""
+    frame = per_case_frame(ensembles)
+    summaries = arm_summaries(frame, arms, ensembles, config)
+    tests = statistical_tests(frame, arms, config.stats.alpha)
+    table = summary_table(summaries, tests)
+    atomic_write_text(out / "per_case.csv", frame.to_csv(index=False))
+    atomic_write_text(out / "summary.csv", table.to_csv(index=False))
+    plots = out / "plots"
+    plot_dice_vs_n(summaries, plots / "dice_vs_n_synthetic.png")
+    plot_dice_vs_real_size(summaries, len(manifest.split_ids("train")), plots / "dice_vs_real_size.png")
+    plot_learning_curves(ensembles, plots / "learning_curves.png")
+    results = {
+        "format": "synthmed-downstream-results", "format_version": 1, "synthmed_version": synthmed.__version__,
+        "leakage_warning": bool(warnings), "warnings": warnings,
+        "manifest": {"path": str(manifest.path), "sha256": manifest.sha256,
+                     "test_cases": manifest.split_ids("test")},
+        "config": config.model_dump(mode="json"),
+        "arms": summaries, "tests": tests, "summary_table": table.to_dict(orient="records"),
+    }
+    atomic_write_json(out / "results.json", results)
+    if warnings:
+        log.warning("results carry %d warning(s): %s", len(warnings), " | ".join(warnings))
+    return results

@@ -1,0 +1,47 @@
+"""The ``synthmed evaluate`` sub-command (wired into synthmed/cli.py by `add_evaluate_parser`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from synthmed.metrics.evaluate import DEFAULT_FEATURES, EvaluateOptions, evaluate_synthetic_set, format_table
+from synthmed.metrics.extractors import available_feature_extractors
+
+
+def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("evaluate", help="fidelity, diversity and memorisation of a synthetic set",
+                              description="Compare a synthetic set with real cases: Fréchet distance, KID, precision/recall, "
+                                          "MS-SSIM, intensity and mask statistics, memorisation audit, plots.")
+    p.add_argument("--real", required=True, metavar="MANIFEST[:split]", help="prepared manifest (or folder) and split (default train)")
+    p.add_argument("--synthetic", required=True, metavar="DIR", help="synthetic set folder written by `synthmed sample`")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder: metrics.json and PNGs")
+    p.add_argument("--features", nargs="+", default=list(DEFAULT_FEATURES), choices=available_feature_extractors(),
+                   help="feature spaces (3D names also select their 2D twins for 2D data)")
+    p.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples for confidence intervals")
+    p.add_argument("--kid-subsets", type=int, default=100)
+    p.add_argument("--kid-subset-size", type=int, default=1000, help="capped at the smaller set")
+    p.add_argument("--k", type=int, default=5, help="k of precision/recall/density/coverage")
+    p.add_argument("--copy-ratio", type=float, default=0.5, help="flag a sample whose nearest-training distance is below this x the typical real one")
+    p.add_argument("--top-k", type=int, default=5, help="closest synthetic/training pairs drawn")
+    p.add_argument("--tsne-perplexity", type=float, default=10.0)
+    p.add_argument("--tsne-learning-rate", type=float, default=200.0)
+    p.add_argument("--ae-steps", type=int, default=150, help="training steps of the autoencoder feature space")
+    p.add_argument("--offline", action="store_true", help="never download weights; use only the cache")
+    p.add_argument("--no-card", action="store_true", help="do not write headline figures into the set's card.json")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=run_evaluate)
+    return p
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    options = EvaluateOptions(
+        features=tuple(args.features), n_bootstrap=args.bootstrap, kid_subsets=args.kid_subsets,
+        kid_subset_size=args.kid_subset_size, prdc_k=args.k, copy_ratio=args.copy_ratio, top_k_pairs=args.top_k,
+        tsne_perplexity=args.tsne_perplexity, tsne_learning_rate=args.tsne_learning_rate, ae_steps=args.ae_steps,
+        download_weights=not args.offline, update_card=not args.no_card, seed=args.seed, overwrite=args.overwrite,
+    )
+    doc = evaluate_synthetic_set(args.real, args.synthetic, args.out, options)
+    print(format_table(doc))
+    print(f"wrote {args.out}/metrics.json")
+    return 0

@@ -1,0 +1,384 @@
+"""`synthmed evaluate`: fidelity, diversity and memorisation of a synthetic set against real cases.
+
+Every distance is reported with its sample counts and feature space, and next to the same figure
+between two real sets (real train vs real test) computed the same way, for scale. Outputs (written
+to a temporary folder, renamed when complete): ``metrics.json``, PNG plots, and headline figures in
+the synthetic set's ``card.json`` (``metrics`` and ``privacy_check``, replaced atomically).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import synthmed
+from synthmed.data.dataset import load_arrays
+from synthmed.data.manifest import Manifest
+from synthmed.errors import UserError
+from synthmed.fileio import atomic_directory, atomic_write_json
+from synthmed.metrics import plots
+from synthmed.metrics.bootstrap import bootstrap_ci
+from synthmed.metrics.distances import frechet_distance, kernel_inception_distance
+from synthmed.metrics.diversity import ms_ssim_diversity
+from synthmed.metrics.extractors.base import (
+    FeatureExtractor,
+    WeightsUnavailable,
+    available_feature_extractors,
+    build_feature_extractor,
+    extract_features,
+    look_up_feature_extractor,
+)
+from synthmed.metrics.inception_score import inception_score
+from synthmed.metrics.intensity import intensity_wasserstein, sample_voxels
+from synthmed.metrics.keys import Comparison, MetricKey, Modality
+from synthmed.metrics.mask_stats import compare_mask_statistics
+from synthmed.metrics.memorisation import memorisation_audit, pixel_features
+from synthmed.metrics.prdc import PRDC_K, precision_recall_density_coverage
+from synthmed.metrics.synthetic_set import load_synthetic_set, parse_real_spec
+from synthmed.sample.card import load_card
+from synthmed.sample.montage import save_montage
+from synthmed.sample.postprocess import images_to_network_units, images_to_original_units
+
+log = logging.getLogger(__name__)
+METRICS_FORMAT = "synthmed-evaluation"
+DEFAULT_FEATURES = ("radiomics", "autoencoder", "medicalnet", "inception")  # 3D data; 2D twins swapped in
+
+
+@dataclass
+class EvaluateOptions:
+    features: tuple[str, ...] = DEFAULT_FEATURES  # feature spaces, in order; the first available gives the headline
+    n_bootstrap: int = 100  # bootstrap resamples for Fréchet confidence intervals
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000  # capped at the smaller set
+    prdc_k: int = PRDC_K
+    copy_ratio: float = 0.5  # memorisation flag: nearest-training distance < copy_ratio x typical real NN distance
+    top_k_pairs: int = 5  # closest synthetic/training pairs drawn
+    tsne_perplexity: float = plots.TSNE_PERPLEXITY
+    tsne_learning_rate: float = plots.TSNE_LEARNING_RATE
+    ae_steps: int = 150  # autoencoder training steps
+    download_weights: bool = True  # False: use only weights already in the cache
+    update_card: bool = True  # append headline figures to the synthetic set's card.json
+    seed: int = 0
+    overwrite: bool = False
+    extractor_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)  # per feature space, e.g. {"inception": {"pretrained": False}}
+
+
+@dataclass
+class Sets:
+    """The image sets compared, images in [-1, 1] ``[N, 1, *spatial]`` and masks ``[N, *spatial]``."""
+
+    real: tuple[np.ndarray, np.ndarray]  # the --real split
+    synthetic: tuple[np.ndarray, np.ndarray]
+    train: tuple[np.ndarray, np.ndarray]  # the generator's training cases
+    test: tuple[np.ndarray, np.ndarray]  # real held-out cases (reference figures)
+    num_labels: int
+    train_ids: list[str]
+
+
+def _check_options(o: EvaluateOptions) -> None:
+    problems = [f"{name} must be >= {low}, got {value}" for name, value, low in
+                (("n_bootstrap", o.n_bootstrap, 2), ("kid_subsets", o.kid_subsets, 1), ("kid_subset_size", o.kid_subset_size, 2),
+                 ("prdc_k", o.prdc_k, 1), ("top_k_pairs", o.top_k_pairs, 0), ("ae_steps", o.ae_steps, 1)) if value < low]
+    if o.copy_ratio <= 0:
+        problems.append(f"copy_ratio must be > 0, got {o.copy_ratio}")
+    if problems:
+        raise UserError("evaluate: " + "; ".join(problems))
+    for name in o.features:
+        look_up_feature_extractor(name)
+
+
+def _as_modality(sets_images: np.ndarray, masks: np.ndarray, modality: Modality, num_labels: int) -> np.ndarray:
+    if modality == Modality.IMAGES:
+        return sets_images
+    return (masks[:, None].astype(np.float32) / max(num_labels - 1, 1)) * 2 - 1
+
+
+def _figure(value: float, n_synthetic: int, n_real: int, space: str, ci: tuple[float, float] | None = None) -> dict:
+    return {"value": value, "ci95": list(ci) if ci else None, "n_synthetic": n_synthetic, "n_real": n_real, "feature_space": space}
+
+
+def _distance_figures(fake: np.ndarray, real: np.ndarray, space: str, o: EvaluateOptions, names: tuple[str, str]) -> dict:
+    """Fréchet (bootstrap CI), KID (subset interval) and PRDC of `fake` against `real`.
+
+    The Fréchet interval is a percentile bootstrap resampling each set independently. Fréchet
+    distance is biased upwards at small N and resampling adds duplicates, so the interval can lie
+    above the point estimate; compare it with the reference interval, computed the same way.
+    """
+    fd = frechet_distance(fake, real)
+    ci = bootstrap_ci(frechet_distance, fake, real, o.n_bootstrap, seed=o.seed)
+    kid = kernel_inception_distance(fake, real, o.kid_subsets, o.kid_subset_size, seed=o.seed)
+    counts = {f"n_{names[0]}": len(fake), f"n_{names[1]}": len(real), "feature_space": space}
+    out = {
+        MetricKey.FRECHET.value: {"value": fd, "ci95": list(ci), **counts},
+        MetricKey.KID_MEAN.value: {"value": kid.mean, "std": kid.std, "ci95": list(np.percentile(kid.subset_values, [2.5, 97.5])),
+                                    "subset_size": kid.subset_size, "subsets": o.kid_subsets, **counts},
+    }
+    if min(len(fake), len(real)) > o.prdc_k:
+        prdc = precision_recall_density_coverage(real, fake, o.prdc_k)
+        out.update({k: {"value": v, "k": o.prdc_k, **counts} for k, v in prdc.items()})
+    return out
+
+
+def _standardised(views: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
+    # Radiomics features have unrelated units: z-score every set on the real training cases.
+    out = {}
+    for view, by_set in views.items():
+        ref = by_set["train"]
+        mean, std = ref.mean(0), ref.std(0)
+        std = np.where(std > 1e-12, std, 1.0)
+        out[view] = {k: (v - mean) / std for k, v in by_set.items()}
+    return out
+
+
+def _build(name: str, o: EvaluateOptions, data_dims: int) -> FeatureExtractor:
+    cls = look_up_feature_extractor(name)
+    if cls.spatial_dims == 3 and data_dims == 2:
+        twin = f"{name}_2d"
+        if twin not in available_feature_extractors():
+            raise UserError(f"feature space {name!r} is 3D only; these images are 2D")
+        name = twin
+    kwargs = dict(o.extractor_kwargs.get(name, {}))
+    if name.startswith("autoencoder"):
+        kwargs.setdefault("steps", o.ae_steps)
+    if name in ("inception", "medicalnet") and kwargs.get("pretrained", True):
+        kwargs.setdefault("download", o.download_weights)
+    return build_feature_extractor(name, **kwargs)
+
+
+def _feature_space_metrics(name: str, sets: Sets, o: EvaluateOptions, modality: Modality) -> tuple[dict, dict]:
+    """Distances for one feature space and modality: ``({view: figures}, {view: features by set})``."""
+    data_dims = sets.real[0].ndim - 2
+    extractor = _build(name, o, data_dims)
+    by_set = {k: _as_modality(*getattr(sets, k), modality, sets.num_labels) for k in ("real", "synthetic", "train", "test")}
+    if extractor.needs_fit:
+        extractor.fit(by_set["train"], seed=o.seed)
+    feats = {k: extract_features(extractor, v) for k, v in by_set.items() if len(v)}
+    views = {view: {k: f[view] for k, f in feats.items()} for view in feats["synthetic"]}
+    if extractor.standardise:
+        views = _standardised(views)
+    results = {}
+    for view, f in views.items():
+        space = f"{extractor.name}/{view}"
+        entry = {Comparison.SYNTHETIC.value: _distance_figures(f["synthetic"], f["real"], space, o, ("synthetic", "real"))}
+        if len(f.get("test", [])) >= 2 and len(f["train"]) >= 2:
+            entry[Comparison.REFERENCE.value] = _distance_figures(f["test"], f["train"], space, o, ("real_test", "real_train"))
+        else:
+            entry[Comparison.REFERENCE.value] = {"unavailable": "needs at least 2 real train and 2 real test cases"}
+        results[space] = entry
+    if modality == Modality.IMAGES and hasattr(extractor, "extract_logits"):
+        results["inception_score"] = _inception_scores(extractor, by_set, o)
+    return results, {"describe": extractor.describe(), "views": views}
+
+
+def _inception_scores(extractor, by_set: dict[str, np.ndarray], o: EvaluateOptions) -> dict:
+    from synthmed.metrics.extractors.base import PLANES, volume_slices
+
+    out = {}
+    for key in ("synthetic", "real"):
+        images = by_set[key]
+        if images.ndim == 5:  # 2.5D: every slice of every plane is one image for the classifier
+            images = np.concatenate([volume_slices(images, a).reshape(-1, *volume_slices(images, a).shape[2:]) for a in range(len(PLANES))])
+        mean, std = inception_score(np.concatenate([extractor.extract_logits(images[i:i + 16]) for i in range(0, len(images), 16)]), seed=o.seed)
+        out[key] = {MetricKey.IS_MEAN.value: mean, MetricKey.IS_STD.value: std, "n_images": len(images)}
+    return out
+
+
+def _load_sets(manifest: Manifest, split: str, synthetic_dir: Path) -> tuple[Sets, dict, list[str], np.ndarray]:
+    intensity = manifest.preprocessing["intensity"]
+    shape = tuple(manifest.preprocessing["shape"])
+    syn_images, syn_masks, names = load_synthetic_set(synthetic_dir, shape)
+    card = load_card(synthetic_dir)
+    train_ids = [i for i in card.get("trained_on_case_ids", []) if i in {c["id"] for c in manifest.cases}]
+    train_ids = train_ids or manifest.split_ids("train")
+    real_ids = manifest.split_ids(split)
+    if len(real_ids) < 2:
+        raise UserError(f"{manifest.path}: split {split!r} has {len(real_ids)} case(s); at least 2 needed")
+    test_ids = manifest.split_ids("test")
+    sets = Sets(
+        real=load_arrays(manifest, real_ids), train=load_arrays(manifest, train_ids), test=load_arrays(manifest, test_ids),
+        synthetic=(images_to_network_units(syn_images, intensity), syn_masks),
+        num_labels=max(max(manifest.labels) + 1, 2), train_ids=train_ids,
+    )
+    return sets, card, names, syn_images
+
+
+def evaluate_synthetic_set(real: str, synthetic: str | os.PathLike, out: str | os.PathLike,
+                           options: EvaluateOptions | None = None) -> dict[str, Any]:
+    """Evaluate the synthetic set folder `synthetic` against ``MANIFEST[:split]`` `real`; write `out`.
+
+    Returns:
+        The ``metrics.json`` document.
+
+    Raises:
+        UserError: bad options, unreadable inputs, mismatched shapes, too few cases, or `out` exists
+            without ``overwrite``. Nothing is written then.
+    """
+    o = options or EvaluateOptions()
+    _check_options(o)
+    manifest, split = parse_real_spec(real)
+    synthetic = Path(synthetic)
+    sets, card, names, syn_original = _load_sets(manifest, split, synthetic)
+    with atomic_directory(out, overwrite=o.overwrite) as tmp:
+        doc = _compute(manifest, split, synthetic, sets, names, syn_original, o, tmp)
+        atomic_write_json(tmp / "metrics.json", doc)
+    if o.update_card:
+        _update_card(synthetic, card, doc, Path(out))
+    return doc
+
+
+def _compute(manifest: Manifest, split: str, synthetic: Path, sets: Sets, names: list[str], syn_original: np.ndarray,
+             o: EvaluateOptions, folder: Path) -> dict[str, Any]:
+    labels = sorted(manifest.labels)
+    doc: dict[str, Any] = {
+        "format": METRICS_FORMAT, "synthmed_version": synthmed.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "real": {"manifest": str(manifest.path), "manifest_sha256": manifest.sha256, "split": split, "n": len(sets.real[0])},
+        "synthetic": {"folder": str(synthetic.resolve()), "n": len(names)},
+        "reference": {"n_real_train": len(sets.train[0]), "n_real_test": len(sets.test[0])},
+        "options": {k: v for k, v in asdict(o).items() if k != "extractor_kwargs"},
+        "feature_spaces": {}, Modality.IMAGES.value: {}, Modality.MASKS.value: {},
+    }
+    tsne_inputs = {}
+    for name in o.features:
+        for modality in Modality:
+            try:
+                results, info = _feature_space_metrics(name, sets, o, modality)
+            except WeightsUnavailable as e:
+                print(f"{name}: unavailable ({e})", file=sys.stderr)
+                doc["feature_spaces"][name] = {"status": "unavailable", "reason": str(e)}
+                break
+            doc["feature_spaces"][name] = {"status": "ok", **info["describe"]}
+            doc[modality.value].update(results)
+            tsne_inputs.setdefault(modality, []).append((name, info["views"]))
+    doc["diversity"] = _diversity(sets, o)
+    doc["intensity"] = _intensity(manifest, sets, syn_original, labels, o, folder)
+    spacing = manifest.preprocessing.get("spacing")
+    voxel_volume = float(np.prod(spacing)) if spacing else 1.0
+    doc["mask_statistics"] = {"volume_unit": "mm3" if spacing else "voxels", "n_real": len(sets.real[1]), "n_synthetic": len(sets.synthetic[1]),
+                              "statistics": compare_mask_statistics(sets.real[1], sets.synthetic[1], labels, voxel_volume)}
+    doc["memorisation"] = _memorisation(manifest, sets, names, syn_original, o, folder)
+    doc["plots"] = _plots(manifest, sets, syn_original, tsne_inputs, o, folder)
+    return doc
+
+
+def _diversity(sets: Sets, o: EvaluateOptions) -> dict:
+    out = {}
+    for modality in Modality:
+        row = {}
+        for key in ("synthetic", "real"):
+            images = _as_modality(*getattr(sets, key), modality, sets.num_labels)
+            row[key] = {**ms_ssim_diversity(images, seed=o.seed), "n": len(images)} if len(images) >= 2 else None
+        out[modality.value] = {MetricKey.MS_SSIM.value: row, "note": "mean MS-SSIM of random pairs; lower is more diverse"}
+    return out
+
+
+def _intensity(manifest: Manifest, sets: Sets, syn_original: np.ndarray, labels: list[int], o: EvaluateOptions, folder: Path) -> dict:
+    intensity = manifest.preprocessing["intensity"]
+    real_original = images_to_original_units(sets.real[0], intensity)
+    unit = "HU" if str(manifest.preprocessing.get("modality", "")).upper() == "CT" else "original units"
+    result = intensity_wasserstein(real_original, syn_original, sets.real[1], sets.synthetic[1], labels, seed=o.seed)
+    plots.save_histograms(folder / "intensity_histograms.png",
+                          {"real": sample_voxels(real_original, seed=o.seed), "synthetic": sample_voxels(syn_original, seed=o.seed)}, unit)
+    return {"unit": unit, MetricKey.WASSERSTEIN.value: result}
+
+
+def _memorisation(manifest: Manifest, sets: Sets, names: list[str], syn_original: np.ndarray, o: EvaluateOptions, folder: Path) -> dict:
+    train_f = pixel_features(*sets.train, sets.num_labels)
+    syn_f = pixel_features(*sets.synthetic, sets.num_labels)
+    audit = memorisation_audit(train_f, syn_f, o.copy_ratio)
+    closest = audit.closest(min(o.top_k_pairs, len(names)))
+    pairs = []
+    train_original = images_to_original_units(sets.train[0], manifest.preprocessing["intensity"])
+    for i in closest:
+        j = int(audit.nearest_index[i])
+        t_name = sets.train_ids[j]
+        pairs.append((f"{names[i]} (ratio {audit.ratio[i]:.2f})", syn_original[i, 0], sets.synthetic[1][i], t_name, train_original[j, 0], sets.train[1][j]))
+    if pairs:
+        plots.save_closest_pairs(folder / "memorisation_closest_pairs.png", pairs)
+    return {
+        "feature_space": "pixels (image + scaled mask, average-pooled)", "threshold_ratio": audit.threshold,
+        "typical_real_nn_distance": audit.typical_real_distance, "n_synthetic": len(names), "n_train": len(train_f),
+        MetricKey.FRACTION_FLAGGED.value: audit.fraction_flagged, "flagged": [names[i] for i in np.flatnonzero(audit.flagged)],
+        "closest": [{"synthetic": names[i], "train_case": sets.train_ids[int(audit.nearest_index[i])], "ratio": float(audit.ratio[i])}
+                    for i in closest],
+    }
+
+
+def _plots(manifest: Manifest, sets: Sets, syn_original: np.ndarray, tsne_inputs: dict, o: EvaluateOptions, folder: Path) -> list[str]:
+    real_original = images_to_original_units(sets.real[0], manifest.preprocessing["intensity"])
+    save_montage(folder / "montage.png", [("real", real_original, sets.real[1]), ("synthetic", syn_original, sets.synthetic[1])],
+                 labels={str(k): v for k, v in manifest.labels.items()})
+    for modality, spaces in tsne_inputs.items():
+        for name, views in spaces:
+            view = next(iter(views))
+            f = views[view]
+            plots.save_tsne(folder / f"tsne_{modality.value}_{name}.png", {"real": f["real"], "synthetic": f["synthetic"]},
+                            f"{modality.value}, {name}/{view}", o.tsne_perplexity, o.tsne_learning_rate, o.seed)
+    return sorted(p.name for p in folder.glob("*.png"))
+
+
+def headline_figures(doc: dict[str, Any]) -> dict[str, Any]:
+    """The figures worth a line in the card: Fréchet and KID of the first feature space per modality."""
+    out = {}
+    for modality in Modality:
+        for space, entry in doc[modality.value].items():
+            syn = entry.get(Comparison.SYNTHETIC.value) if isinstance(entry, dict) else None
+            if not syn:
+                continue
+            ref = entry.get(Comparison.REFERENCE.value, {})
+            for key in (MetricKey.FRECHET.value, MetricKey.KID_MEAN.value):
+                out[f"{modality.value}/{space}/{key}"] = {**syn[key], "reference": ref.get(key, {}).get("value")}
+            break
+    return out
+
+
+def _update_card(synthetic: Path, card: dict, doc: dict, out: Path) -> None:
+    memo = doc["memorisation"]
+    card = dict(card)
+    card["metrics"] = {**card.get("metrics", {}), "evaluation": {"metrics_json": str((out / "metrics.json").resolve()),
+                       "created": doc["created"], "real": doc["real"], **headline_figures(doc)}}
+    card["privacy_check"] = {"method": "nearest training case distance / median real nearest-neighbour distance",
+                             "feature_space": memo["feature_space"], "threshold_ratio": memo["threshold_ratio"],
+                             MetricKey.FRACTION_FLAGGED.value: memo[MetricKey.FRACTION_FLAGGED.value],
+                             "n_synthetic": memo["n_synthetic"], "n_train": memo["n_train"], "flagged": memo["flagged"]}
+    atomic_write_json(synthetic / "card.json", card)
+
+
+def format_table(doc: dict[str, Any]) -> str:
+    """A short terminal summary: one line per modality and feature space, plus diversity and memorisation."""
+    lines = [f"{'modality':8} {'feature space':22} {'FD [95% CI]':>28} {'ref FD':>10} {'KID':>10} {'ref KID':>10} {'prec':>5} {'rec':>5}"]
+    for modality in Modality:
+        for space, entry in doc[modality.value].items():
+            syn = entry.get(Comparison.SYNTHETIC.value) if isinstance(entry, dict) else None
+            if not syn:
+                continue
+            ref = entry.get(Comparison.REFERENCE.value, {})
+            fd, kid = syn[MetricKey.FRECHET.value], syn[MetricKey.KID_MEAN.value]
+            ci = f"{fd['value']:.4g} [{fd['ci95'][0]:.3g}, {fd['ci95'][1]:.3g}]"
+            r_fd = ref.get(MetricKey.FRECHET.value, {}).get("value")
+            r_kid = ref.get(MetricKey.KID_MEAN.value, {}).get("value")
+            p, r = syn.get(MetricKey.PRECISION.value, {}).get("value"), syn.get(MetricKey.RECALL.value, {}).get("value")
+            lines.append(f"{modality.value:8} {space:22} {ci:>28} {_fmt(r_fd):>10} {_fmt(kid['value']):>10} {_fmt(r_kid):>10} {_fmt(p, 2):>5} {_fmt(r, 2):>5}")
+    n = doc["synthetic"]["n"]
+    lines.append(f"(n synthetic = {n}, n real = {doc['real']['n']} [{doc['real']['split']}]; reference: "
+                 f"{doc['reference']['n_real_test']} real test vs {doc['reference']['n_real_train']} real train)")
+    div = doc["diversity"][Modality.IMAGES.value][MetricKey.MS_SSIM.value]
+    lines.append(f"MS-SSIM (images, lower = more diverse): synthetic {_fmt((div['synthetic'] or {}).get('mean'))}, real {_fmt((div['real'] or {}).get('mean'))}")
+    memo = doc["memorisation"]
+    lines.append(f"memorisation: {memo[MetricKey.FRACTION_FLAGGED.value]:.1%} of {memo['n_synthetic']} synthetic samples flagged "
+                 f"(ratio < {memo['threshold_ratio']:g})")
+    for name, info in doc["feature_spaces"].items():
+        if info["status"] != "ok":
+            lines.append(f"{name}: unavailable ({info['reason']})")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}g}"

@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from synthmed.errors import UserError
+from synthmed.metrics.bootstrap import bootstrap_ci
+from synthmed.metrics.distances import frechet_distance, frechet_distance_gaussians, kernel_inception_distance
+from synthmed.metrics.inception_score import inception_score
+from synthmed.metrics.extractors.radiomics import RadiomicsExtractor
+
+
+def test_frechet_of_two_gaussians_matches_closed_form():
+    # 1-D closed form: (m1 - m2)^2 + (s1 - s2)^2
+    assert frechet_distance_gaussians(np.array([0.0]), np.eye(1) * 4, np.array([3.0]), np.eye(1)) == pytest.approx(9 + 1)
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, (20000, 3))
+    b = rng.normal(0, 1, (20000, 3)) * [1, 2, 3] + [1, 0, 0]
+    expected = 1 + (0 + 1 + 4)  # mean shift 1, std 1 vs 1, 2, 3
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=0.03)
+
+
+def test_frechet_small_n_route_equals_covariance_route():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(30, 50)), rng.normal(size=(40, 50)) + 0.3
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    exact = frechet_distance_gaussians(mu_a, np.cov(a, rowvar=False), mu_b, np.cov(b, rowvar=False))
+    assert frechet_distance(a, b) == pytest.approx(exact, rel=1e-6)
+
+
+def test_frechet_of_a_set_to_itself_is_zero():
+    x = np.random.default_rng(2).normal(size=(50, 8))
+    assert frechet_distance(x, x) == pytest.approx(0, abs=1e-8)
+
+
+def test_frechet_grows_monotonically_with_shift_and_blur():
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(200, 8))
+    shifts = [frechet_distance(base, base + s) for s in (0.0, 0.2, 0.5, 1.0)]
+    assert np.all(np.diff(shifts) > 0)
+    images = np.clip(rng.normal(0, 0.3, (24, 1, 16, 16, 16)), -1, 1)
+    extractor = RadiomicsExtractor()
+    real = extractor.extract(images)
+    blurred = [extractor.extract(ndimage.gaussian_filter(images, (0, 0, s, s, s))) if s else real for s in (0, 0.5, 1.0, 2.0)]
+    mean, std = real.mean(0), np.where(real.std(0) > 0, real.std(0), 1)
+    fds = [frechet_distance((real - mean) / std, (b - mean) / std) for b in blurred]
+    assert fds[0] == pytest.approx(0, abs=1e-8) and np.all(np.diff(fds) > 0)
+
+
+def test_kid_is_near_zero_for_one_distribution_and_positive_for_different_ones():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(300, 16)), rng.normal(size=(300, 16))
+    same = kernel_inception_distance(a, b, subsets=50, subset_size=100)
+    different = kernel_inception_distance(a, b + 0.5, subsets=50, subset_size=100)
+    assert abs(same.mean) < 2 * same.std
+    assert different.mean > 10 * abs(same.mean) and different.mean - 2 * different.std > 0
+
+
+def test_kid_works_below_1000_samples():
+    rng = np.random.default_rng(5)
+    result = kernel_inception_distance(rng.normal(size=(12, 4)), rng.normal(size=(7, 4)))
+    assert result.subset_size == 7 and np.isfinite(result.mean)
+
+
+@pytest.mark.parametrize("a, b, match", [
+    (np.zeros((0, 4)), np.zeros((5, 4)), "0 sample"),
+    (np.zeros((5, 4)), np.zeros((5, 3)), "feature sizes differ"),
+    (np.zeros((5, 4, 1)), np.zeros((5, 4)), r"must be \[N, F\]"),
+    (np.full((5, 4), np.nan), np.zeros((5, 4)), "NaN"),
+])
+def test_bad_feature_sets_are_clear_errors(a, b, match):
+    with pytest.raises(UserError, match=match):
+        frechet_distance(a, b)
+    with pytest.raises(UserError, match=match):
+        kernel_inception_distance(a, b)
+
+
+def test_bootstrap_interval_separates_close_from_far_sets():
+    rng = np.random.default_rng(6)
+    a = rng.normal(size=(100, 4))
+    near = bootstrap_ci(frechet_distance, a, rng.normal(size=(100, 4)), n_bootstrap=50)
+    far = bootstrap_ci(frechet_distance, a, rng.normal(size=(100, 4)) + 2, n_bootstrap=50)
+    assert near[0] <= near[1] < far[0] <= far[1]
+    assert 16 - 1 < far[1] and far[0] < 16 + 4  # true distance 4 x 2^2 = 16
+
+
+def test_inception_score_of_confident_uniform_classes_is_the_class_count():
+    logits = np.full((100, 10), -50.0)
+    logits[np.arange(100), np.arange(100) % 10] = 50.0
+    mean, std = inception_score(logits, splits=1)
+    assert mean == pytest.approx(10, rel=1e-6)
+    assert inception_score(np.zeros((100, 10)), splits=1)[0] == pytest.approx(1.0)

@@ -1,0 +1,69 @@
+import json
+
+import numpy as np
+import pytest
+
+from conftest import make_synthetic_set
+from synthmed.data.manifest import load_manifest
+from synthmed.errors import UserError
+from synthmed.metrics.evaluate import EvaluateOptions, evaluate_synthetic_set, format_table
+from synthmed.metrics.synthetic_set import parse_real_spec
+
+FAST = dict(features=("radiomics", "autoencoder", "medicalnet"), ae_steps=5, n_bootstrap=10, kid_subsets=10,
+            download_weights=False, extractor_kwargs={})
+
+
+def test_evaluate_writes_every_figure_with_counts_and_fills_the_card(toy_prepared, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SYNTHMED_WEIGHTS", str(tmp_path / "empty_cache"))
+    manifest = load_manifest(toy_prepared)
+    train = manifest.split_ids("train")
+    syn = make_synthetic_set(toy_prepared, tmp_path / "syn", train[:3] + manifest.split_ids("test"), noise=0.002)
+    doc = evaluate_synthetic_set(str(toy_prepared), syn, tmp_path / "eval", EvaluateOptions(**FAST))
+    assert "medicalnet: unavailable" in capsys.readouterr().err  # the others still ran
+    assert doc["feature_spaces"]["medicalnet"]["status"] == "unavailable"
+    fd = doc["images"]["radiomics/volume"]["synthetic_vs_real"]["frechet_distance"]
+    assert fd["n_synthetic"] == 5 and fd["n_real"] == len(train) and fd["feature_space"] == "radiomics/volume"
+    ref = doc["images"]["radiomics/volume"]["real_train_vs_real_test"]["frechet_distance"]
+    assert ref["n_real_test"] == 2 and ref["n_real_train"] == len(train)
+    assert "autoencoder/volume" in doc["masks"]
+    memo = doc["memorisation"]  # 3 noisy copies of training cases, 2 held-out cases
+    assert memo["flagged"] == ["syn_0000", "syn_0001", "syn_0002"] and memo["fraction_flagged"] == pytest.approx(0.6)
+    files = {p.name for p in (tmp_path / "eval").iterdir()}
+    assert {"metrics.json", "montage.png", "intensity_histograms.png", "memorisation_closest_pairs.png",
+            "tsne_images_radiomics.png"} <= files
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == json.loads(json.dumps(doc))
+    card = json.loads((syn / "card.json").read_text())
+    assert card["privacy_check"]["fraction_flagged"] == pytest.approx(0.6)
+    assert card["metrics"]["evaluation"]["images/radiomics/volume/frechet_distance"]["n_synthetic"] == 5
+    assert "memorisation: 60.0% of 5" in format_table(doc)
+
+
+def test_a_shifted_set_is_further_than_a_near_copy(toy_prepared, tmp_path):
+    ids = load_manifest(toy_prepared).split_ids("train")
+    options = EvaluateOptions(**{**FAST, "features": ("radiomics",), "update_card": False})
+    values = []
+    for shift in (0.0, 0.1, 0.3):
+        syn = make_synthetic_set(toy_prepared, tmp_path / f"syn{shift}", ids, shift=shift)
+        doc = evaluate_synthetic_set(str(toy_prepared), syn, tmp_path / f"eval{shift}", options)
+        values.append(doc["images"]["radiomics/volume"]["synthetic_vs_real"]["frechet_distance"]["value"])
+        assert doc["intensity"]["wasserstein"]["all"]["value"] == pytest.approx(shift * 812, rel=0.1, abs=1.0)  # HU
+    assert values[0] == pytest.approx(0, abs=1e-6) and values[0] < values[1] < values[2]
+
+
+def test_bad_inputs_are_clear_errors_and_leave_nothing(toy_prepared, copied_set, tmp_path):
+    with pytest.raises(UserError, match="unknown split 'tets'"):
+        parse_real_spec(f"{toy_prepared}:tets")
+    with pytest.raises(UserError, match="not a synthetic set"):
+        evaluate_synthetic_set(str(toy_prepared), tmp_path, tmp_path / "out")
+    label = copied_set / "labelsTr" / "syn_0000.nii.gz"
+    import nibabel as nib
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.uint8), np.eye(4)), label)
+    with pytest.raises(UserError, match=r"syn_0000: image \[16, 16, 16\] and mask \[8, 8, 8\]"):
+        evaluate_synthetic_set(str(toy_prepared), copied_set, tmp_path / "out")
+    for image in (copied_set / "imagesTr").iterdir():
+        image.unlink()
+    with pytest.raises(UserError, match="no images"):
+        evaluate_synthetic_set(str(toy_prepared), copied_set, tmp_path / "out")
+    with pytest.raises(UserError, match="Did you mean"):
+        evaluate_synthetic_set(str(toy_prepared), copied_set, tmp_path / "out", EvaluateOptions(features=("radiomic",)))
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,72 @@
+"""HA-GAN extras: the grid search table and the encode command (latent code + reconstruction)."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import argparse
+import nibabel as nib
+import numpy as np
+import pytest
+
+from synthmed.errors import UserError
+from synthmed.models.hagan_cli import add_encode_parser, add_grid_parser, encode_to_folder
+from synthmed.train.config import resolve_config
+from synthmed.train.grid import grid_combinations, run_grid
+from synthmed.train.loop import train
+from tests.models.test_hagan import tiny_config
+
+
+def test_grid_trains_every_combination_and_writes_a_table(toy_prepared, tmp_path):
+    base = tiny_config(toy_prepared, tmp_path / "unused", steps=2)
+    grid = {"optim.G.lr": [1e-4, 2e-4], "model.params.latent_dim": [8]}
+    table = run_grid(base, grid, tmp_path / "grid")
+    rows = list(csv.DictReader(table.open()))
+    assert sorted((float(r["optim.G.lr"]), int(r["model.params.latent_dim"])) for r in rows) == [(1e-4, 8), (2e-4, 8)]
+    for row in rows:
+        assert int(row["step"]) == 2 and math.isfinite(float(row["loss/G"]))
+        assert 0 < float(row["val_recon_l1"]) < 2  # one validation case, encoded and decoded
+        saved = (tmp_path / "grid" / "runs" / row["run"] / "config.yaml").read_text()
+        assert f"lr: {float(row['optim.G.lr'])}" in saved
+    assert len(json.loads((tmp_path / "grid" / "grid.json").read_text())["runs"]) == 2
+    mtime = (tmp_path / "grid" / "runs" / "run_000" / "metrics.jsonl").stat().st_mtime
+    run_grid(base, grid, tmp_path / "grid")  # finished runs are not trained again
+    assert (tmp_path / "grid" / "runs" / "run_000" / "metrics.jsonl").stat().st_mtime == mtime
+
+
+def test_bad_grids_are_refused_before_any_training(toy_prepared, tmp_path):
+    base = tiny_config(toy_prepared, tmp_path / "unused", steps=2)
+    assert len(grid_combinations({"a": [1, 2, 3], "b": [1, 2, 3], "c": [1, 2, 3]})) == 27
+    with pytest.raises(UserError, match="b: expected a non-empty list"):
+        grid_combinations({"a": [1], "b": 3})
+    with pytest.raises(UserError, match="optim.G.lrr: unknown key"):
+        run_grid(base, {"optim.G.lrr": [1e-4]}, tmp_path / "grid")
+    assert not (tmp_path / "grid").exists()
+
+
+def test_encode_writes_latent_and_reconstruction(toy_prepared, tmp_path):
+    run = train(resolve_config(tiny_config(toy_prepared, tmp_path / "run", steps=2)))
+    out = encode_to_folder(run, "toy_000", tmp_path / "enc")
+    assert np.load(out / "latent.npy").shape == (16,)
+    report = json.loads((out / "encode.json").read_text())
+    assert 0 < report["recon_l1"] < 2 and 0 <= report["mask_agreement"] <= 1
+    image = nib.load(out / "reconstruction" / "imagesTr" / "rec_0000_0000.nii.gz")
+    assert image.shape == (16, 16, 16)
+
+    with pytest.raises(UserError, match="needs its mask"):
+        encode_to_folder(run, str(out / "reconstruction" / "imagesTr" / "rec_0000_0000.nii.gz"), tmp_path / "e2")
+    with pytest.raises(UserError, match="no case with id 'nope'"):
+        encode_to_folder(run, "nope", tmp_path / "e3")
+    assert not (tmp_path / "e2").exists() and not (tmp_path / "e3").exists()
+
+
+def test_cli_parsers_set_their_functions():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    add_encode_parser(sub)
+    add_grid_parser(sub)
+    args = parser.parse_args(["encode", "--checkpoint", "c", "--input", "toy_000", "--out", "o"])
+    assert args.func.__name__ == "_run_encode" and args.mask is None
+    args = parser.parse_args(["grid", "--config", "a.yaml", "--grid", "g.yaml", "--out", "o", "--set", "train.steps=3"])
+    assert args.func.__name__ == "_run_grid" and args.overrides == ["train.steps=3"]

@@ -17,6 +17,7 @@ from synthmed.sample.montage import central_slice  # noqa: E402
 
 TSNE_PERPLEXITY = 10.0  # as in the thesis
 TSNE_LEARNING_RATE = 200.0
+EXACT_TSNE_MAX_N = 1000  # Barnes-Hut is far slower than the exact gradient for small sets
 
 
 def save_tsne(path: str | os.PathLike, groups: dict[str, np.ndarray], title: str,
@@ -30,7 +31,8 @@ def save_tsne(path: str | os.PathLike, groups: dict[str, np.ndarray], title: str
     source = np.concatenate([[i] * len(groups[n]) for i, n in enumerate(names)])
     x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-12)
     perplexity = min(perplexity, max(1.0, (len(x) - 1) / 3))
-    embedded = TSNE(2, perplexity=perplexity, learning_rate=learning_rate, init="pca", random_state=seed).fit_transform(x)
+    embedded = TSNE(2, perplexity=perplexity, learning_rate=learning_rate, init="pca", random_state=seed,
+                    method="exact" if len(x) <= EXACT_TSNE_MAX_N else "barnes_hut").fit_transform(x)
     fig, ax = plt.subplots(figsize=(5, 5))
     try:
         for i, name in enumerate(names):

@@ -442,14 +442,29 @@ class HAGAN(GenerativeModel):
         return gen.assemble(gen.features(z, classes), self.slab)
 
     @torch.no_grad()
-    def reconstruct(self, real: torch.Tensor, classes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z, reconstruction) of real network tensors; classes default to D^L's prediction."""
+    def reconstruct(
+        self, real: torch.Tensor, classes: torch.Tensor | None = None, through: str = "z"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(code, reconstruction) of real network tensors.
+
+        Args:
+            classes: conditional models only; default: D^L's prediction.
+            through: ``"z"``: E^H then E^G to the latent z, decoded by G^A, G^H (the full amortized
+                inversion); ``"features"``: E^H's feature volume A, decoded by G^H only (the paper's
+                high-resolution reconstruction path).
+        """
+        if through not in ("z", "features"):
+            raise ValueError(f"through must be 'z' or 'features', got {through!r}")
         was_training = self.training
         self.eval()
-        z = self.encode(real)
-        recon = self.decode(z, self._classes_for(real, classes))
+        if through == "z":
+            code = self.encode(real)
+            recon = self.decode(code, self._classes_for(real, classes))
+        else:
+            code = self.nets["E"].high(real)
+            recon = self.nets["G"].assemble(code, self.slab)
         self.train(was_training)
-        return z, recon
+        return code, recon
 
 
 @register_model("hagan", HAGANParams)

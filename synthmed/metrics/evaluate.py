@@ -9,7 +9,6 @@ the synthetic set's ``card.json`` (``metrics`` and ``privacy_check``, replaced a
 from __future__ import annotations
 
 import datetime as _dt
-import logging
 import os
 import sys
 from dataclasses import asdict, dataclass, field
@@ -46,7 +45,6 @@ from synthmed.sample.card import load_card
 from synthmed.sample.montage import save_montage
 from synthmed.sample.postprocess import images_to_network_units, images_to_original_units
 
-log = logging.getLogger(__name__)
 METRICS_FORMAT = "synthmed-evaluation"
 DEFAULT_FEATURES = ("radiomics", "autoencoder", "medicalnet", "inception")  # 3D data; 2D twins swapped in
 

@@ -1,0 +1,53 @@
+"""Time to extract features of N volumes per feature space on the CPU (median of repeats).
+
+    python benchmarks/evaluate.py [--n 16] [--shape 32 48 32] [--repeats 3]
+
+Inception and MedicalNet run with random weights here (same cost as the real ones), so no download is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from synthmed.metrics.distances import frechet_distance, kernel_inception_distance
+from synthmed.metrics.extractors import build_feature_extractor, extract_features
+
+SPACES = {"radiomics": {}, "autoencoder": {"steps": 50}, "medicalnet": {"pretrained": False}, "inception": {"pretrained": False}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=16, help="volumes")
+    parser.add_argument("--shape", type=int, nargs=3, default=(32, 48, 32))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--spaces", nargs="+", default=list(SPACES))
+    args = parser.parse_args()
+    images = np.random.default_rng(0).uniform(-1, 1, (args.n, 1, *args.shape)).astype(np.float32)
+    print(f"{args.n} volumes of {args.shape}, {torch.get_num_threads()} threads, median of {args.repeats}")
+    for name in args.spaces:
+        extractor = build_feature_extractor(name, **SPACES[name])
+        if extractor.needs_fit:
+            start = time.perf_counter()
+            extractor.fit(images)
+            print(f"  {name:12} fit {SPACES[name].get('steps')} steps: {time.perf_counter() - start:.2f} s")
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            views = extract_features(extractor, images)
+            times.append(time.perf_counter() - start)
+        med = float(np.median(times))
+        dims = next(iter(views.values())).shape[1]
+        print(f"  {name:12} extract: {med:.2f} s ({med / args.n * 1000:.0f} ms/volume), {len(views)} view(s) x {dims} features")
+    feats = np.random.default_rng(1).normal(size=(args.n, 2048))
+    start = time.perf_counter()
+    frechet_distance(feats, feats + 0.1)
+    kernel_inception_distance(feats, feats)
+    print(f"  Fréchet + KID on [{args.n}, 2048]: {time.perf_counter() - start:.3f} s")
+
+
+if __name__ == "__main__":
+    main()

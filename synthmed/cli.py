@@ -4,6 +4,7 @@
     synthmed analyze  INPUT... [--out DIR]    per-source dataset analysis (table + plots)
     synthmed train    --config FILE           train a generator on a manifest's train split
     synthmed sample   --checkpoint C -n N     draw synthetic pairs (NIfTI + dataset card)
+    synthmed evaluate --real M --synthetic S  fidelity, diversity and memorisation of a synthetic set
     synthmed demo     [--out DIR]             prepare -> train -> sample on the bundled data
 """
 
@@ -96,6 +97,7 @@ def _run_demo(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from synthmed.data.cli import add_analyze_parser, add_prepare_parser
+    from synthmed.metrics.cli import add_evaluate_parser
 
     parser = argparse.ArgumentParser(prog="synthmed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"synthmed {__version__}")
@@ -105,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_analyze_parser(sub)
     _add_train_parser(sub)
     _add_sample_parser(sub)
+    add_evaluate_parser(sub)
     _add_demo_parser(sub)
     return parser
 

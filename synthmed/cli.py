@@ -5,6 +5,7 @@
     synthmed train    --config FILE           train a generator on a manifest's train split
     synthmed sample   --checkpoint C -n N     draw synthetic pairs (NIfTI + dataset card)
     synthmed evaluate --real M --synthetic S  fidelity, diversity and memorisation of a synthetic set
+    synthmed downstream --config FILE         does synthetic data improve segmentation of real test cases?
     synthmed demo     [--out DIR]             prepare -> train -> sample on the bundled data
 """
 
@@ -97,6 +98,7 @@ def _run_demo(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from synthmed.data.cli import add_analyze_parser, add_prepare_parser
+    from synthmed.downstream.cli import add_downstream_parser
     from synthmed.metrics.cli import add_evaluate_parser
 
     parser = argparse.ArgumentParser(prog="synthmed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(sub)
     _add_sample_parser(sub)
     add_evaluate_parser(sub)
+    add_downstream_parser(sub)
     _add_demo_parser(sub)
     return parser
 

@@ -123,6 +123,7 @@ def test_tiny_training_run_has_finite_losses_and_checkpoints(toy_prepared, tmp_p
     assert {k.split(".")[0] for k in state["nets"]} == {"G", "D", "E"}
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(toy_prepared, tmp_path):
     straight = train(resolve_config(tiny_config(toy_prepared, tmp_path / "straight", steps=6)))
     first = tiny_config(toy_prepared, tmp_path / "resumed", steps=4)
@@ -154,3 +155,58 @@ def test_class_key_is_checked_against_the_model(toy_prepared, tmp_path):
         train(resolve_config(tiny_config(toy_prepared, tmp_path / "c", params={"num_classes": 2}, class_key="source")))
     with pytest.raises(UserError, match="no case .* has a value for 'diagnosis'"):
         train(resolve_config(tiny_config(toy_prepared, tmp_path / "d", params={"num_classes": 2}, class_key="diagnosis")))
+
+
+# --- learning -------------------------------------------------------------------------------------
+def _two_class_dataset(tmp_path: Path) -> Path:
+    """Toy spheres, half darkened (class "dark"), the rest "bright"; three cases carry no class."""
+    from synthmed.data.manifest import load_manifest
+    from synthmed.data.prepare import PrepareOptions, prepare_dataset
+    from synthmed.data.toy import write_toy_dataset
+
+    raw = write_toy_dataset(tmp_path / "raw", n_cases=20, shape=(16, 16, 16), seed=3)
+    options = PrepareOptions(shape=(16, 16, 16), test_fraction=0.1, val_fraction=0.0, folds=0, margin=0)
+    manifest = load_manifest(prepare_dataset([raw], tmp_path / "prepared", options, progress=False))
+    data = json.loads(manifest.path.read_text())
+    for i, case in enumerate(data["cases"]):
+        path = manifest.cache_path(case["id"])
+        with np.load(path) as z:
+            image, mask = z["image"], z["mask"]
+        if i % 2:
+            image = np.where(mask[None] > 0, image - 1.0, image).astype(np.float32)  # sphere +0.5 -> -0.5
+        np.savez(path, image=image, mask=mask)
+        if i >= 3:
+            case["brightness"] = "dark" if i % 2 else "bright"
+    manifest.path.write_text(json.dumps(data))
+    return manifest.root
+
+
+def _inside_mean(images: torch.Tensor, masks: torch.Tensor) -> float:
+    inside = masks > 0
+    return float(images[:, 0][inside].mean()) if inside.any() else float("nan")
+
+
+def test_conditional_training_with_partly_unlabelled_cases(tmp_path):
+    from synthmed.data.manifest import load_manifest
+    from synthmed.sample.sampler import load_generator
+    from synthmed.train.loop import case_classes
+
+    root = _two_class_dataset(tmp_path)
+    manifest = load_manifest(root)
+    ids = manifest.split_ids("train")
+    names, labels = case_classes(manifest, ids, "brightness", None)
+    expected = [-1 if manifest.case(i).get("brightness") is None else names.index(manifest.case(i)["brightness"]) for i in ids]
+    assert names == ["bright", "dark"] and labels.tolist() == expected and -1 in expected
+    with pytest.raises(UserError, match=r"values \['dark'\] not in the classes"):
+        case_classes(manifest, ids, "brightness", ["bright"])
+
+    config = tiny_config(root, tmp_path / "run", steps=4, params={"num_classes": 2}, class_key="brightness")
+    run = train(resolve_config(config))
+    record = read_jsonl(run / "metrics.jsonl")[-1]
+    assert math.isfinite(record["loss/D_class"]) and math.isfinite(record["loss/G_class"])
+    model, state = load_generator(run)
+    assert state["data"]["classes"] == ["bright", "dark"]
+    images, masks = model.sample(3, seed=0, classes=[1, 0, 1])
+    assert images.shape == (3, 1, 16, 16, 16)
+    with pytest.raises(ValueError, match="classes must be 2 indices"):
+        model.sample(2, seed=0, classes=[0, 2])

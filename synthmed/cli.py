@@ -3,7 +3,9 @@
     synthmed prepare  INPUT... --out DIR      read, check and preprocess a dataset; write the manifest
     synthmed analyze  INPUT... [--out DIR]    per-source dataset analysis (table + plots)
     synthmed train    --config FILE           train a generator on a manifest's train split
+    synthmed grid     --config F --grid G     grid search of training runs, with a table of final metrics
     synthmed sample   --checkpoint C -n N     draw synthetic pairs (NIfTI + dataset card)
+    synthmed encode   --checkpoint C --input  map a real volume to its latent code and reconstruct it (HA-GAN)
     synthmed evaluate --real M --synthetic S  fidelity, diversity and memorisation of a synthetic set
     synthmed downstream --config FILE         does synthetic data improve segmentation of real test cases?
     synthmed demo     [--out DIR]             prepare -> train -> sample on the bundled data
@@ -100,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     from synthmed.data.cli import add_analyze_parser, add_prepare_parser
     from synthmed.downstream.cli import add_downstream_parser
     from synthmed.metrics.cli import add_evaluate_parser
+    from synthmed.models.hagan_cli import add_encode_parser, add_grid_parser
 
     parser = argparse.ArgumentParser(prog="synthmed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"synthmed {__version__}")
@@ -108,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_prepare_parser(sub)
     add_analyze_parser(sub)
     _add_train_parser(sub)
+    add_grid_parser(sub)
     _add_sample_parser(sub)
+    add_encode_parser(sub)
     add_evaluate_parser(sub)
     add_downstream_parser(sub)
     _add_demo_parser(sub)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 from pydantic import ValidationError
 
 
@@ -26,3 +29,11 @@ def validation_problems(err: ValidationError, prefix: str = "") -> list[str]:
         else:
             problems.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
     return problems
+
+
+def unknown_name_message(what: str, name: str, options: Iterable[str]) -> str:
+    """``unknown model 'dcgan'. Did you mean 'dcgan3d'? Available: ...``, for every name a user types."""
+    options = sorted(options)
+    close = difflib.get_close_matches(name, options, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"unknown {what} {name!r}.{hint} Available: {', '.join(options)}"

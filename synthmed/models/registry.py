@@ -6,13 +6,12 @@ StyleGAN2, diffusion) plugs in by registering itself.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError
 
-from synthmed.errors import UserError, validation_problems
+from synthmed.errors import UserError, unknown_name_message, validation_problems
 
 
 @dataclass(frozen=True)
@@ -57,9 +56,7 @@ def look_up_model(name: str) -> ModelSpec:
     _import_families()
     if name in _MODELS:
         return _MODELS[name]
-    close = difflib.get_close_matches(name, list(_MODELS), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise UserError(f"model.name: unknown model {name!r}.{hint} Available: {', '.join(sorted(_MODELS))}")
+    raise UserError("model.name: " + unknown_name_message("model", name, _MODELS))
 
 
 def validate_params(name: str, params: dict) -> BaseModel:

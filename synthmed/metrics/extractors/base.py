@@ -7,13 +7,12 @@ plane, the slice features of a volume averaged (see `extract_features`).
 
 from __future__ import annotations
 
-import difflib
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
 
-from synthmed.errors import UserError
+from synthmed.errors import UserError, unknown_name_message
 
 PLANES = ("sagittal", "coronal", "axial")  # plane normal to array axis 0, 1, 2 (RAS: R, A, S)
 SLICES_PER_PLANE = 3
@@ -78,9 +77,7 @@ def look_up_feature_extractor(name: str) -> type[FeatureExtractor]:
     _import_builtin()
     if name in _EXTRACTORS:
         return _EXTRACTORS[name]
-    close = difflib.get_close_matches(name, list(_EXTRACTORS), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise UserError(f"unknown feature space {name!r}.{hint} Available: {', '.join(sorted(_EXTRACTORS))}")
+    raise UserError(unknown_name_message("feature space", name, _EXTRACTORS))
 
 
 def build_feature_extractor(name: str, **kwargs: Any) -> FeatureExtractor:

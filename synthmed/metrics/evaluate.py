@@ -324,17 +324,23 @@ def _plots(manifest: Manifest, sets: Sets, syn_original: np.ndarray, tsne_inputs
 
 def headline_figures(doc: dict[str, Any]) -> dict[str, Any]:
     """The figures worth a line in the card: Fréchet and KID of the first feature space per modality."""
-    out = {}
+    out, seen = {}, set()
+    for modality, space, syn, ref in _compared_spaces(doc):
+        if modality in seen:
+            continue
+        seen.add(modality)
+        for key in (MetricKey.FRECHET.value, MetricKey.KID_MEAN.value):
+            out[f"{modality.value}/{space}/{key}"] = {**syn[key], "reference": ref.get(key, {}).get("value")}
+    return out
+
+
+def _compared_spaces(doc: dict[str, Any]):
+    """(modality, feature space, synthetic figures, reference figures) for every space that was compared."""
     for modality in Modality:
         for space, entry in doc[modality.value].items():
             syn = entry.get(Comparison.SYNTHETIC.value) if isinstance(entry, dict) else None
-            if not syn:
-                continue
-            ref = entry.get(Comparison.REFERENCE.value, {})
-            for key in (MetricKey.FRECHET.value, MetricKey.KID_MEAN.value):
-                out[f"{modality.value}/{space}/{key}"] = {**syn[key], "reference": ref.get(key, {}).get("value")}
-            break
-    return out
+            if syn:
+                yield modality, space, syn, entry.get(Comparison.REFERENCE.value, {})
 
 
 def _update_card(synthetic: Path, card: dict, doc: dict, out: Path) -> None:
@@ -352,18 +358,13 @@ def _update_card(synthetic: Path, card: dict, doc: dict, out: Path) -> None:
 def format_table(doc: dict[str, Any]) -> str:
     """A short terminal summary: one line per modality and feature space, plus diversity and memorisation."""
     lines = [f"{'modality':8} {'feature space':22} {'FD [95% CI]':>28} {'ref FD':>10} {'KID':>10} {'ref KID':>10} {'prec':>5} {'rec':>5}"]
-    for modality in Modality:
-        for space, entry in doc[modality.value].items():
-            syn = entry.get(Comparison.SYNTHETIC.value) if isinstance(entry, dict) else None
-            if not syn:
-                continue
-            ref = entry.get(Comparison.REFERENCE.value, {})
-            fd, kid = syn[MetricKey.FRECHET.value], syn[MetricKey.KID_MEAN.value]
-            ci = f"{fd['value']:.4g} [{fd['ci95'][0]:.3g}, {fd['ci95'][1]:.3g}]"
-            r_fd = ref.get(MetricKey.FRECHET.value, {}).get("value")
-            r_kid = ref.get(MetricKey.KID_MEAN.value, {}).get("value")
-            p, r = syn.get(MetricKey.PRECISION.value, {}).get("value"), syn.get(MetricKey.RECALL.value, {}).get("value")
-            lines.append(f"{modality.value:8} {space:22} {ci:>28} {_fmt(r_fd):>10} {_fmt(kid['value']):>10} {_fmt(r_kid):>10} {_fmt(p, 2):>5} {_fmt(r, 2):>5}")
+    for modality, space, syn, ref in _compared_spaces(doc):
+        fd, kid = syn[MetricKey.FRECHET.value], syn[MetricKey.KID_MEAN.value]
+        ci = f"{fd['value']:.4g} [{fd['ci95'][0]:.3g}, {fd['ci95'][1]:.3g}]"
+        r_fd = ref.get(MetricKey.FRECHET.value, {}).get("value")
+        r_kid = ref.get(MetricKey.KID_MEAN.value, {}).get("value")
+        p, r = syn.get(MetricKey.PRECISION.value, {}).get("value"), syn.get(MetricKey.RECALL.value, {}).get("value")
+        lines.append(f"{modality.value:8} {space:22} {ci:>28} {_fmt(r_fd):>10} {_fmt(kid['value']):>10} {_fmt(r_kid):>10} {_fmt(p, 2):>5} {_fmt(r, 2):>5}")
     n = doc["synthetic"]["n"]
     lines.append(f"(n synthetic = {n}, n real = {doc['real']['n']} [{doc['real']['split']}]; reference: "
                  f"{doc['reference']['n_real_test']} real test vs {doc['reference']['n_real_train']} real train)")

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from synthmed.errors import UserError
 from synthmed.models.pairing import PairCodec
 
 
@@ -31,6 +32,8 @@ class GenerativeModel(nn.Module):
     codec: PairCodec
     latent_dim: int
     ema_target = "G"  # the network whose exponential moving average is used for sampling
+    supports_truncation = False  # sample(truncation=psi) is meaningful (StyleGAN2's W-space truncation)
+    mask_conditional = False  # renders images for given masks: sample(masks=...) (C-SG)
 
     def init_ema(self) -> None:
         self.G_ema = copy.deepcopy(self.nets[self.ema_target]).eval().requires_grad_(False)
@@ -50,6 +53,13 @@ class GenerativeModel(nn.Module):
     def after_optimizer_step(self, phase: str) -> None:
         """Hook after a phase's optimiser step (weight clipping, for instance)."""
 
+    def extra_state(self) -> dict:
+        """Training state outside the networks that a checkpoint must keep (ADA's probability, ...)."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restore what `extra_state` returned."""
+
     @torch.no_grad()
     def update_ema(self, beta: float) -> None:
         source = self.nets[self.ema_target]
@@ -61,14 +71,26 @@ class GenerativeModel(nn.Module):
     def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, generator=generator)
 
+    def check_sampling_options(self, truncation: float = 1.0, masks: torch.Tensor | None = None) -> None:
+        """Refuse options this model cannot honour, instead of silently ignoring them."""
+        name = type(self).__name__
+        if truncation != 1.0 and not self.supports_truncation:
+            raise UserError(f"--trunc: {name} has no truncation trick; leave it at 1.0")
+        if masks is not None and not self.mask_conditional:
+            raise UserError(f"--masks: {name} does not render images for given masks (a mask-conditional model does)")
+
     @torch.no_grad()
     def sample(
-        self, n: int, seed: int, use_ema: bool = True, batch_size: int = 8
+        self, n: int, seed: int, use_ema: bool = True, batch_size: int = 8,
+        truncation: float = 1.0, masks: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``n`` pairs: images float32 [N,C,*S] in [-1,1] and masks int64 [N,*S], on the CPU.
 
         All latents are drawn up front from ``seed``, so the result does not depend on ``batch_size``.
+        Models that override this accept ``truncation`` (psi, 1 = none) and ``masks`` (int64 [N,*S],
+        mask-conditional models) where they support them; see `check_sampling_options`.
         """
+        self.check_sampling_options(truncation, masks)
         net = self.G_ema if use_ema else self.nets[self.ema_target]
         was_training = net.training
         net.eval()

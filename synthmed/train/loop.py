@@ -174,6 +174,7 @@ class Trainer:
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
         self.losses.load_state_dict(state["losses"])
+        self.model.load_extra_state(state.get("extra", {}))
         self.step = state["step"]
         if self.env.is_main:
             ckpt.restore_rng(state["rng"])
@@ -275,6 +276,7 @@ class Trainer:
             "G_ema": self.model.G_ema.state_dict(),
             "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()},
             "losses": self.losses.state_dict(),
+            "extra": self.model.extra_state(),
             "rng": ckpt.capture_rng(),
         }
         ckpt.save_checkpoint(self.run_dir, self.step, state, keep=self.config.train.keep_checkpoints)

@@ -74,5 +74,5 @@ def build_model(name: str, params: dict, data_info: DataInfo):
 
 def _import_families() -> None:
     # Importing a family module registers it.
-    from synthmed.models import gan3d  # noqa: F401
+    from synthmed.models import dcgan  # noqa: F401
     from synthmed.models import hagan  # noqa: F401

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from synthmed.errors import UserError
-from synthmed.models.gan3d import num_halvings
+from synthmed.models.dcgan import num_halvings
 from synthmed.models.registry import DataInfo, available_models, build_model
 
 
@@ -37,7 +37,7 @@ def test_sampling_is_seeded_and_batch_independent():
 
 @pytest.mark.parametrize("shape", [(12, 16, 16), (6, 8, 8), (16, 16, 18)])
 def test_unsupported_shapes_are_refused(shape):
-    with pytest.raises(ValueError, match="not supported"):
+    with pytest.raises(UserError, match="not supported"):
         num_halvings(shape)
 
 

@@ -61,7 +61,7 @@ def _run_train(args) -> None:
 def _add_sample_parser(sub) -> None:
     p = sub.add_parser("sample", help="draw synthetic image/mask pairs from a checkpoint")
     p.add_argument("--checkpoint", required=True, help="checkpoint file, or a run folder (its newest checkpoint)")
-    p.add_argument("-n", type=int, required=True, help="number of pairs")
+    p.add_argument("-n", type=int, default=None, help="number of pairs (required unless --masks gives them)")
     p.add_argument("--out", required=True, help="output folder (nnU-Net layout: imagesTr/, labelsTr/, dataset.json, card.json)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8)
@@ -69,6 +69,12 @@ def _add_sample_parser(sub) -> None:
     p.add_argument("--min-component-size", type=int, default=None, metavar="K", help="drop mask components under K voxels")
     p.add_argument("--keep-largest", action="store_true", help="keep only the largest mask component per label")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--trunc", type=float, default=1.0, metavar="PSI",
+                   help="truncation psi for StyleGAN2 (1 = none; lower = more typical, less diverse)")
+    p.add_argument("--masks", default=None, metavar="DIR",
+                   help="mask-conditional models (C-SG): render images for these masks (a folder or a synthetic set)")
+    p.add_argument("--mask-checkpoint", default=None, metavar="RUN",
+                   help="MC-SG: draw the masks from this mask-only generator (M-SG run or checkpoint)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_run_sample)
 
@@ -76,12 +82,16 @@ def _add_sample_parser(sub) -> None:
 def _run_sample(args) -> None:
     from synthmed.sample.sampler import sample_to_folder
 
-    if args.n < 1:
+    if args.n is None and args.masks is None:
+        raise UserError("-n is required (how many pairs to draw)")
+    if args.n is not None and args.n < 1:
         raise UserError(f"-n must be at least 1, got {args.n}")
     out = sample_to_folder(args.checkpoint, args.n, args.out, seed=args.seed, batch_size=args.batch_size,
                            use_ema=not args.no_ema, min_component_size=args.min_component_size,
-                           keep_largest=args.keep_largest, overwrite=args.overwrite, device=args.device)
-    print(f"wrote {args.n} synthetic pairs to {out}")
+                           keep_largest=args.keep_largest, overwrite=args.overwrite, device=args.device,
+                           truncation=args.trunc, masks_dir=args.masks, mask_checkpoint=args.mask_checkpoint)
+    count = len(list((out / "labelsTr").iterdir()))
+    print(f"wrote {count} synthetic pairs to {out}")
 
 
 def _add_demo_parser(sub) -> None:

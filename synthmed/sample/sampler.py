@@ -11,6 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from synthmed.errors import UserError
+from synthmed.fileio import sha256_file
+from synthmed.metrics.synthetic_set import load_masks
 from synthmed.models.base import GenerativeModel
 from synthmed.models.registry import DataInfo, build_model
 from synthmed.sample.card import build_card
@@ -32,7 +35,7 @@ def load_generator(checkpoint: str | Path, device: str = "cpu") -> tuple[Generat
 
 def sample_to_folder(
     checkpoint: str | Path,  # checkpoint file, or a run folder (its newest checkpoint)
-    n: int,  # number of pairs
+    n: int | None,  # number of pairs (None: one per given mask)
     out: str | Path,  # folder to create (nnU-Net layout + card.json)
     seed: int = 0,
     batch_size: int = 8,  # generation batch; does not change the result
@@ -41,36 +44,87 @@ def sample_to_folder(
     keep_largest: bool = False,  # keep only the largest component per label
     overwrite: bool = False,
     device: str = "cpu",
+    truncation: float = 1.0,  # StyleGAN2's psi (1 = no truncation)
+    masks_dir: str | Path | None = None,  # mask-conditional models: render images for these masks
+    mask_checkpoint: str | Path | None = None,  # MC-SG: draw the masks from this mask-only generator
 ) -> Path:
+    """Sample a checkpoint and write the pairs with a dataset card.
+
+    A mask-conditional generator (C-SG) renders images for masks read from ``masks_dir`` or drawn
+    from a mask-only generator (``mask_checkpoint``, M-SG): the MC-SG chain. The card then names
+    both checkpoints, and its ``trained_on_case_ids`` is the union of what both generators saw.
+    """
     path = resolve_checkpoint(checkpoint)
     model, state = load_generator(path, device)
-    images, masks = model.sample(n, seed=seed, use_ema=use_ema, batch_size=batch_size)
+    given, mask_source = _conditioning_masks(model, state, n, seed, masks_dir, mask_checkpoint, device)
+    n = len(given) if given is not None else n
+    if n is None or n < 1:
+        raise UserError(f"-n must be at least 1, got {n}")
+    model.check_sampling_options(truncation, given)
+    options = {} if truncation == 1.0 else {"truncation": truncation}
+    if given is not None:
+        options["masks"] = given
+    images, masks = model.sample(n, seed=seed, use_ema=use_ema, batch_size=batch_size, **options)
     data = state["data"]
+    trained_on = sorted(set(data["trained_on"]) | set(mask_source.get("trained_on", [])))
     card = build_card(
         model=state["config"]["model"]["name"],
         checkpoint_path=path,
         manifest_sha256=data["manifest_sha256"],
-        trained_on=data["trained_on"],
+        trained_on=trained_on,
         seed=seed,
         count=n,
         config={"model": state["config"]["model"], "step": state["step"], "use_ema": use_ema,
-                "min_component_size": min_component_size, "keep_largest": keep_largest},
+                "truncation": truncation, "min_component_size": min_component_size, "keep_largest": keep_largest,
+                "masks": {k: v for k, v in mask_source.items() if k != "trained_on"} or None},
         extra={"manifest_path": data["manifest_path"]},
     )
     preprocessing = data["preprocessing"]
+    is_2d = len(state["data_info"]["shape"]) == 2
     return write_synthetic_set(
         out,
         images.numpy().astype(np.float32),
         masks.numpy(),
         intensity=preprocessing["intensity"],
         labels=_effective_labels(data["labels"], model),
-        affine=reference_affine(preprocessing, data["train_cases"]),
+        affine=None if is_2d else reference_affine(preprocessing, data["train_cases"]),
         modality=preprocessing.get("modality", "image"),
         card=card,
         overwrite=overwrite,
         min_component_size=min_component_size,
         keep_largest=keep_largest,
+        bit_depth=int(preprocessing.get("bit_depth", 8)),
     )
+
+
+def _conditioning_masks(model, state, n, seed, masks_dir, mask_checkpoint, device) -> tuple[torch.Tensor | None, dict]:
+    """Masks to render images for (or None) and a record of where they came from."""
+    if masks_dir is not None and mask_checkpoint is not None:
+        raise UserError("--masks and --mask-checkpoint are alternatives; give one")
+    if masks_dir is None and mask_checkpoint is None:
+        if model.mask_conditional:
+            raise UserError(f"{state['path']}: this generator renders images for given masks; pass --masks DIR "
+                            "(a folder of masks or a synthetic set) or --mask-checkpoint RUN (a mask-only generator)")
+        return None, {}
+    shape = tuple(state["data_info"]["shape"])
+    if masks_dir is not None:
+        masks, names = load_masks(masks_dir, shape, model.codec.num_labels)
+        if n is not None and n > len(masks):
+            raise UserError(f"{masks_dir}: -n {n} but only {len(masks)} masks")
+        masks = masks[:n] if n is not None else masks
+        return torch.from_numpy(masks), {"folder": str(Path(masks_dir).resolve()), "names": names[: len(masks)]}
+    if n is None:
+        raise UserError("-n is needed with --mask-checkpoint (how many masks to draw)")
+    mask_path = resolve_checkpoint(mask_checkpoint)
+    mask_model, mask_state = load_generator(mask_path, device)
+    if tuple(mask_state["data_info"]["shape"]) != shape:
+        raise UserError(f"{mask_path}: makes masks of shape {mask_state['data_info']['shape']}, "
+                        f"the image generator needs {list(shape)}")
+    # the mask generator gets its own seed stream, so image noise and mask noise are independent
+    _, masks = mask_model.sample(n, seed=seed + 1_000_003)
+    record = {"checkpoint": {"path": str(mask_path), "sha256": sha256_file(mask_path)},
+              "model": mask_state["config"]["model"]["name"], "trained_on": mask_state["data"]["trained_on"]}
+    return masks, record
 
 
 def _effective_labels(labels: dict[str, str], model: GenerativeModel) -> dict[str, str]:

@@ -1,6 +1,6 @@
-"""Write a synthetic set to disk: NIfTI pairs in nnU-Net v2 layout, with a real affine and a card.
+"""Write a synthetic set to disk in nnU-Net v2 layout, with a card: NIfTI for 3D, PNG for 2D.
 
-Layout of a written set (``prefix="syn"``)::
+Layout of a written 3D set (``prefix="syn"``)::
 
     out_dir/
       imagesTr/syn_0000_0000.nii.gz   float32, original units (HU for CT), channel 0
@@ -8,6 +8,12 @@ Layout of a written set (``prefix="syn"``)::
       labelsTr/syn_0000.nii.gz        uint8 labels
       dataset.json                    nnU-Net v2: channel_names, labels, numTraining, file_ending
       card.json                       the dataset card (see synthmed.sample.card)
+
+A 2D set has ``imagesTr/syn_0000_0000.png`` (grayscale, or RGB in one file as nnU-Net's natural-image
+reader expects; lossless, 8- or 16-bit) and ``labelsTr/syn_0000.png`` (uint8 labels). PNG pixels
+``0 .. 2**bits - 1`` stand linearly for the intensity range ``lo .. hi`` recorded in
+``dataset.json["synthmed_png_intensity"]``; for photographs that range is 0..255 (or 0..65535), so
+pixels are the original values. A mask-only set (M-SG) has no ``imagesTr`` files.
 
 The folder is written under a temporary name and renamed when complete, so a failed run leaves nothing.
 """
@@ -29,6 +35,7 @@ from synthmed.fileio import atomic_directory, atomic_write_json
 from synthmed.sample.postprocess import clean_mask, images_to_original_units, intensity_range
 
 FILE_ENDING = ".nii.gz"
+PNG_ENDING = ".png"
 NIFTI_XFORM_SCANNER_ANAT = 1  # qform/sform code: the affine gives scanner-space millimetres
 
 
@@ -111,12 +118,12 @@ def _channel_names(modality: str | Sequence[str], n_channels: int) -> dict[str, 
     return {str(c): name for c, name in enumerate(names)}
 
 
-def _validate(images: np.ndarray, masks: np.ndarray, labels: dict[int, str], affine: np.ndarray) -> None:
+def _validate(images: np.ndarray, masks: np.ndarray, labels: dict[int, str], affine: np.ndarray | None) -> None:
     problems = []
-    if images.ndim != 5:
-        raise UserError(f"images: expected shape [N, C, D, H, W], got {list(images.shape)}")
-    if masks.ndim != 4:
-        raise UserError(f"masks: expected shape [N, D, H, W], got {list(masks.shape)}")
+    if images.ndim not in (4, 5):
+        raise UserError(f"images: expected shape [N, C, D, H, W] (3D) or [N, C, H, W] (2D), got {list(images.shape)}")
+    if masks.ndim != images.ndim - 1:
+        raise UserError(f"masks: expected shape [N, *spatial] matching images {list(images.shape)}, got {list(masks.shape)}")
     if images.shape[0] != masks.shape[0]:
         problems.append(f"shape mismatch: {images.shape[0]} images but {masks.shape[0]} masks")
     if images.shape[2:] != masks.shape[1:]:
@@ -136,7 +143,12 @@ def _validate(images: np.ndarray, masks: np.ndarray, labels: dict[int, str], aff
         unknown = sorted(set(np.unique(masks).tolist()) - set(labels))
         if unknown:
             problems.append(f"masks: label values {unknown} are not in the declared labels {sorted(labels)}")
-    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+    if images.ndim == 4:
+        if images.shape[1] not in (0, 1, 3):
+            problems.append(f"images: 2D sets are written as grayscale or RGB PNG, got {images.shape[1]} channels")
+    elif affine is None:
+        problems.append("affine: 3D sets need a 4x4 affine (see reference_affine)")
+    elif affine.shape != (4, 4) or not np.isfinite(affine).all():
         problems.append(f"affine: expected a finite 4x4 matrix, got shape {list(affine.shape)}")
     elif abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         problems.append("affine: the 3x3 part is singular (zero spacing?)")
@@ -157,20 +169,24 @@ def _nifti(data: np.ndarray, affine: np.ndarray, dtype: type) -> nib.Nifti1Image
 
 def write_synthetic_set(
     out_dir: str | os.PathLike,  # the folder to create
-    images_m11: np.ndarray,  # float [N, C, D, H, W], network units [-1, 1]
-    masks: np.ndarray,  # int [N, D, H, W] label values
+    images_m11: np.ndarray,  # float [N, C, D, H, W] (3D) or [N, C, H, W] (2D), network units [-1, 1]
+    masks: np.ndarray,  # int [N, D, H, W] or [N, H, W] label values
     *,
     intensity: dict[str, Any],  # manifest preprocessing.intensity, to undo the [-1, 1] mapping
     labels: dict[str, str],  # manifest labels, str(int) -> name
-    affine: np.ndarray,  # [4, 4] world affine for every volume (see reference_affine)
+    affine: np.ndarray | None,  # 3D: [4, 4] world affine for every volume (see reference_affine); 2D: None
     modality: str | Sequence[str],  # channel name(s) for dataset.json, e.g. "MRI" or "CT"
     card: dict[str, Any],  # dataset card (see synthmed.sample.card.build_card)
     prefix: str = "syn",  # file name prefix of the cases
     overwrite: bool = False,  # replace an existing out_dir
     min_component_size: int | None = None,  # clean_mask: drop components smaller than this (voxels)
     keep_largest: bool = False,  # clean_mask: keep only the largest component per label
+    bit_depth: int = 8,  # 2D only: PNG bits per sample (8 or 16; RGB is always 8)
 ) -> Path:
     """Write synthetic pairs as an nnU-Net v2 raw dataset, with a dataset card.
+
+    2D pairs (images ``[N, C, H, W]``) become PNG files as the module docstring describes; the rest of
+    this docstring is about 3D.
 
     Images are mapped back to original units (:func:`images_to_original_units`) and written as
     float32, one file per channel (``{prefix}_{i:04d}_{c:04d}.nii.gz``). Masks are cleaned
@@ -193,35 +209,62 @@ def write_synthetic_set(
     out_dir = Path(out_dir)
     images_m11 = np.asarray(images_m11)
     masks = np.asarray(masks)
-    affine = np.asarray(affine, dtype=np.float64)
+    is_2d = images_m11.ndim == 4
+    affine = None if affine is None else np.asarray(affine, dtype=np.float64)
     label_map = _label_map(labels)
-    intensity_range(intensity)  # fail early on a bad intensity entry
+    lo, hi = intensity_range(intensity)  # fails early on a bad intensity entry
     _validate(images_m11, masks, label_map, affine)
+    if is_2d and bit_depth not in (8, 16):
+        raise UserError(f"bit_depth: PNG sets are 8- or 16-bit, got {bit_depth}")
     if out_dir.exists() and not overwrite:
         raise UserError(f"{out_dir}: output folder already exists (pass --overwrite to replace it)")
-    channel_names = _channel_names(modality, images_m11.shape[1])
+    channel_names = _channel_names(modality, images_m11.shape[1]) if images_m11.shape[1] else {}
     n = images_m11.shape[0]
+    bits = 8 if images_m11.shape[1] == 3 else bit_depth  # Pillow writes RGB PNG at 8 bits only
+    dataset = {
+        "channel_names": channel_names,
+        "labels": {name: value for value, name in sorted(label_map.items())},
+        "numTraining": n,
+        "file_ending": PNG_ENDING if is_2d else FILE_ENDING,
+        "name": out_dir.name,
+        "description": "synthetic image/mask pairs written by synthmed; provenance in card.json",
+    }
+    if is_2d:
+        dataset["synthmed_png_intensity"] = {"bit_depth": bits, "lo": lo, "hi": hi}
 
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         (tmp / "imagesTr").mkdir()
         (tmp / "labelsTr").mkdir()
         for i in tqdm(range(n), desc="writing synthetic set", unit="case", disable=None):
             case = f"{prefix}_{i:04d}"
-            image = images_to_original_units(images_m11[i], intensity)  # [C, D, H, W]
-            for c in range(image.shape[0]):
-                nib.save(_nifti(image[c], affine, np.float32), tmp / "imagesTr" / f"{case}_{c:04d}{FILE_ENDING}")
             mask = clean_mask(masks[i], min_size=min_component_size, keep_largest=keep_largest)
-            nib.save(_nifti(mask, affine, np.uint8), tmp / "labelsTr" / f"{case}{FILE_ENDING}")
-        atomic_write_json(
-            tmp / "dataset.json",
-            {
-                "channel_names": channel_names,
-                "labels": {name: value for value, name in sorted(label_map.items())},
-                "numTraining": n,
-                "file_ending": FILE_ENDING,
-                "name": out_dir.name,
-                "description": "synthetic image/mask pairs written by synthmed; provenance in card.json",
-            },
-        )
+            if is_2d:
+                _write_png_pair(tmp, case, images_m11[i], mask, bits)
+            else:
+                _write_nifti_pair(tmp, case, images_to_original_units(images_m11[i], intensity), mask, affine)
+        atomic_write_json(tmp / "dataset.json", dataset)
         atomic_write_json(tmp / "card.json", card)
     return out_dir
+
+
+def _write_nifti_pair(folder: Path, case: str, image: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> None:
+    for c in range(image.shape[0]):
+        nib.save(_nifti(image[c], affine, np.float32), folder / "imagesTr" / f"{case}_{c:04d}{FILE_ENDING}")
+    nib.save(_nifti(mask, affine, np.uint8), folder / "labelsTr" / f"{case}{FILE_ENDING}")
+
+
+def png_levels(images_m11: np.ndarray, bits: int) -> np.ndarray:
+    """Network units [-1, 1] -> integer PNG levels 0 .. 2**bits - 1 (clipped, rounded)."""
+    top = 2**bits - 1
+    x = np.clip(np.asarray(images_m11, dtype=np.float64), -1.0, 1.0)
+    return np.rint((x + 1.0) * 0.5 * top).astype(np.uint16 if bits == 16 else np.uint8)
+
+
+def _write_png_pair(folder: Path, case: str, image_m11: np.ndarray, mask: np.ndarray, bits: int) -> None:
+    from PIL import Image
+
+    if image_m11.shape[0]:  # a mask-only set (M-SG) has no image channels
+        levels = png_levels(image_m11, bits)
+        pixels = levels[0] if levels.shape[0] == 1 else np.moveaxis(levels, 0, -1)
+        Image.fromarray(pixels).save(folder / "imagesTr" / f"{case}_0000{PNG_ENDING}")
+    Image.fromarray(mask.astype(np.uint8)).save(folder / "labelsTr" / f"{case}{PNG_ENDING}")

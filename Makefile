@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install browser clean
 
 install: $(STAMP)
 
@@ -22,7 +22,15 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/synthmed demo --out demo_output
 
-test: $(STAMP)
+# The visual Turing test's browser tests drive Debian's chromium through Playwright (Playwright's own
+# browser download is not needed). Installed with apt when missing; SKIP_BROWSER=1 skips this step.
+browser:
+	@if [ -n "$(SKIP_BROWSER)" ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq chromium; \
+	else echo "chromium is missing: install it (apt-get install chromium) or pass SKIP_BROWSER=1"; exit 1; fi
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q
 
 clean:

@@ -76,3 +76,4 @@ def _import_families() -> None:
     # Importing a family module registers it.
     from synthmed.models import dcgan  # noqa: F401
     from synthmed.models import hagan  # noqa: F401
+    from synthmed.models import stylegan2  # noqa: F401

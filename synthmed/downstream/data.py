@@ -11,12 +11,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from synthmed.data.dataset import load_arrays
 from synthmed.data.manifest import Manifest
 from synthmed.errors import UserError, format_problems
+from synthmed.metrics.synthetic_set import load_synthetic_set
 from synthmed.sample.card import load_card
 from synthmed.sample.postprocess import images_to_network_units
 
@@ -31,7 +31,7 @@ LEAKAGE_WARNING = (
 
 @dataclass
 class CaseArrays:
-    """Stacked cases: images float32 [N,1,D,H,W] in [-1, 1], masks int64 [N,D,H,W], their ids."""
+    """Stacked cases: images float32 [N,C,*S] in [-1, 1], masks int64 [N,*S], their ids."""
 
     images: np.ndarray
     masks: np.ndarray
@@ -63,30 +63,6 @@ def load_real(manifest: Manifest, ids: list[str], binarize: bool = False) -> Cas
     return CaseArrays(images, binarize_masks(masks) if binarize else masks, list(ids))
 
 
-def synthetic_case_files(folder: Path) -> list[tuple[str, Path, Path]]:
-    """(case id, image file, label file) of every case of a synthetic set, sorted by id.
-
-    Raises:
-        UserError: the folder or its labelsTr/ is missing, or a label has no channel-0 image.
-    """
-    if not folder.is_dir():
-        raise UserError(f"{folder}: synthetic set not found (expected a folder written by `synthmed sample`)")
-    labels_dir = folder / "labelsTr"
-    label_files = sorted(labels_dir.glob("*.nii.gz"))
-    if not label_files:
-        raise UserError(f"{labels_dir}: no label files (*.nii.gz); is {folder} a synthetic set?")
-    cases, missing = [], []
-    for label in label_files:
-        case_id = label.name[: -len(".nii.gz")]
-        image = folder / "imagesTr" / f"{case_id}_0000.nii.gz"
-        if not image.is_file():
-            missing.append(f"{image}: image missing for label {label.name}")
-        cases.append((case_id, image, label))
-    if missing:
-        raise UserError(format_problems(f"{folder}: incomplete synthetic set", missing))
-    return cases
-
-
 def load_synthetic(folder: str | Path, manifest: Manifest, indices: list[int] | None = None,
                    binarize: bool = False) -> CaseArrays:
     """Cases `indices` (positions in id order; None: all) of a synthetic set, in network units.
@@ -96,39 +72,14 @@ def load_synthetic(folder: str | Path, manifest: Manifest, indices: list[int] | 
             manifest's prepared shape, or a mask holds labels the manifest does not declare.
     """
     folder = Path(folder)
-    all_files = synthetic_case_files(folder)
-    indices = list(range(len(all_files))) if indices is None else list(indices)
-    if indices and max(indices) >= len(all_files):
-        raise UserError(f"{folder}: has {len(all_files)} synthetic cases, the config asks for {max(indices) + 1} "
-                        "(n_synthetic)")
-    files = [all_files[i] for i in indices]
     shape = tuple(manifest.preprocessing["shape"])
+    images, masks, names = load_synthetic_set(folder, shape, indices)
     valid_labels = set(manifest.labels)
-    images, masks, problems = [], [], []
-    for case_id, image_path, label_path in files:
-        try:
-            image = np.asarray(nib.load(image_path).dataobj, dtype=np.float32)
-            mask = np.asarray(nib.load(label_path).dataobj)
-        except Exception as e:  # nibabel raises many types for damaged files
-            problems.append(f"{image_path.name}/{label_path.name}: unreadable NIfTI ({e})")
-            continue
-        if image.shape != shape or mask.shape != shape:
-            problems.append(f"{case_id}: shape image {image.shape}, mask {mask.shape}; manifest shape {shape}")
-            continue
-        unknown = set(np.unique(mask).astype(int).tolist()) - valid_labels
-        if unknown:
-            problems.append(f"{label_path.name}: labels {sorted(unknown)} not in the manifest's labels {sorted(valid_labels)}")
-            continue
-        images.append(image)
-        masks.append(mask.astype(np.int64))
-    if problems:
-        raise UserError(format_problems(f"{folder}: synthetic set does not match {manifest.path}", problems))
-    if not images:
-        shape_ = (0, 1, *shape)
-        return CaseArrays(np.zeros(shape_, np.float32), np.zeros((0, *shape), np.int64), [])
-    stacked = images_to_network_units(np.stack(images)[:, None], manifest.preprocessing["intensity"])
-    masks_arr = np.stack(masks)
-    return CaseArrays(stacked, binarize_masks(masks_arr) if binarize else masks_arr, [f[0] for f in files])
+    unknown = sorted(set(np.unique(masks).tolist()) - valid_labels)
+    if unknown:
+        raise UserError(f"{folder}: mask labels {unknown} are not among {manifest.path}'s labels {sorted(valid_labels)}")
+    stacked = images_to_network_units(images, manifest.preprocessing["intensity"])
+    return CaseArrays(stacked, binarize_masks(masks) if binarize else masks, names)
 
 
 def check_leakage(manifest: Manifest, synthetic: dict[str, str], allow_leakage: bool = False) -> list[str]:

@@ -41,8 +41,9 @@ UNET_PRESETS: dict[ModelSize, tuple[int, ...]] = {
 }
 
 
-def build_segmentation_model(spatial_dims: int, num_classes: int, size: ModelSize, shape: tuple[int, ...]) -> nn.Module:
-    """SegResNet for 3D, UNet for 2D, sized by `size`.
+def build_segmentation_model(spatial_dims: int, num_classes: int, size: ModelSize, shape: tuple[int, ...],
+                             in_channels: int = 1) -> nn.Module:
+    """SegResNet for 3D, UNet for 2D (grayscale or RGB input), sized by `size`.
 
     Raises:
         UserError: unsupported dimensionality, or a volume too small for the network's down-sampling.
@@ -50,12 +51,12 @@ def build_segmentation_model(spatial_dims: int, num_classes: int, size: ModelSiz
     if spatial_dims == 3:
         filters, blocks_down = SEGRESNET_PRESETS[size]
         levels = len(blocks_down) - 1
-        model: nn.Module = SegResNet(spatial_dims=3, init_filters=filters, in_channels=1, out_channels=num_classes,
+        model: nn.Module = SegResNet(spatial_dims=3, init_filters=filters, in_channels=in_channels, out_channels=num_classes,
                                      blocks_down=blocks_down, blocks_up=(1,) * levels)
     elif spatial_dims == 2:
         channels = UNET_PRESETS[size]
         levels = len(channels) - 1
-        model = UNet(spatial_dims=2, in_channels=1, out_channels=num_classes, channels=channels,
+        model = UNet(spatial_dims=2, in_channels=in_channels, out_channels=num_classes, channels=channels,
                      strides=(2,) * levels, num_res_units=2)
     else:
         raise UserError(f"downstream: manifest shape {list(shape)} is neither 2D nor 3D")
@@ -136,7 +137,8 @@ class SegTrainer:
         self.rng = np.random.default_rng(self.seed)
         self.device = resolve_device(self.settings.device)
         shape = tuple(self.train_data.images.shape[2:])
-        self.network = build_segmentation_model(len(shape), self.num_classes, self.settings.model_size, shape)
+        self.network = build_segmentation_model(len(shape), self.num_classes, self.settings.model_size, shape,
+                                                in_channels=self.train_data.images.shape[1])
         self.network.to(self.device)
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
         self.configure_optimizer()

@@ -1,6 +1,8 @@
-"""Read what evaluate compares: a synthetic set folder (NIfTI for 3D, PNG for 2D) and real cases.
+"""Read synthetic sets written by `synthmed sample` (NIfTI for 3D, PNG for 2D), and real-set specs.
 
-Also reads folders of masks alone, for rendering images with a mask-conditional generator.
+The one reader of the set format that `synthmed.sample.writers` defines: evaluate, downstream and the
+visual Turing test all read sets through it. Also reads folders of masks alone, for rendering images
+with a mask-conditional generator.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import numpy as np
 from synthmed.data.manifest import SPLIT_NAMES, Manifest, load_manifest
 from synthmed.errors import UserError, format_problems
 
-IMAGE_SUFFIX = "_0000.nii.gz"
-PNG_SUFFIX = "_0000.png"
+ENDINGS = (".nii.gz", ".png")
 DEFAULT_SPLIT = "train"
+MASK_ENDINGS = (".png", ".nii.gz", ".nii")
 
 
 def parse_real_spec(spec: str) -> tuple[Manifest, str]:
@@ -35,7 +37,7 @@ def parse_real_spec(spec: str) -> tuple[Manifest, str]:
     return load_manifest(path), split
 
 
-def _read(path: Path, problems: list[str]) -> np.ndarray | None:
+def _read_nifti(path: Path, problems: list[str]) -> np.ndarray | None:
     try:
         data = np.asarray(nib.load(str(path)).dataobj)
     except Exception as e:  # nibabel raises many types for broken files
@@ -60,98 +62,122 @@ def _read_png(path: Path, problems: list[str]) -> np.ndarray | None:
     return np.moveaxis(data, -1, 0) if data.ndim == 3 else data
 
 
-def _png_to_original_units(levels: np.ndarray, mapping: dict) -> np.ndarray:
-    top = 2 ** int(mapping["bit_depth"]) - 1
-    lo, hi = float(mapping["lo"]), float(mapping["hi"])
-    return (lo + levels.astype(np.float64) / top * (hi - lo)).astype(np.float32)
+def _read_any(path: Path, problems: list[str]) -> np.ndarray | None:
+    return _read_png(path, problems) if path.name.lower().endswith(".png") else _read_nifti(path, problems)
+
+
+def set_ending(folder: Path) -> str:
+    """".nii.gz" or ".png": from dataset.json's file_ending, else from the label files present."""
+    try:
+        ending = json.loads((folder / "dataset.json").read_text()).get("file_ending")
+    except (OSError, ValueError, AttributeError):
+        ending = None
+    if ending in ENDINGS:
+        return ending
+    for candidate in ENDINGS:
+        if any((folder / "labelsTr").glob(f"*{candidate}")):
+            return candidate
+    raise UserError(f"{folder / 'labelsTr'}: no label files ({', '.join('*' + e for e in ENDINGS)}); "
+                    f"is {folder} a synthetic set?")
+
+
+def synthetic_case_files(folder: str | os.PathLike) -> list[tuple[str, Path, Path]]:
+    """(case id, channel-0 image file, label file) of every case of a synthetic set, sorted by id.
+
+    Raises:
+        UserError: the folder, its labelsTr/ or its label files are missing, or a label has no image.
+    """
+    folder = Path(folder)
+    if not (folder / "imagesTr").is_dir() or not (folder / "labelsTr").is_dir():
+        raise UserError(f"{folder}: not a synthetic set (expected imagesTr/ and labelsTr/ from `synthmed sample`)")
+    ending = set_ending(folder)
+    cases, missing = [], []
+    for label in sorted((folder / "labelsTr").glob(f"*{ending}")):
+        case_id = label.name[: -len(ending)]
+        image = folder / "imagesTr" / f"{case_id}_0000{ending}"
+        if not image.is_file():
+            missing.append(f"{image}: image missing for label {label.name}")
+        cases.append((case_id, image, label))
+    if missing:
+        raise UserError(format_problems(f"{folder}: incomplete synthetic set", missing))
+    return cases
 
 
 def _png_mapping(folder: Path) -> dict:
-    """The PNG level -> original unit mapping the writer recorded in dataset.json."""
+    """The PNG level -> original unit mapping that the writer recorded in dataset.json."""
     path = folder / "dataset.json"
     try:
         mapping = json.loads(path.read_text())["synthmed_png_intensity"]
-        return {k: mapping[k] for k in ("bit_depth", "lo", "hi")}
+        return {k: float(mapping[k]) for k in ("bit_depth", "lo", "hi")}
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"{path}: needs 'synthmed_png_intensity' (bit_depth, lo, hi) to read PNG images ({e})") from None
 
 
-def load_synthetic_set(folder: str | os.PathLike, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Images (original units, float32 ``[N, C, *shape]``), masks (int64 ``[N, *shape]``) and case names.
+def read_synthetic_case(folder: str | os.PathLike, image_path: Path, label_path: Path,
+                        problems: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(image float32 [C, *S] in original units, mask int64 [*S]) of one case; None after a problem.
 
-    Reads ``imagesTr/<case>_0000.nii.gz`` and ``labelsTr/<case>.nii.gz`` (3D, one channel), or
-    ``imagesTr/<case>_0000.png`` and ``labelsTr/<case>.png`` (2D; RGB PNGs give 3 channels); every
-    problem is collected and reported at once.
-
-    Raises:
-        UserError: missing folder, no images, a missing label, unreadable or non-finite files, or a
-            shape other than `shape` (the prepared shape of the real cases).
+    3D cases read every channel file ``<case>_XXXX.nii.gz``; 2D cases one PNG (RGB gives 3 channels),
+    mapped from PNG levels to original units with dataset.json's recorded range.
     """
     folder = Path(folder)
-    image_dir, label_dir = folder / "imagesTr", folder / "labelsTr"
-    if not image_dir.is_dir() or not label_dir.is_dir():
-        raise UserError(f"{folder}: not a synthetic set (expected imagesTr/ and labelsTr/ from `synthmed sample`)")
-    if len(shape) == 2:
-        return _load_png_set(folder, tuple(shape))
-    image_paths = sorted(image_dir.glob(f"*{IMAGE_SUFFIX}"))
-    if not image_paths:
-        raise UserError(f"{image_dir}: no images (*{IMAGE_SUFFIX})")
+    mask = _read_any(label_path, problems)
+    if label_path.name.endswith(".png"):
+        levels = _read_png(image_path, problems)
+        if levels is None or mask is None:
+            return None
+        levels = levels[None] if levels.ndim == 2 else levels
+        m = _png_mapping(folder)
+        image = m["lo"] + levels.astype(np.float64) / (2 ** m["bit_depth"] - 1) * (m["hi"] - m["lo"])
+        return image.astype(np.float32), mask.astype(np.int64)
+    stem = image_path.name[: -len("_0000.nii.gz")]
+    channels = [_read_nifti(p, problems) for p in sorted(image_path.parent.glob(f"{stem}_[0-9][0-9][0-9][0-9].nii.gz"))]
+    if mask is None or any(c is None for c in channels):
+        return None
+    return np.stack(channels).astype(np.float32), np.rint(mask).astype(np.int64)
+
+
+def load_synthetic_set(folder: str | os.PathLike, shape: tuple[int, ...],
+                       indices: list[int] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images (original units, float32 ``[N, C, *shape]``), masks (int64 ``[N, *shape]``) and case names.
+
+    Reads cases ``indices`` (positions in id order; None: all) of a set; every problem is collected
+    and reported at once.
+
+    Raises:
+        UserError: missing folder, no cases, an index out of range, a missing label or image,
+            unreadable or non-finite files, mixed channel counts, or a shape other than `shape` (the
+            prepared shape of the real cases).
+    """
+    folder = Path(folder)
+    files = synthetic_case_files(folder)
+    if not files:
+        raise UserError(f"{folder / 'labelsTr'}: no cases")
+    if indices is not None:
+        if indices and max(indices) >= len(files):
+            raise UserError(f"{folder}: has {len(files)} synthetic cases, {max(indices) + 1} asked for")
+        files = [files[i] for i in indices]
     problems: list[str] = []
     images, masks, names = [], [], []
-    for image_path in image_paths:
-        name = image_path.name[: -len(IMAGE_SUFFIX)]
-        label_path = label_dir / f"{name}.nii.gz"
-        if not label_path.is_file():
-            problems.append(f"{label_path}: label missing for {image_path.name}")
+    for name, image_path, label_path in files:
+        case = read_synthetic_case(folder, image_path, label_path, problems)
+        if case is None:
             continue
-        image, mask = _read(image_path, problems), _read(label_path, problems)
-        if image is None or mask is None:
+        image, mask = case
+        if image.shape[1:] != tuple(shape) or mask.shape != tuple(shape):
+            problems.append(f"{name}: image {list(image.shape[1:])} and mask {list(mask.shape)}, expected "
+                            f"{list(shape)} (the prepared shape of the real cases)")
             continue
-        if image.shape != tuple(shape) or mask.shape != tuple(shape):
-            problems.append(f"{name}: image {list(image.shape)} and mask {list(mask.shape)}, expected {list(shape)} "
-                            "(the prepared shape of the real cases)")
-            continue
-        images.append(image.astype(np.float32)[None])
-        masks.append(np.rint(mask).astype(np.int64))
+        images.append(image)
+        masks.append(mask)
         names.append(name)
+    if len({im.shape[0] for im in images}) > 1:
+        problems.append(f"images mix channel counts {sorted({im.shape[0] for im in images})}")
     if problems:
-        raise UserError(format_problems(f"{folder}: synthetic set cannot be evaluated", problems))
+        raise UserError(format_problems(f"{folder}: synthetic set cannot be read", problems))
+    if not images:
+        return np.zeros((0, 1, *shape), np.float32), np.zeros((0, *shape), np.int64), []
     return np.stack(images), np.stack(masks), names
-
-
-def _load_png_set(folder: Path, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    image_paths = sorted((folder / "imagesTr").glob(f"*{PNG_SUFFIX}"))
-    if not image_paths:
-        raise UserError(f"{folder / 'imagesTr'}: no 2D images (*{PNG_SUFFIX})")
-    mapping = _png_mapping(folder)
-    problems: list[str] = []
-    images, masks, names = [], [], []
-    for image_path in image_paths:
-        name = image_path.name[: -len(PNG_SUFFIX)]
-        label_path = folder / "labelsTr" / f"{name}.png"
-        if not label_path.is_file():
-            problems.append(f"{label_path}: label missing for {image_path.name}")
-            continue
-        image, mask = _read_png(image_path, problems), _read_png(label_path, problems)
-        if image is None or mask is None:
-            continue
-        image = image[None] if image.ndim == 2 else image
-        if image.shape[1:] != shape or mask.shape != shape:
-            problems.append(f"{name}: image {list(image.shape[1:])} and mask {list(mask.shape)}, expected {list(shape)} "
-                            "(the prepared shape of the real cases)")
-            continue
-        images.append(_png_to_original_units(image, mapping))
-        masks.append(mask.astype(np.int64))
-        names.append(name)
-    if problems:
-        raise UserError(format_problems(f"{folder}: synthetic set cannot be evaluated", problems))
-    channels = {im.shape[0] for im in images}
-    if len(channels) > 1:
-        raise UserError(f"{folder}: images mix channel counts {sorted(channels)} (grayscale and RGB)")
-    return np.stack(images), np.stack(masks), names
-
-
-MASK_ENDINGS = (".png", ".nii.gz", ".nii")
 
 
 def load_masks(folder: str | os.PathLike, shape: tuple[int, ...], num_labels: int) -> tuple[np.ndarray, list[str]]:
@@ -174,7 +200,7 @@ def load_masks(folder: str | os.PathLike, shape: tuple[int, ...], num_labels: in
     problems: list[str] = []
     masks, names = [], []
     for path in paths:
-        mask = _read_png(path, problems) if path.name.lower().endswith(".png") else _read(path, problems)
+        mask = _read_any(path, problems)
         if mask is None:
             continue
         mask = np.rint(mask).astype(np.int64)

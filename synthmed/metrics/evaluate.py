@@ -126,12 +126,16 @@ def _distance_figures(fake: np.ndarray, real: np.ndarray, space: str, o: Evaluat
 
 def _standardised(views: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
     # Radiomics features have unrelated units: z-score every set on the real training cases.
+    # Features (nearly) constant on the real cases are dropped: dividing by a vanishing spread turned
+    # a rounding-level difference into a Frechet distance of 1e11 (seen on mask shape features).
     out = {}
     for view, by_set in views.items():
         ref = by_set["train"]
         mean, std = ref.mean(0), ref.std(0)
-        std = np.where(std > 1e-12, std, 1.0)
-        out[view] = {k: (v - mean) / std for k, v in by_set.items()}
+        keep = std > 1e-6 * (1.0 + np.abs(mean))
+        if not keep.any():
+            raise UserError(f"feature space {view!r}: every feature is constant on the real training cases")
+        out[view] = {k: (v[:, keep] - mean[keep]) / std[keep] for k, v in by_set.items()}
     return out
 
 

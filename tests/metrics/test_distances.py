@@ -89,3 +89,17 @@ def test_inception_score_of_confident_uniform_classes_is_the_class_count():
     mean, std = inception_score(logits, splits=1)
     assert mean == pytest.approx(10, rel=1e-6)
     assert inception_score(np.zeros((100, 10)), splits=1)[0] == pytest.approx(1.0)
+
+
+def test_radiomics_standardisation_drops_features_constant_on_real_cases():
+    from synthmed.metrics.distances import frechet_distance
+    from synthmed.metrics.evaluate import _standardised
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(50, 3))
+    real[:, 2] = 4.0 + 1e-11 * rng.normal(size=50)  # e.g. a shape feature every real mask shares
+    synthetic = rng.normal(size=(50, 3))
+    synthetic[:, 2] = 4.0 + 1e-9 * rng.normal(size=50)  # the same, up to rounding
+    views = _standardised({"mask": {"train": real, "synthetic": synthetic}})["mask"]
+    assert views["train"].shape == (50, 2)
+    assert frechet_distance(views["synthetic"], views["train"]) < 1.0  # two N(0, I) samples

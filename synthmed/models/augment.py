@@ -113,10 +113,9 @@ class AdaptiveAugment(nn.Module):
         if real_logits.dim() < 1 or real_logits.numel() == 0:
             raise ValueError(f"observe() expects logits of shape [B, ...], got {tuple(real_logits.shape)}")
         signs = torch.sign(real_logits.detach().float())
-        batch = torch.stack([signs.sum().double(), torch.tensor(float(signs.numel()), dtype=torch.float64,
-                                                                 device=signs.device),
-                             torch.tensor(float(real_logits.shape[0]), dtype=torch.float64, device=signs.device)])
-        self.sign_stats += batch.to(self.sign_stats.device)
+        counts = torch.tensor([signs.numel(), real_logits.shape[0]], dtype=torch.float64)  # logits, images
+        self.sign_stats[0] += signs.sum().to(self.sign_stats.device, torch.float64)
+        self.sign_stats[1:] += counts.to(self.sign_stats.device)
         self.steps_since_adjust += 1
         if self.steps_since_adjust >= self.config.interval:
             self._adjust()
@@ -259,7 +258,9 @@ def augment_geometric(x: Tensor, p: Tensor | float, blit: bool = True, general: 
 # Colour part: one 4x4 affine colour matrix per sample, acting on RGB (reduced to a gain and an offset
 # for other channel counts, as ADA does for grayscale).
 
-_LUMA_AXIS = torch.ones(3) / math.sqrt(3.0)
+_LUMA_AXIS = torch.ones(3) / math.sqrt(3.0)  # unit vector of grey in RGB
+_LUMA_OUTER = torch.outer(_LUMA_AXIS, _LUMA_AXIS)  # projection onto the luma axis
+_LUMA_CROSS = torch.tensor([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]]) / math.sqrt(3.0)  # v x .
 
 
 def _eye4(batch: int, device: torch.device) -> Tensor:
@@ -279,8 +280,7 @@ def sample_colour_matrix(batch: int, p: Tensor, device: torch.device | str = "cp
     Each is applied with probability p per sample, in that order, and composed by left multiplication.
     """
     device = torch.device(device)
-    v = _LUMA_AXIS.to(device)
-    vvt = torch.outer(v, v)
+    vvt, cross = _LUMA_OUTER.to(device), _LUMA_CROSS.to(device)  # built on the CPU: no GPU sync
     eye3 = torch.eye(3, device=device)
     c = _eye4(batch, device)
 
@@ -298,7 +298,6 @@ def sample_colour_matrix(batch: int, p: Tensor, device: torch.device | str = "cp
 
     # Rotation about the luma axis (Rodrigues); keeps luma, turns the hue.
     theta = _gated((torch.rand(batch, device=device) * 2 - 1) * math.pi, 0.0, p)
-    cross = torch.tensor([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]], device=device)
     cos, sin = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
     c = _about_luma(cos * eye3 + sin * cross + (1 - cos) * vvt) @ c
 

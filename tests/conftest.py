@@ -35,3 +35,12 @@ def toy_datalist(tmp_path: Path) -> Path:
 def toy_prepared(tmp_path: Path, toy_msd: Path) -> Path:
     """Prepared folder (manifest.json + cases/) of `toy_msd`; returns the manifest path."""
     return prepare_dataset([toy_msd], tmp_path / "prepared", PrepareOptions(**TOY_OPTIONS), progress=False)
+
+
+@pytest.fixture
+def toy_prepared_2d(tmp_path: Path) -> Path:
+    """Prepared 2D folder: 24 grayscale 32x32 PNG toy cases (bright disc = label 1), 8-bit window 0..255,
+    splits 17 train / 2 val / 5 test, 3 folds; returns the manifest path (see `synthmed.data.toy2d`)."""
+    from synthmed.data.toy2d import prepare_toy_2d
+
+    return prepare_toy_2d(tmp_path / "toy2d", n=24, size=32)

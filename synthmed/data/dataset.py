@@ -1,7 +1,8 @@
 """Read the prepared cache: a torch `Dataset` of cases and a loader of whole arrays.
 
-A prepared case is ``{"image": float32 [1,D,H,W] in [-1, 1], "mask": int64 [D,H,W],
-"meta": {"id": ..., "source": ...}}``. Choose the ids with `Manifest.split_ids`.
+A prepared case is ``{"image": float32 [C,*S] in [-1, 1], "mask": int64 [*S],
+"meta": {"id": ..., "source": ...}}`` with S = (D, H, W) and C = 1 for 3D volumes, S = (H, W) and
+C = 1 or 3 (``preprocessing.channels``) for 2D. Choose the ids with `Manifest.split_ids`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def _as_manifest(manifest: Manifest | str | os.PathLike) -> Manifest:
 
 
 def load_case_arrays(manifest: Manifest, case_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """(image float32 [1,D,H,W], mask uint8 [D,H,W]) of one cached case.
+    """(image float32 [C,*S], mask uint8 [*S]) of one cached case (S = (D,H,W) or (H,W)).
 
     Raises:
         UserError: naming the cache file when it is missing or unreadable.
@@ -50,18 +51,19 @@ class PreparedDataset(Dataset):
         entry = self.entries[index]
         image, mask = load_case_arrays(self.manifest, entry["id"])
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),  # [1,D,H,W]
-            "mask": torch.from_numpy(mask.astype(np.int64)),  # [D,H,W]
+            "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),  # [C,*S]
+            "mask": torch.from_numpy(mask.astype(np.int64)),  # [*S]
             "meta": {"id": entry["id"], "source": entry["source"]},
         }
 
 
 def load_arrays(manifest: Manifest | str | os.PathLike, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """All cases `ids` stacked: (images float32 [N,1,D,H,W], masks int64 [N,D,H,W])."""
+    """All cases `ids` stacked: (images float32 [N,C,*S], masks int64 [N,*S]), 2D and 3D alike."""
     manifest = _as_manifest(manifest)
     if not ids:
         shape = manifest.preprocessing["shape"]
-        return np.zeros((0, 1, *shape), np.float32), np.zeros((0, *shape), np.int64)
+        channels = int(manifest.preprocessing.get("channels", 1))
+        return np.zeros((0, channels, *shape), np.float32), np.zeros((0, *shape), np.int64)
     pairs = [load_case_arrays(manifest, i) for i in ids]
     images = np.stack([p[0] for p in pairs]).astype(np.float32, copy=False)
     masks = np.stack([p[1] for p in pairs]).astype(np.int64)

@@ -1,15 +1,28 @@
 """Find the image/mask pairs of one or more raw datasets ("sources").
 
-Accepted inputs (3D NIfTI, ``.nii`` or ``.nii.gz``):
-- an MSD or nnU-Net v2 folder: ``imagesTr/``, ``labelsTr/`` and ``dataset.json``. Image names are
-  ``<case>.nii.gz`` (MSD) or ``<case>_0000.nii.gz`` (nnU-Net v2, single channel only). Labels are read
-  from ``dataset.json`` in either form, ``{"0": "background", ...}`` (MSD) or
-  ``{"background": 0, ...}`` (nnU-Net v2). The source name is ``dataset.json``'s ``"name"``.
-- a folder holding ``images/`` and ``labels/``, paired by file name (an image may carry the
-  ``_0000`` suffix). The source name is the folder name.
+Files are 3D NIfTI volumes (``.nii``, ``.nii.gz``) or 2D images (``.png``, ``.jpg``/``.jpeg``,
+``.tif``/``.tiff``, any letter case). The kind of file decides the dimensionality of a source
+(`Source.dims`); all inputs of one call must have the same.
+
+Accepted inputs:
+- an MSD or nnU-Net v2 folder: ``imagesTr/``, ``labelsTr/`` and ``dataset.json`` (optional for 2D).
+  Image names are ``<case>.nii.gz`` (MSD) or ``<case>_0000.nii.gz`` (nnU-Net v2, single channel
+  only), likewise ``.png`` for 2D. Labels are read from ``dataset.json`` in either form,
+  ``{"0": "background", ...}`` (MSD) or ``{"background": 0, ...}`` (nnU-Net v2). The source name is
+  ``dataset.json``'s ``"name"``.
+- a folder holding ``images/`` and ``labels/`` (or ``masks/``), paired by file name without its
+  suffix (an image may carry the ``_0000`` suffix; a 2D mask may carry ``_mask``, ``_seg``,
+  ``_segmentation`` or ``_label``; image and mask may have different file types). The source name is
+  the folder name. 2D images may sit in sub-folders (one per video sequence or patient), mirrored
+  under the mask folder: the case id is then ``<sub-folder>__<name>`` and the sub-folder is the
+  case's default group, so frames of one sequence never straddle splits.
 - a datalist JSON file (MONAI style): ``{"labels": {...} (optional), "training": [{"image": rel,
   "label": rel, "id"?, "source"?, "group"?}, ...]}``, paths relative to the JSON file. The source
   of an entry is its ``"source"``, else the JSON file's stem.
+
+Case ids come from file names. 2D file names often hold spaces or brackets (``benign (1).png``):
+characters other than letters, digits, ``.``, ``_`` and ``-`` are replaced by ``_`` for 2D files
+(3D ids with such characters are refused, as before).
 
 Every problem (missing folder, unpaired file, duplicate case id, bad JSON) is collected and raised
 as one `UserError`.
@@ -25,7 +38,11 @@ from pathlib import Path
 from synthmed.errors import UserError, format_problems
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")  # compared in lower case
+MASK_NAME_SUFFIXES = ("_mask", "_segmentation", "_seg", "_label")  # 2D masks named after their image
+MASK_FOLDER_NAMES = ("labels", "masks")  # mask folder next to images/ (first found wins)
 SOURCE_KINDS = ("msd", "folders", "datalist")
+ID_PATTERN = r"[A-Za-z0-9._-]+"
 
 
 @dataclass
@@ -36,7 +53,8 @@ class CaseRecord:
     source: str  # name of the source it came from
     image: Path  # absolute path of the image file
     label: Path  # absolute path of the mask file
-    group: str | None = None  # group given by a datalist entry, else None
+    group: str | None = None  # group given by a datalist entry or a 2D sub-folder, else None
+    dims: int = 3  # 3: NIfTI volume, 2: PNG/JPEG/TIFF image
 
 
 @dataclass
@@ -49,6 +67,7 @@ class Source:
     labels: dict[int, str] | None = None  # declared labels, None when the input declares none
     modality: str | None = None  # modality from dataset.json, when given
     cases: list[CaseRecord] = field(default_factory=list)
+    dims: int = 3  # 3: NIfTI volumes, 2: PNG/JPEG/TIFF images
 
 
 def strip_nifti_suffix(name: str) -> str | None:
@@ -59,13 +78,42 @@ def strip_nifti_suffix(name: str) -> str | None:
     return None
 
 
-def _nifti_files(folder: Path) -> dict[str, Path]:
-    """Stem -> path of the NIfTI files in `folder` (hidden files such as MSD's `._x.nii.gz` skipped)."""
-    files = {}
-    for p in sorted(folder.iterdir()):
-        stem = strip_nifti_suffix(p.name)
-        if stem is not None and not p.name.startswith(".") and p.is_file():
-            files[stem] = p.resolve()
+def strip_data_suffix(name: str) -> tuple[str, int] | None:
+    """`case.nii.gz` -> ("case", 3), `case.PNG` -> ("case", 2); None for other file names."""
+    stem = strip_nifti_suffix(name)
+    if stem is not None:
+        return stem, 3
+    lower = name.lower()
+    for suffix in IMAGE_2D_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)], 2
+    return None
+
+
+def safe_case_id(name: str) -> str:
+    """`benign (1)` -> `benign_1`: runs of characters outside letters, digits, '.', '_', '-' become '_'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "case"
+
+
+def _data_files(folder: Path, problems: list[str]) -> dict[str, tuple[Path, int]]:
+    """Key -> (path, dims) of the image files in `folder`.
+
+    NIfTI files are taken from `folder` itself; 2D images also from its sub-folders, keyed by their
+    relative path without suffix (``seq1/frame001``). Hidden files (MSD's ``._x.nii.gz``) are skipped.
+    """
+    files: dict[str, tuple[Path, int]] = {}
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
+            continue
+        found = strip_data_suffix(p.name)
+        if found is None or (found[1] == 3 and len(rel.parts) > 1):
+            continue
+        key = "/".join([*rel.parts[:-1], found[0]])
+        if key in files:
+            problems.append(f"{p}: same name as {files[key][0].name} (one file per case name expected)")
+            continue
+        files[key] = (p.resolve(), found[1])
     return files
 
 
@@ -100,33 +148,83 @@ def _read_json(path: Path) -> object:
         raise UserError(f"{path}: invalid JSON ({e})") from e
 
 
+def _image_key(key: str, label_keys: set[str], path: Path, problems: list[str]) -> str | None:
+    """The mask key an image belongs to: its own key, or without nnU-Net's ``_0000`` channel suffix."""
+    m = re.fullmatch(r"(.+)_(\d{4})", key)
+    if m and m.group(1) in label_keys and key not in label_keys:
+        if m.group(2) != "0000":
+            problems.append(f"{path}: extra channel _{m.group(2)}; only single-channel images are supported")
+            return None
+        return m.group(1)
+    return key
+
+
+def _mask_key(key: str, image_keys: set[str]) -> str:
+    """A 2D mask's key with a ``_mask``-like suffix removed when that names an image."""
+    if key in image_keys:
+        return key
+    for suffix in MASK_NAME_SUFFIXES:
+        if key.endswith(suffix) and key[: -len(suffix)] in image_keys:
+            return key[: -len(suffix)]
+    return key
+
+
+def _case_id_and_group(key: str, dims: int) -> tuple[str, str | None]:
+    if dims == 3:
+        return key, None
+    parts = key.split("/")
+    group = safe_case_id(parts[0]) if len(parts) > 1 else None
+    return "__".join(safe_case_id(p) for p in parts), group
+
+
 def _pair_folder(
     image_dir: Path, label_dir: Path, source: str, problems: list[str]
 ) -> list[CaseRecord]:
-    images = _nifti_files(image_dir)
-    labels = _nifti_files(label_dir)
-    by_case: dict[str, Path] = {}
-    for stem, path in images.items():
-        m = re.fullmatch(r"(.+)_(\d{4})", stem)
-        if m and m.group(1) in labels:
-            if m.group(2) != "0000":
-                problems.append(
-                    f"{path}: extra channel _{m.group(2)}; only single-channel images are supported"
-                )
-                continue
-            stem = m.group(1)
-        by_case[stem] = path
+    images = _data_files(image_dir, problems)
+    labels_raw = _data_files(label_dir, problems)
+    labels: dict[str, tuple[Path, int]] = {}
+    for key, (path, dims) in labels_raw.items():
+        mkey = _mask_key(key, set(images)) if dims == 2 else key
+        if mkey in labels:  # e.g. both a.png and a_mask.png
+            problems.append(f"{path}: second mask for {mkey!r} (also {labels[mkey][0].name})")
+            continue
+        labels[mkey] = (path, dims)
+    by_case: dict[str, tuple[Path, int]] = {}
+    for key, (path, dims) in images.items():
+        case_key = _image_key(key, set(labels), path, problems)
+        if case_key is not None:
+            by_case[case_key] = (path, dims)
     cases = []
-    for stem in sorted(set(by_case) | set(labels)):
-        if stem not in labels:
-            problems.append(f"{by_case[stem]}: image has no mask (expected {label_dir / (stem + '.nii.gz')})")
-        elif stem not in by_case:
-            problems.append(f"{labels[stem]}: mask has no image in {image_dir}")
+    for key in sorted(set(by_case) | set(labels)):
+        if key not in labels:
+            path, dims = by_case[key]
+            expected = label_dir / (key + (".nii.gz" if dims == 3 else path.suffix))
+            problems.append(f"{path}: image has no mask (expected {expected})")
+        elif key not in by_case:
+            problems.append(f"{labels[key][0]}: mask has no image in {image_dir}")
         else:
-            cases.append(CaseRecord(id=stem, source=source, image=by_case[stem], label=labels[stem]))
-    if not images and not labels:
-        problems.append(f"{image_dir}: no NIfTI files (.nii or .nii.gz) found")
+            (image, dims), (label, label_dims) = by_case[key], labels[key]
+            if dims != label_dims:
+                problems.append(f"{label}: mask is {label_dims}D but its image {image.name} is {dims}D")
+                continue
+            case_id, group = _case_id_and_group(key, dims)
+            cases.append(CaseRecord(case_id, source, image, label, group, dims))
+    if not images and not labels_raw:
+        problems.append(
+            f"{image_dir}: no image files found (NIfTI .nii/.nii.gz, or 2D .png/.jpg/.jpeg/.tif/.tiff)"
+        )
     return cases
+
+
+def _source_dims(cases: list[CaseRecord], where: Path, problems: list[str]) -> int:
+    """3 or 2, from the cases' file types; a problem when one input mixes them."""
+    dims = sorted({c.dims for c in cases})
+    if len(dims) > 1:
+        n2 = sum(c.dims == 2 for c in cases)
+        problems.append(
+            f"{where}: mixes {len(cases) - n2} NIfTI volume(s) and {n2} 2D image(s); use one kind per dataset"
+        )
+    return dims[0] if dims else 3
 
 
 def _discover_msd(path: Path, problems: list[str]) -> list[Source]:
@@ -137,27 +235,40 @@ def _discover_msd(path: Path, problems: list[str]) -> list[Source]:
         if not isinstance(raw, dict):
             raise UserError(f"{meta_path}: expected a JSON object, found {type(raw).__name__}")
         meta = raw
-    else:
-        problems.append(f"{meta_path}: missing (an MSD / nnU-Net folder needs dataset.json)")
     name = str(meta.get("name") or path.name)
     labels = parse_labels(meta["labels"], str(meta_path)) if "labels" in meta else None
     modality = None
     mod = meta.get("modality", meta.get("channel_names"))
     if isinstance(mod, dict) and mod:
         modality = str(next(iter(mod.values())))
+    n_before = len(problems)
     for sub in ("imagesTr", "labelsTr"):
         if not (path / sub).is_dir():
             problems.append(f"{path / sub}: missing folder")
-    if problems:
+    if len(problems) > n_before:
         return []
     src = Source(name=name, path=path, kind="msd", labels=labels, modality=modality)
     src.cases = _pair_folder(path / "imagesTr", path / "labelsTr", name, problems)
+    src.dims = _source_dims(src.cases, path, problems)
+    if src.dims == 3 and src.cases and not meta_path.exists():
+        problems.append(f"{meta_path}: missing (an MSD / nnU-Net folder needs dataset.json)")
     return [src]
+
+
+def mask_folder(path: Path) -> Path | None:
+    """The mask folder (``labels/`` or ``masks/``) of a folder with ``images/``, or None."""
+    for name in MASK_FOLDER_NAMES:
+        if (path / name).is_dir():
+            return path / name
+    return None
 
 
 def _discover_folders(path: Path, problems: list[str]) -> list[Source]:
     src = Source(name=path.name, path=path, kind="folders")
-    src.cases = _pair_folder(path / "images", path / "labels", src.name, problems)
+    masks = mask_folder(path)
+    assert masks is not None  # checked by the caller
+    src.cases = _pair_folder(path / "images", masks, src.name, problems)
+    src.dims = _source_dims(src.cases, path, problems)
     return [src]
 
 
@@ -179,20 +290,31 @@ def _discover_datalist(path: Path, problems: list[str]) -> list[Source]:
         missing = [p for p in (image, label) if not p.is_file()]
         for p in missing:
             problems.append(f"{where}: file not found: {p}")
-        for p in (image, label):
-            if strip_nifti_suffix(p.name) is None:
-                problems.append(f"{where}: {p.name} is not a NIfTI file (.nii or .nii.gz)")
-        if missing:
+        kinds = [strip_data_suffix(p.name) for p in (image, label)]
+        for p, kind in zip((image, label), kinds):
+            if kind is None:
+                problems.append(
+                    f"{where}: {p.name} is neither a NIfTI file (.nii, .nii.gz) nor a 2D image "
+                    f"(.png, .jpg, .jpeg, .tif, .tiff)"
+                )
+        if missing or None in kinds:
             continue
-        case_id = str(entry.get("id") or strip_nifti_suffix(image.name) or image.stem)
+        dims = kinds[0][1]  # type: ignore[index]
+        if kinds[1][1] != dims:  # type: ignore[index]
+            problems.append(f"{where}: image {image.name} and mask {label.name} are not both 2D or both 3D")
+            continue
+        stem = kinds[0][0]  # type: ignore[index]
+        case_id = str(entry.get("id") or (stem if dims == 3 else safe_case_id(stem)))
         src_name = str(entry.get("source") or path.stem)
         group = entry.get("group")
         src = sources.setdefault(src_name, Source(name=src_name, path=path, kind="datalist", labels=labels))
         src.cases.append(
-            CaseRecord(case_id, src_name, image, label, None if group is None else str(group))
+            CaseRecord(case_id, src_name, image, label, None if group is None else str(group), dims)
         )
     if not raw["training"]:
         problems.append(f"{path}: 'training' list is empty")
+    for src in sources.values():
+        src.dims = _source_dims(src.cases, path, problems)
     return list(sources.values())
 
 
@@ -214,12 +336,12 @@ def discover_sources(inputs: list[str | Path]) -> list[Source]:
             sources += _discover_datalist(path, problems)
         elif path.is_dir() and ((path / "imagesTr").is_dir() or (path / "dataset.json").is_file()):
             sources += _discover_msd(path, problems)
-        elif path.is_dir() and (path / "images").is_dir() and (path / "labels").is_dir():
+        elif path.is_dir() and (path / "images").is_dir() and mask_folder(path) is not None:
             sources += _discover_folders(path, problems)
         else:
             problems.append(
                 f"{path}: unknown input layout; expected an MSD/nnU-Net folder (imagesTr/, labelsTr/, "
-                f"dataset.json), a folder with images/ and labels/, or a datalist .json file"
+                f"dataset.json), a folder with images/ and labels/ (or masks/), or a datalist .json file"
             )
     seen: dict[str, Path] = {}
     for src in sources:
@@ -231,7 +353,7 @@ def discover_sources(inputs: list[str | Path]) -> list[Source]:
                 )
             else:
                 seen[case.id] = case.image
-            if not re.fullmatch(r"[A-Za-z0-9._-]+", case.id):
+            if not re.fullmatch(ID_PATTERN, case.id):
                 problems.append(
                     f"{case.image}: case id {case.id!r} has characters other than letters, digits, '.', '_', '-'"
                 )
@@ -239,6 +361,15 @@ def discover_sources(inputs: list[str | Path]) -> list[Source]:
     for name in sorted({n for n in names if names.count(n) > 1}):
         paths = ", ".join(str(s.path) for s in sources if s.name == name)
         problems.append(f"source name {name!r} is used by several inputs ({paths})")
+    dims = {s.dims for s in sources if s.cases}
+    if len(dims) > 1:
+        problems.append(
+            "inputs mix 3D NIfTI volumes ("
+            + ", ".join(str(s.path) for s in sources if s.dims == 3 and s.cases)
+            + ") and 2D images ("
+            + ", ".join(str(s.path) for s in sources if s.dims == 2 and s.cases)
+            + "); prepare them separately"
+        )
     if not problems and not any(s.cases for s in sources):
         problems.append("no cases found in " + ", ".join(str(Path(p)) for p in inputs))
     if problems:

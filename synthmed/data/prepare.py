@@ -5,6 +5,9 @@
 `preprocess`), writes ``OUT/cases/<id>.npz`` and ``OUT/manifest.json`` (see `manifest`) with a
 seeded, group-aware split (see `splits`). The output folder appears only when everything
 succeeded; an existing one is refused unless ``overwrite=True``.
+
+2D inputs (PNG/JPEG/TIFF, detected from the file types) and 2D slices or slice mosaics of 3D
+volumes (``slices``/``mosaic`` options) go through `prepare2d`; 3D volumes are handled here.
 """
 
 from __future__ import annotations
@@ -31,26 +34,47 @@ from synthmed.fileio import atomic_directory, atomic_write_json
 log = logging.getLogger(__name__)
 
 
+DEFAULT_SHAPE_3D = (64, 64, 64)
+DEFAULT_SHAPE_SLICES = (64, 64)
+DEFAULT_CT_WINDOW = (-1024.0, 600.0)
+
+
 class PrepareOptions(BaseModel):
-    """Options of `synthmed prepare` (the CLI flags of the same names)."""
+    """Options of `synthmed prepare` (the CLI flags of the same names).
+
+    Options that depend on the kind of input default to None and are resolved per kind: see
+    `resolved_shape`, `resolved_shape_mode` and `resolved_window`.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    spacing: tuple[float, float, float] | None = None  # target voxel size in mm; None keeps it
-    shape: tuple[int, int, int] = (64, 64, 64)  # target [D,H,W] in voxels
-    shape_mode: Literal["pad_crop", "resize"] = "pad_crop"  # centred pad/crop, or resize
-    intensity: Literal["window", "percentile"] | None = None  # None: window for CT, else percentile
-    window: tuple[float, float] = (-1024.0, 600.0)  # raw values mapped to -1 and 1 (window mode)
+    spacing: tuple[float, float, float] | None = None  # target voxel size in mm (3D, slices); None keeps it
+    # target [D,H,W] for 3D, [H,W] for 2D; None: 64³ for 3D and slices 64x64, for 2D images their
+    # common size (refused when sizes differ)
+    shape: tuple[int, ...] | None = None
+    # 3D: pad_crop | resize; 2D: resize | pad_resize | pad_crop; None: pad_crop for 3D and slices,
+    # resize for 2D images
+    shape_mode: Literal["pad_crop", "resize", "pad_resize"] | None = None
+    intensity: Literal["window", "percentile"] | None = None  # None: window for CT and 2D, else percentile
+    # raw values mapped to -1 and 1 (window mode); None: -1024..600 for 3D, for 2D 0..255 (8-bit)
+    # or the data's own min..max (16-bit and other pixel types)
+    window: tuple[float, float] | None = None
     percentiles: tuple[float, float] = (0.5, 99.5)  # per-case percentiles mapped to -1 and 1
     margin: int = Field(4, ge=0)  # voxels kept around the mask in the foreground crop
-    modality: str | None = None  # None: dataset.json's modality, else "CT"
+    modality: str | None = None  # None: dataset.json's modality, else "CT" (3D) or "image" (2D)
     labels: dict[int, str] | None = None  # declared labels; None: dataset.json's, else those seen
     test_fraction: float = Field(0.2, ge=0, lt=1)  # fraction of cases held out for testing
     val_fraction: float = Field(0.1, ge=0, lt=1)  # fraction of cases for validation
     folds: int = Field(5, ge=0)  # k folds of the training cases (0: none)
-    group_regex: str | None = None  # first capture group on the case id = group key
+    group_regex: str | None = None  # first capture group on the case id (slices: volume id) = group key
     seed: int = 0  # seed of the split
     crop_to_image: bool = False  # crop masks exceeding their image by <= 1 voxel per axis
+    # --- 2D ---
+    channels: Literal[1, 3] | None = None  # image channels; None: 3 if any image has colour, else 1
+    slices: Literal["axial", "coronal", "sagittal"] | None = None  # 2D cases from slices of 3D volumes
+    mosaic: tuple[int, int] | None = None  # (rows, cols): one slice mosaic per volume instead
+    foreground_slices_only: bool = False  # keep only slices holding labelled voxels
+    max_slices: int | None = Field(None, ge=1)  # at most this many slices per volume (evenly spaced)
 
     @field_validator("spacing")
     @classmethod
@@ -62,13 +86,20 @@ class PrepareOptions(BaseModel):
     @field_validator("shape")
     @classmethod
     def _positive_shape(cls, v):
-        if min(v) < 1:
-            raise ValueError(f"shape must be positive, got {list(v)}")
+        if v is not None and (len(v) not in (2, 3) or min(v) < 1):
+            raise ValueError(f"shape must be 3 (D H W) or 2 (H W) positive integers, got {list(v)}")
+        return v
+
+    @field_validator("mosaic")
+    @classmethod
+    def _positive_grid(cls, v):
+        if v is not None and min(v) < 1:
+            raise ValueError(f"mosaic needs rows and cols >= 1, got {list(v)}")
         return v
 
     @model_validator(mode="after")
     def _ranges(self):
-        if not self.window[1] > self.window[0]:
+        if self.window is not None and not self.window[1] > self.window[0]:
             raise ValueError(f"window needs lo < hi, got {list(self.window)}")
         lo, hi = self.percentiles
         if not 0 <= lo < hi <= 100:
@@ -79,7 +110,26 @@ class PrepareOptions(BaseModel):
             raise ValueError("folds must be 0 (none) or at least 2")
         if self.labels is not None and 0 not in self.labels:
             raise ValueError("labels must include 0 (background)")
+        if not self.slicing and (self.foreground_slices_only or self.max_slices is not None):
+            raise ValueError("foreground_slices_only and max_slices need slices (or mosaic)")
+        if self.mosaic is not None and self.max_slices is not None:
+            raise ValueError("mosaic takes the central rows x cols slices; max_slices does not apply")
         return self
+
+    @property
+    def slicing(self) -> bool:
+        """True when 2D cases are cut from 3D volumes (slices or mosaic)."""
+        return self.slices is not None or self.mosaic is not None
+
+    def resolved_shape_mode(self, dims: int) -> str:
+        """The shape mode for inputs of `dims` (3: volumes or slices of volumes, 2: 2D images)."""
+        if self.shape_mode is not None:
+            return self.shape_mode
+        return "resize" if dims == 2 and not self.slicing else "pad_crop"
+
+    def resolved_window(self) -> tuple[float, float]:
+        """The 3D window (CT default -1024..600 HU when none is given)."""
+        return self.window if self.window is not None else DEFAULT_CT_WINDOW
 
 
 def make_options(**kwargs) -> PrepareOptions:
@@ -117,6 +167,37 @@ def _resolve_modality(sources: list[Source], options: PrepareOptions) -> str:
     return found[0] if found else "CT"
 
 
+def _options_3d(options: PrepareOptions) -> tuple[tuple[int, int, int], str, tuple[float, float]]:
+    """(shape, shape mode, window) for 3D volumes; refuses 2D-only options."""
+    problems = []
+    shape = options.shape or DEFAULT_SHAPE_3D
+    if len(shape) != 3:
+        problems.append(f"--shape {' '.join(map(str, shape))}: 3D volumes need 3 numbers (D H W)")
+    shape_mode = options.resolved_shape_mode(3)
+    if shape_mode == "pad_resize":
+        problems.append("--shape-mode pad_resize is for 2D images; 3D volumes take pad_crop or resize")
+    if options.channels is not None:
+        problems.append("--channels is for 2D images; 3D volumes have one channel")
+    if problems:
+        raise UserError(format_problems("Invalid options for 3D volumes", problems))
+    return tuple(shape), shape_mode, options.resolved_window()  # type: ignore[return-value]
+
+
+def intensity_entry(
+    mode: str, window: tuple[float, float], percentiles: tuple[float, float], entries: list[dict]
+) -> dict:
+    """The manifest's preprocessing.intensity: the window, or the percentiles and the median case range."""
+    if mode == "window":
+        return {"mode": "window", "lo": float(window[0]), "hi": float(window[1])}
+    return {
+        "mode": "percentile",
+        "lower_pct": float(percentiles[0]),
+        "upper_pct": float(percentiles[1]),
+        "reference_lo": float(np.median([e["intensity"]["lo"] for e in entries])),
+        "reference_hi": float(np.median([e["intensity"]["hi"] for e in entries])),
+    }
+
+
 def prepare_dataset(
     inputs: list[str | os.PathLike],
     out: str | os.PathLike,
@@ -127,7 +208,9 @@ def prepare_dataset(
     """Check, preprocess and split the datasets in `inputs`, writing the prepared folder `out`.
 
     Args:
-        inputs: dataset folders (MSD/nnU-Net or images/ + labels/) or datalist JSON files.
+        inputs: dataset folders (MSD/nnU-Net or images/ + labels/ or masks/) or datalist JSON files,
+            of 3D volumes or 2D images (see `discover`); 2D images, and slices of volumes, are
+            prepared by `prepare2d.prepare_2d`.
         out: output folder; it appears only when everything succeeded.
         options: preprocessing and split options (defaults: `PrepareOptions()`).
         overwrite: replace an existing `out`.
@@ -145,6 +228,12 @@ def prepare_dataset(
     if out.exists() and not overwrite:
         raise UserError(f"{out}: output folder already exists (pass --overwrite to replace it)")
     sources = discover_sources(list(inputs))
+    dims = sources[0].dims
+    if dims == 2 or options.slicing:
+        from synthmed.data.prepare2d import prepare_2d  # prepare2d imports this module's helpers
+
+        return prepare_2d(sources, out, options, overwrite=overwrite, progress=progress)
+    shape, shape_mode, window = _options_3d(options)
     records: list[CaseRecord] = [c for s in sources for c in s.cases]
     declared = _declared_labels(sources, options)
     modality = _resolve_modality(sources, options)
@@ -182,10 +271,10 @@ def prepare_dataset(
                 case.mask,
                 case.affine,
                 spacing=options.spacing,
-                shape=options.shape,
-                shape_mode=options.shape_mode,
+                shape=shape,
+                shape_mode=shape_mode,
                 intensity_mode=intensity_mode,
-                window=options.window,
+                window=window,
                 percentiles=options.percentiles,
                 margin=options.margin,
             )
@@ -241,7 +330,7 @@ def prepare_dataset(
             log.warning(
                 "%d of %d cases lost labelled voxels to the crop to shape %s (%d voxels in all; most: "
                 "%s, %d); use a larger --shape, a coarser --spacing or --shape-mode resize",
-                len(lost), len(records), "x".join(map(str, options.shape)), sum(lost.values()),
+                len(lost), len(records), "x".join(map(str, shape)), sum(lost.values()),
                 worst, lost[worst],
             )
         if options.spacing is None and len(spacings) > 1:
@@ -253,16 +342,7 @@ def prepare_dataset(
         splits = make_splits(
             groups, options.seed, options.test_fraction, options.val_fraction, options.folds, options.group_regex
         )
-        if intensity_mode == "window":
-            intensity = {"mode": "window", "lo": float(options.window[0]), "hi": float(options.window[1])}
-        else:
-            intensity = {
-                "mode": "percentile",
-                "lower_pct": float(options.percentiles[0]),
-                "upper_pct": float(options.percentiles[1]),
-                "reference_lo": float(np.median([e["intensity"]["lo"] for e in entries])),
-                "reference_hi": float(np.median([e["intensity"]["hi"] for e in entries])),
-            }
+        intensity = intensity_entry(intensity_mode, window, options.percentiles, entries)
         manifest = {
             "format": MANIFEST_FORMAT,
             "format_version": MANIFEST_VERSION,
@@ -271,10 +351,11 @@ def prepare_dataset(
             "sources": [{"name": s.name, "path": str(s.path), "kind": s.kind} for s in sources],
             "labels": {str(k): v for k, v in sorted(declared.items())},
             "preprocessing": {
+                "dims": 3,
                 "orientation": "RAS",
                 "spacing": None if options.spacing is None else [float(s) for s in options.spacing],
-                "shape": list(options.shape),
-                "shape_mode": options.shape_mode,
+                "shape": list(shape),
+                "shape_mode": shape_mode,
                 "foreground_margin": options.margin,
                 "modality": modality,
                 "intensity": intensity,
@@ -291,7 +372,7 @@ def prepare_dataset(
         f"({', '.join(s.name for s in sources)}) into {out}: train {len(splits['train'])}, "
         f"val {len(splits['val'])}, test {len(splits['test'])}"
         + (f", {n_folds} folds of the train cases" if n_folds else "")
-        + f" (seed {options.seed}). Shape {'x'.join(map(str, options.shape))} ({options.shape_mode}), "
+        + f" (seed {options.seed}). Shape {'x'.join(map(str, shape))} ({shape_mode}), "
         f"spacing {'kept' if options.spacing is None else 'x'.join(f'{s:g}' for s in options.spacing) + ' mm'}, intensity {intensity_mode}. "
         f"{len(empty)} empty mask(s); {len(lost)} case(s) lost labelled voxels to the crop. "
         f"Manifest: {path}"

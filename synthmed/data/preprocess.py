@@ -68,6 +68,49 @@ def intensity_range(
     raise ValueError(f"unknown intensity mode {mode!r}; valid: {INTENSITY_MODES}")
 
 
+def orient_and_resample(
+    image: np.ndarray,
+    mask: np.ndarray,
+    affine: np.ndarray,
+    *,
+    lo: float,
+    hi: float,
+    spacing: tuple[float, float, float] | None,
+) -> tuple[MetaTensor, MetaTensor]:
+    """Intensity [lo, hi] -> [-1, 1], reorientation to RAS, resampling to `spacing` (None: kept).
+
+    Returns:
+        (image [1,D,H,W], mask [1,D,H,W] float labels) as MetaTensors carrying the new affine.
+    """
+    aff = torch.as_tensor(np.asarray(affine, dtype=np.float64))
+    img = MetaTensor(torch.from_numpy(intensity_to_unit(image, lo, hi))[None], affine=aff.clone())
+    msk = MetaTensor(torch.from_numpy(np.asarray(mask, dtype=np.float32))[None], affine=aff.clone())
+    # NIfTI world axes are RAS+; naming the labels keeps MONAI from guessing (and warning)
+    orient = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))
+    img, msk = orient(img), orient(msk)
+    if spacing is not None:
+        img = Spacing(pixdim=spacing, mode="bilinear", padding_mode="border")(img)
+        msk = Spacing(pixdim=spacing, mode="nearest", padding_mode="zeros")(msk)
+        assert img.shape == msk.shape, (img.shape, msk.shape)
+    return img, msk
+
+
+def crop_to_foreground(
+    img: MetaTensor, msk: MetaTensor, margin: int, keep_axis: int | None = None
+) -> tuple[MetaTensor, MetaTensor]:
+    """Crop image and mask [1,D,H,W] to the mask's bounding box plus `margin` voxels.
+
+    `keep_axis` (0..2) is left whole: slices of a volume are cropped in-plane only. The mask must hold
+    some foreground.
+    """
+    cropper = CropForeground(select_fn=lambda x: x > 0, margin=margin, allow_smaller=True)
+    start, end = cropper.compute_bounding_box(msk)
+    start, end = np.array(start, dtype=int), np.array(end, dtype=int)
+    if keep_axis is not None:
+        start[keep_axis], end[keep_axis] = 0, int(msk.shape[1 + keep_axis])
+    return cropper.crop_pad(img, start, end), cropper.crop_pad(msk, start, end)
+
+
 def preprocess_case(
     image: np.ndarray,
     mask: np.ndarray,
@@ -99,22 +142,9 @@ def preprocess_case(
         raise ValueError(f"unknown shape mode {shape_mode!r}; valid: {SHAPE_MODES}")
     lo, hi = intensity_range(image, intensity_mode, window, percentiles)
     notes: list[str] = []
-    aff = torch.as_tensor(np.asarray(affine, dtype=np.float64))
-    img = MetaTensor(torch.from_numpy(intensity_to_unit(image, lo, hi))[None], affine=aff.clone())
-    msk = MetaTensor(torch.from_numpy(np.asarray(mask, dtype=np.float32))[None], affine=aff.clone())
-
-    # NIfTI world axes are RAS+; naming the labels keeps MONAI from guessing (and warning)
-    orient = Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))
-    img, msk = orient(img), orient(msk)
-    if spacing is not None:
-        img = Spacing(pixdim=spacing, mode="bilinear", padding_mode="border")(img)
-        msk = Spacing(pixdim=spacing, mode="nearest", padding_mode="zeros")(msk)
-        assert img.shape == msk.shape, (img.shape, msk.shape)
-
+    img, msk = orient_and_resample(image, mask, affine, lo=lo, hi=hi, spacing=spacing)
     if (msk > 0).any():
-        cropper = CropForeground(select_fn=lambda x: x > 0, margin=margin, allow_smaller=True)
-        start, end = cropper.compute_bounding_box(msk)
-        img, msk = cropper.crop_pad(img, start, end), cropper.crop_pad(msk, start, end)
+        img, msk = crop_to_foreground(img, msk, margin)
     else:
         notes.append("empty mask: foreground crop skipped")
     fg_before = int((msk > 0).sum())

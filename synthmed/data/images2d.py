@@ -1,0 +1,276 @@
+"""Read and check 2D image/mask files (PNG, JPEG, TIFF), reporting problems instead of fixing them.
+
+Images: grayscale or RGB, 8-bit (PNG, JPEG, TIFF) or 16-bit (PNG, TIFF) unsigned integers, or
+single-channel TIFF with other pixel types (signed integers, floats). An alpha channel is dropped
+when fully opaque and refused otherwise; palette PNGs are expanded to RGB; an RGB image whose three
+channels are equal is grayscale (`Image2D.color` is False).
+
+Masks hold integer labels, read by these rules:
+- PNG/TIFF (lossless): one channel, or RGB(A) with identical channels (one channel is kept); palette
+  PNGs give their palette indices. A mask whose values are exactly {0, 255} (or {0, 65535} for 16-bit)
+  is binary and becomes {0, 1}; any other values are kept as labels (at most 255).
+- JPEG (lossy, so noisy around 0 and 255): only binary masks. The gray level is the luminance
+  ``L = 0.299 R + 0.587 G + 0.114 B`` (Pillow's "L" conversion, also for grayscale JPEGs) and
+  **label = 1 where L > 127, else 0**. Pixels with 64 <= L <= 191 are "mid-grey": neither clearly
+  background nor foreground. A mask with more than `MAX_MIDGREY_FRACTION` mid-grey pixels, or whose
+  colour channels differ by more than `MAX_JPEG_CHANNEL_SPREAD` levels somewhere (a colour-coded
+  mask), is refused naming the file: store such masks losslessly (PNG).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+TIFF_SUFFIXES = (".tif", ".tiff")
+JPEG_MASK_THRESHOLD = 127  # JPEG mask label = luminance > 127
+MIDGREY_LEVELS = (64, 191)  # JPEG mask luminance counted as mid-grey (inclusive)
+MAX_MIDGREY_FRACTION = 0.01  # a JPEG mask with more mid-grey pixels than this is refused
+MAX_JPEG_CHANNEL_SPREAD = 96  # larger R/G/B differences in a JPEG mask mean colour-coded labels
+MAX_MASK_LABEL = 255  # masks are stored as uint8
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R 601-2, as Pillow's RGB -> L
+
+
+@dataclass
+class Image2D:
+    """The pixels of one 2D image file."""
+
+    pixels: np.ndarray  # [H,W] or [H,W,3], as stored (uint8, uint16, or another dtype for TIFF)
+    pixel_type: str  # "uint8", "uint16" or the numpy dtype name of other TIFF pixels
+    color: bool  # RGB with channels that differ somewhere
+
+
+@dataclass
+class Mask2D:
+    """The labels of one 2D mask file, and how they were read."""
+
+    labels: np.ndarray  # int64 [H,W]
+    rule: str  # "labels", "binary_255" (0/255 -> 0/1) or "jpeg_threshold"
+    midgrey_pixels: int = 0  # JPEG only: pixels with 64 <= L <= 191
+    notes: list[str] = field(default_factory=list)
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(str(n) for n in shape)
+
+
+def _png_header(path: Path) -> tuple[int, int] | None:
+    """(bit depth, colour type) from a PNG's IHDR chunk, or None for other files."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[24], head[25]
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        axes, data = series.axes, series.asarray()
+        n_pages = len(tif.pages)
+    if n_pages > 1 or axes not in ("YX", "YXS", "SYX"):
+        raise ValueError(f"expected one 2D image (axes YX or YXS), found axes {axes} with shape {_shape(data.shape)}")
+    return np.moveaxis(data, 0, -1) if axes == "SYX" else data
+
+
+def _read_pil(path: Path, for_mask: bool) -> np.ndarray:
+    header = _png_header(path)
+    if header is not None and header[0] == 16 and header[1] in (2, 6):
+        # Pillow reduces 16-bit RGB(A) PNGs to 8 bits on reading; refusing beats losing the range
+        raise ValueError("16-bit RGB PNG is not supported (it would be read as 8-bit); save it as 16-bit TIFF")
+    with Image.open(path) as im:
+        im.load()
+        mode = im.mode
+        if mode == "P" and not for_mask:
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+            im = im.convert("RGB")
+        elif mode == "1":
+            im = im.convert("L")
+        elif mode == "I" or mode.startswith("I;16"):
+            data = np.asarray(im)
+            if data.min() < 0 or data.max() > 65535:
+                raise ValueError(f"32-bit integer pixels outside 0..65535 (mode {mode})")
+            return data.astype(np.uint16)
+        return np.array(im)
+
+
+def read_pixels(path: Path) -> np.ndarray:
+    """The pixel array of a 2D file as stored ([H,W] or [H,W,C]); raises on unreadable files."""
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        return _read_tiff(path)
+    return _read_pil(path, for_mask=False)
+
+
+def _drop_alpha(data: np.ndarray, path: Path, problems: list[str]) -> np.ndarray | None:
+    """[H,W,2|4] -> [H,W,1|3] when the alpha channel is fully opaque, else None with a problem."""
+    alpha = data[..., -1]
+    opaque = np.iinfo(data.dtype).max if np.issubdtype(data.dtype, np.integer) else 1.0
+    if not (alpha == opaque).all():
+        problems.append(
+            f"{path}: alpha channel is not fully opaque ({int((alpha != opaque).sum())} pixels); "
+            f"flatten the image (no transparency) and save it again"
+        )
+        return None
+    return data[..., :-1]
+
+
+def _to_channels_last(data: np.ndarray, path: Path, problems: list[str]) -> np.ndarray | None:
+    """[H,W] or [H,W,C] with C in 1..4 -> [H,W] or [H,W,3] (alpha dropped); None on problems."""
+    if data.ndim == 3 and data.shape[-1] in (2, 4):
+        data = _drop_alpha(data, path, problems)
+        if data is None:
+            return None
+    if data.ndim == 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim == 2 or (data.ndim == 3 and data.shape[-1] == 3):
+        return data
+    problems.append(f"{path}: expected a 2D grayscale or RGB image, found array shape {_shape(data.shape)}")
+    return None
+
+
+def _pixel_type(dtype: np.dtype) -> str:
+    if dtype == np.bool_:
+        return "uint8"
+    return dtype.name
+
+
+def read_image_2d(path: Path, problems: list[str]) -> Image2D | None:
+    """Read one 2D image; None with problems appended when it is unusable.
+
+    Checks: readable, 2D grayscale or RGB, opaque, finite (float TIFF), RGB only for 8/16-bit.
+    """
+    try:
+        data = read_pixels(path)
+    except (OSError, ValueError, UnidentifiedImageError, SyntaxError) as e:
+        # PIL and tifffile raise these for missing, truncated, or foreign files
+        problems.append(f"{path}: unreadable image ({type(e).__name__}: {e})")
+        return None
+    data = _to_channels_last(np.asarray(data), path, problems)
+    if data is None:
+        return None
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8) * 255
+    pixel_type = _pixel_type(data.dtype)
+    if data.ndim == 3 and pixel_type not in ("uint8", "uint16"):
+        problems.append(f"{path}: RGB image with {pixel_type} pixels; RGB must be 8- or 16-bit unsigned")
+        return None
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        problems.append(
+            f"{path}: {int(np.isnan(data).sum())} NaN and {int(np.isinf(data).sum())} Inf pixels (expected none)"
+        )
+        return None
+    if data.dtype.kind not in "uif":
+        problems.append(f"{path}: unsupported pixel type {data.dtype} (expected integers or floats)")
+        return None
+    color = data.ndim == 3 and not (
+        np.array_equal(data[..., 0], data[..., 1]) and np.array_equal(data[..., 1], data[..., 2])
+    )
+    if data.ndim == 3 and not color:
+        data = data[..., 0]
+    return Image2D(pixels=data, pixel_type=pixel_type, color=color)
+
+
+def luminance(pixels: np.ndarray) -> np.ndarray:
+    """[H,W,3] -> [H,W] float64 luminance (ITU-R 601-2 weights); [H,W] unchanged (as float64)."""
+    x = pixels.astype(np.float64)
+    if x.ndim == 2:
+        return x
+    return x[..., 0] * LUMA_WEIGHTS[0] + x[..., 1] * LUMA_WEIGHTS[1] + x[..., 2] * LUMA_WEIGHTS[2]
+
+
+def channel_spread(pixels: np.ndarray) -> int:
+    """Largest difference between two colour channels of [H,W,3] integer pixels (0 for [H,W])."""
+    if pixels.ndim == 2:
+        return 0
+    r, g, b = (pixels[..., i].astype(np.int32) for i in range(3))
+    return int(max(np.abs(r - g).max(), np.abs(g - b).max(), np.abs(r - b).max()))
+
+
+def _read_jpeg_mask(path: Path, data: np.ndarray, problems: list[str]) -> Mask2D | None:
+    spread = channel_spread(data)
+    if spread > MAX_JPEG_CHANNEL_SPREAD:
+        problems.append(
+            f"{path}: JPEG mask has colour (R/G/B differ by up to {spread} levels); colour-coded "
+            f"labels are not supported: save integer labels as a grayscale PNG"
+        )
+        return None
+    gray = np.rint(luminance(data))
+    lo, hi = MIDGREY_LEVELS
+    midgrey = int(((gray >= lo) & (gray <= hi)).sum())
+    fraction = midgrey / gray.size
+    if fraction > MAX_MIDGREY_FRACTION:
+        problems.append(
+            f"{path}: JPEG mask values do not cluster near 0 and 255: {100 * fraction:.2f}% of pixels are "
+            f"mid-grey ({lo}..{hi}; at most {100 * MAX_MIDGREY_FRACTION:g}% allowed); only binary masks "
+            f"can be JPEG: store multi-label or soft masks as PNG"
+        )
+        return None
+    labels = (gray > JPEG_MASK_THRESHOLD).astype(np.int64)
+    if not labels.any() and gray.max() > 0:
+        problems.append(
+            f"{path}: JPEG mask has no pixel above {JPEG_MASK_THRESHOLD} but values up to {int(gray.max())}: "
+            f"were labels 0/1 saved as JPEG? Store masks as PNG"
+        )
+        return None
+    return Mask2D(labels=labels, rule="jpeg_threshold", midgrey_pixels=midgrey)
+
+
+def _read_lossless_mask(path: Path, data: np.ndarray, problems: list[str]) -> Mask2D | None:
+    if data.ndim == 3:
+        spread = channel_spread(data)
+        if spread:
+            problems.append(
+                f"{path}: colour mask: the channels differ (by up to {spread}; colour-coded labels are not "
+                f"supported); save integer labels as a grayscale or palette PNG"
+            )
+            return None
+        data = data[..., 0]
+    if data.dtype.kind == "f":
+        if not np.isfinite(data).all():
+            problems.append(f"{path}: mask has NaN or Inf pixels (expected integer labels)")
+            return None
+        if (data != np.round(data)).any():
+            problems.append(f"{path}: mask has non-integer values (expected integer labels)")
+            return None
+    values = np.unique(data)
+    if values.min() < 0:
+        problems.append(f"{path}: mask has negative values {values[values < 0][:5].tolist()}")
+        return None
+    full = 65535 if data.dtype == np.uint16 else 255
+    if values.max() == full and set(values.tolist()) <= {0, full}:
+        return Mask2D(labels=(data == full).astype(np.int64), rule="binary_255")
+    if values.max() > MAX_MASK_LABEL:
+        problems.append(
+            f"{path}: mask value {int(values.max())} above {MAX_MASK_LABEL} (masks hold integer labels 0..255; "
+            f"only a mask of exactly 0 and {full} is read as binary)"
+        )
+        return None
+    return Mask2D(labels=data.astype(np.int64), rule="labels")
+
+
+def read_mask_2d(path: Path, problems: list[str]) -> Mask2D | None:
+    """Read one 2D mask by the rules in the module docstring; None with problems appended when unusable."""
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            data = _read_tiff(path)
+        else:
+            data = _read_pil(path, for_mask=True)
+    except (OSError, ValueError, UnidentifiedImageError, SyntaxError) as e:
+        problems.append(f"{path}: unreadable mask ({type(e).__name__}: {e})")
+        return None
+    data = np.asarray(data)
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    data = _to_channels_last(data, path, problems)
+    if data is None:
+        return None
+    if path.suffix.lower() in JPEG_SUFFIXES:
+        return _read_jpeg_mask(path, data, problems)
+    return _read_lossless_mask(path, data, problems)

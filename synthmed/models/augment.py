@@ -14,6 +14,16 @@ sample); colour transforms touch the image channels only, so the mask channels s
 All arithmetic runs in float32 with autocast off (grid_sample and small matrix products are not worth
 bf16), and the result is cast back to the input's dtype. Randomness comes from torch's global RNG,
 which the trainer seeds.
+
+Use in a model (an `AdaptiveAugment` is a submodule, so it follows the model to its device)::
+
+    self.augment = AdaptiveAugment(params.augment, image_channels=codec.image_channels)
+    real_logits = D(self.augment(real)); fake_logits = D(self.augment(fake))  # same call for both
+    self.augment.observe(real_logits)                     # in the D phase only
+    losses |= self.augment.stats_tensors()                # "ada_p", "ada_rt" without a GPU sync
+    extra_state() -> {"augment": self.augment.state_dict()}  # p survives a resume
+
+The augmentation is twice differentiable, so R1 can be taken w.r.t. the un-augmented reals as ADA does.
 """
 
 from __future__ import annotations
@@ -134,7 +144,11 @@ class AdaptiveAugment(nn.Module):
 
     def stats(self) -> dict[str, float]:
         """{"ada_p": current p, "ada_rt": r_t of the last adjustment} for logging (waits for the GPU)."""
-        return {"ada_p": float(self.p_value), "ada_rt": float(self.rt_value)}
+        return {name: float(value) for name, value in self.stats_tensors().items()}
+
+    def stats_tensors(self) -> dict[str, Tensor]:
+        """The same as `stats`, as detached float32 scalars on the module's device: no GPU sync per step."""
+        return {"ada_p": self.p_value.detach().float().clone(), "ada_rt": self.rt_value.detach().float().clone()}
 
     def get_extra_state(self) -> dict:
         return {"steps_since_adjust": self.steps_since_adjust}

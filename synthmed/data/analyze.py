@@ -5,8 +5,17 @@ cases, shapes (min/median/max per axis), spacings, per-case raw intensity min/ma
 label values and label volumes in voxels and mm³. Cases that cannot be read are listed as problems
 rather than raised: this command is for looking at data, `prepare` is the one that refuses.
 
+For 2D images (PNG, JPEG, TIFF) it reports the same per source, with label areas in input pixels
+instead of mm³, plus what matters for 2D: number of distinct sizes, pixel types (8/16-bit), colour
+against grayscale images, how masks were read (0/255 binary, labels, JPEG threshold) and the number
+of mid-grey JPEG mask pixels.
+
 For a prepared folder (holding ``manifest.json``) it summarises the cache: cases per split,
-shape, spacing, per-case intensity ranges, label volumes and what preprocessing cut or fixed.
+shape, spacing, per-case intensity ranges, label volumes (2D: areas, in mm² for slices of volumes,
+in input pixels for images) and what preprocessing cut or fixed.
+
+Each source entry names its size measure in ``size_key`` (``label_mm3``, ``label_mm2`` or
+``label_input_px``); case entries hold the measure under that key.
 
 With ``out_dir`` it also writes ``analysis.json`` and PNG plots (intensity range per case, label
 volumes, shapes), atomically.
@@ -22,6 +31,7 @@ import numpy as np
 
 from synthmed.data.checks import read_nifti
 from synthmed.data.discover import discover_sources
+from synthmed.data.images2d import read_image_2d, read_mask_2d
 from synthmed.data.manifest import MANIFEST_NAME, load_manifest
 from synthmed.data.preprocess import affine_spacing
 from synthmed.fileio import atomic_directory, atomic_write_json
@@ -75,23 +85,78 @@ def analyze_raw_case(image_path: Path, label_path: Path) -> tuple[dict[str, Any]
     }, problems
 
 
-def _summarise(cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def analyze_raw_case_2d(image_path: Path, label_path: Path) -> tuple[dict[str, Any] | None, list[str]]:
+    """Statistics of one raw 2D image/mask pair, or None and the problems found."""
+    problems: list[str] = []
+    img = read_image_2d(image_path, problems)
+    msk = read_mask_2d(label_path, problems)
+    if img is None or msk is None:
+        return None, problems
+    shape = list(img.pixels.shape[:2])
+    if list(msk.labels.shape) != shape:
+        problems.append(f"{label_path}: mask size {'x'.join(map(str, msk.labels.shape))} differs from image "
+                        f"size {'x'.join(map(str, shape))} (H x W)")
+    vals = np.asarray(img.pixels, dtype=np.float64)
+    labels, counts = np.unique(msk.labels, return_counts=True)
+    return {
+        "shape": shape,
+        "spacing": [1.0, 1.0],
+        "dtype": img.pixel_type,
+        "color": img.color,
+        "intensity": {
+            "min": float(vals.min()),
+            "max": float(vals.max()),
+            "p0.5": float(np.percentile(vals, 0.5)),
+            "p99.5": float(np.percentile(vals, 99.5)),
+        },
+        "mask_rule": msk.rule,
+        "jpeg_midgrey_pixels": msk.midgrey_pixels,
+        "label_voxels": {str(int(k)): int(c) for k, c in zip(labels, counts) if k != 0},
+        "label_input_px": {str(int(k)): float(c) for k, c in zip(labels, counts) if k != 0},
+    }, problems
+
+
+def _summarise_2d(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def count(key: str) -> dict[str, int]:
+        values = [str(r[key]) for r in rows if key in r]
+        return {v: values.count(v) for v in sorted(set(values))}
+
+    return {
+        "distinct_sizes": len({tuple(r["shape"]) for r in rows}),
+        "pixel_types": count("dtype"),
+        "color_images": sum(1 for r in rows if r.get("color")),
+        "mask_rules": count("mask_rule"),
+        "jpeg_midgrey_pixels": sum(r.get("jpeg_midgrey_pixels", 0) for r in rows),
+    }
+
+
+def _summarise(cases: dict[str, dict[str, Any]], size_key: str = "label_mm3") -> dict[str, Any]:
     rows = list(cases.values())
     labels = sorted({k for r in rows for k in r["label_voxels"]}, key=int)
-    return {
+    summary = {
         "n_cases": len(rows),
         "shape": _axis_stats([r["shape"] for r in rows]),
         "spacing": _axis_stats([r["spacing"] for r in rows]),
         "intensity_min": _stats([r["intensity"]["min"] for r in rows if r["intensity"]["min"] is not None]),
         "intensity_max": _stats([r["intensity"]["max"] for r in rows if r["intensity"]["max"] is not None]),
         "label_voxels": {k: _stats([r["label_voxels"].get(k, 0) for r in rows]) for k in labels},
-        "label_mm3": {k: _stats([r["label_mm3"].get(k, 0.0) for r in rows]) for k in labels},
+        size_key: {k: _stats([r[size_key].get(k, 0.0) for r in rows]) for k in labels},
         "empty_masks": sum(1 for r in rows if not r["label_voxels"]),
     }
+    if rows and len(rows[0]["shape"]) == 2:
+        summary.update(_summarise_2d(rows))
+    return summary
+
+
+def _size_key(preprocessing: dict[str, Any]) -> str:
+    if preprocessing.get("dims", 3) == 3:
+        return "label_mm3"
+    return "label_mm2" if preprocessing.get("spacing_unit") == "mm" else "label_input_px"
 
 
 def _analyze_prepared(path: Path) -> dict[str, Any]:
     m = load_manifest(path)
+    size_key = _size_key(m.preprocessing)
     voxel = {c["id"]: float(np.prod(c["spacing"])) for c in m.cases}
     cases = {
         c["id"]: {
@@ -100,14 +165,15 @@ def _analyze_prepared(path: Path) -> dict[str, Any]:
             "dtype": "float32",
             "intensity": {"min": c["intensity"]["lo"], "max": c["intensity"]["hi"]},
             "label_voxels": {k: v for k, v in c["label_voxels"].items() if v},
-            "label_mm3": {k: v * voxel[c["id"]] for k, v in c["label_voxels"].items() if v},
+            size_key: {k: v * voxel[c["id"]] for k, v in c["label_voxels"].items() if v},
             "foreground_lost_voxels": c["foreground_lost_voxels"],
             "fixes": c["fixes"],
             "source": c["source"],
         }
         for c in m.cases
     }
-    summary = _summarise(cases)
+    summary = _summarise(cases, size_key)
+    summary.pop("distinct_sizes", None)  # prepared cases all have the prepared shape
     summary["intensity_note"] = "intensity min/max are the raw values mapped to -1 and 1"
     summary["splits"] = {k: len(m.splits[k]) for k in ("train", "val", "test")}
     summary["folds"] = [len(f) for f in m.splits["folds"]]
@@ -118,6 +184,8 @@ def _analyze_prepared(path: Path) -> dict[str, Any]:
         "name": f"prepared:{m.root.name}",
         "path": str(m.root),
         "kind": "prepared",
+        "dims": int(m.preprocessing.get("dims", 3)),
+        "size_key": size_key,
         "labels": {str(k): v for k, v in m.labels.items()},
         "preprocessing": m.preprocessing,
         "summary": summary,
@@ -136,6 +204,9 @@ def _fmt_range(s: dict | None, unit: str = "", digits: int = 4) -> str:
     return f"{f(s['min'])} / {f(s['median'])} / {f(s['max'])}{unit}"
 
 
+SIZE_UNITS = {"label_mm3": "mm3", "label_mm2": "mm2", "label_input_px": "input px"}
+
+
 def format_report(result: dict[str, Any]) -> str:
     """A plain-text table per source."""
     lines = []
@@ -149,11 +220,22 @@ def format_report(result: dict[str, Any]) -> str:
             ("per-case intensity min (min/median/max)", _fmt_range(s["intensity_min"])),
             ("per-case intensity max (min/median/max)", _fmt_range(s["intensity_max"])),
         ]
+        size_key = src.get("size_key", "label_mm3")
+        unit = SIZE_UNITS[size_key]
+        pixels = "voxels" if src.get("dims", 3) == 3 else "pixels"
         for k in s["label_voxels"]:
             name = src["labels"].get(k, "") if src.get("labels") else ""
-            rows.append((f"label {k}{' ' + name if name else ''} voxels", _fmt_range(s["label_voxels"][k], digits=6)))
-            rows.append((f"label {k}{' ' + name if name else ''} mm3", _fmt_range(s["label_mm3"][k], digits=6)))
+            rows.append((f"label {k}{' ' + name if name else ''} {pixels}", _fmt_range(s["label_voxels"][k], digits=6)))
+            if size_key != "label_input_px":  # the same numbers as the pixel counts
+                rows.append((f"label {k}{' ' + name if name else ''} {unit}", _fmt_range(s[size_key][k], digits=6)))
         rows.append(("empty masks", str(s["empty_masks"])))
+        if "pixel_types" in s:
+            if "distinct_sizes" in s:
+                rows.append(("distinct sizes", str(s["distinct_sizes"])))
+            rows.append(("pixel types", ", ".join(f"{k} {v}" for k, v in s["pixel_types"].items())))
+            rows.append(("colour images", str(s["color_images"])))
+            rows.append(("masks read as", ", ".join(f"{k} {v}" for k, v in s["mask_rules"].items()) or "-"))
+            rows.append(("JPEG mask mid-grey pixels", str(s["jpeg_midgrey_pixels"])))
         if src["kind"] == "prepared":
             rows.append(("train / val / test", " / ".join(str(v) for v in s["splits"].values())))
             rows.append(("folds (cases each)", ", ".join(map(str, s["folds"])) or "none"))
@@ -193,11 +275,14 @@ def _write_plots(result: dict[str, Any], folder: Path) -> list[str]:
 
     fig = Figure(figsize=(8, 4))
     ax = fig.subplots()
+    units = set()
     for src in result["sources"]:
-        for k in src["summary"]["label_mm3"]:
-            vols = [c["label_mm3"].get(k, 0.0) for c in src["cases"].values()]
+        size_key = src.get("size_key", "label_mm3")
+        units.add(SIZE_UNITS[size_key])
+        for k in src["summary"][size_key]:
+            vols = [c[size_key].get(k, 0.0) for c in src["cases"].values()]
             ax.hist(vols, bins=30, alpha=0.5, label=f"{src['name']} label {k} (n={len(vols)})")
-    ax.set_xlabel("label volume (mm³)")
+    ax.set_xlabel(f"label size ({', '.join(sorted(units))})")
     ax.set_ylabel("cases")
     ax.set_title("Label volumes")
     ax.legend(fontsize="small")
@@ -205,12 +290,14 @@ def _write_plots(result: dict[str, Any], folder: Path) -> list[str]:
     fig.savefig(folder / "label_volumes.png", dpi=100)
     written.append("label_volumes.png")
 
-    fig = Figure(figsize=(9, 3))
-    axes = fig.subplots(1, 3)
-    for i, axis_name in enumerate("DHW"):
+    n_axes = max((len(c["shape"]) for src in result["sources"] for c in src["cases"].values()), default=3)
+    fig = Figure(figsize=(3 * n_axes, 3))
+    axes = fig.subplots(1, n_axes)
+    for i, axis_name in enumerate("DHW"[-n_axes:]):
         for src in result["sources"]:
-            axes[i].hist([c["shape"][i] for c in src["cases"].values()], bins=20, alpha=0.5, label=src["name"])
-        axes[i].set_xlabel(f"{axis_name} (voxels)")
+            sizes = [c["shape"][i] for c in src["cases"].values() if len(c["shape"]) == n_axes]
+            axes[i].hist(sizes, bins=20, alpha=0.5, label=src["name"])
+        axes[i].set_xlabel(f"{axis_name} ({'voxels' if n_axes == 3 else 'pixels'})")
     axes[0].set_ylabel("cases")
     axes[0].legend(fontsize="small")
     fig.suptitle("Shapes")
@@ -233,7 +320,8 @@ def analyze_dataset(
         print_report: print the plain-text table.
 
     Returns:
-        ``{"sources": [{"name", "path", "kind", "labels", "summary", "cases", "problems"}, ...]}``.
+        ``{"sources": [{"name", "path", "kind", "dims", "size_key", "labels", "summary", "cases",
+        "problems"}, ...]}``.
 
     Raises:
         UserError: when an input cannot be discovered or `out_dir` exists without `overwrite`.
@@ -249,8 +337,10 @@ def analyze_dataset(
     if raw:
         for src in discover_sources(raw):
             cases, problems = {}, []
+            analyze_case = analyze_raw_case if src.dims == 3 else analyze_raw_case_2d
+            size_key = "label_mm3" if src.dims == 3 else "label_input_px"
             for rec in src.cases:
-                stats, probs = analyze_raw_case(rec.image, rec.label)
+                stats, probs = analyze_case(rec.image, rec.label)
                 problems += probs
                 if stats is not None:
                     cases[rec.id] = stats
@@ -258,8 +348,10 @@ def analyze_dataset(
                 "name": src.name,
                 "path": str(src.path),
                 "kind": src.kind,
+                "dims": src.dims,
+                "size_key": size_key,
                 "labels": {str(k): v for k, v in src.labels.items()} if src.labels else None,
-                "summary": _summarise(cases),
+                "summary": _summarise(cases, size_key),
                 "cases": cases,
                 "problems": problems,
             })

@@ -26,6 +26,19 @@ def _spacing(values: list[str]) -> tuple[float, float, float] | None:
     return out  # type: ignore[return-value]
 
 
+AXIS_NUMBERS = {"0": "sagittal", "1": "coronal", "2": "axial"}  # RAS array axes
+
+
+def _slice_axis(text: str) -> str:
+    """'axial' | 'coronal' | 'sagittal', or the RAS axis number 2 | 1 | 0."""
+    name = AXIS_NUMBERS.get(text.strip(), text.strip().lower())
+    if name not in AXIS_NUMBERS.values():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected axial, coronal, sagittal or the RAS axis number 2, 1, 0"
+        )
+    return name
+
+
 def parse_labels_option(text: str) -> dict[int, str]:
     """'0,1,2' or '0=background,1=tumour' -> {0: 'background', 1: 'label_1' or its name}."""
     out: dict[int, str] = {}
@@ -46,10 +59,10 @@ def run_prepare(args: argparse.Namespace) -> int:
 
     options = make_options(
         spacing=_spacing(args.spacing) if args.spacing is not None else None,
-        shape=tuple(args.shape),
+        shape=tuple(args.shape) if args.shape else None,
         shape_mode=args.shape_mode,
         intensity=args.intensity,
-        window=tuple(args.window),
+        window=tuple(args.window) if args.window else None,
         percentiles=tuple(args.percentiles),
         margin=args.margin,
         modality=args.modality,
@@ -60,6 +73,11 @@ def run_prepare(args: argparse.Namespace) -> int:
         group_regex=args.group_regex,
         seed=args.seed,
         crop_to_image=args.crop_to_image,
+        channels=args.channels,
+        slices=args.slices,
+        mosaic=tuple(args.mosaic) if args.mosaic else None,
+        foreground_slices_only=args.foreground_slices_only,
+        max_slices=args.max_slices,
     )
     prepare_dataset(args.inputs, args.out, options, overwrite=args.overwrite)
     return 0
@@ -76,22 +94,28 @@ def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "prepare",
         help="check, preprocess and split a raw dataset into a cached dataset with a manifest",
-        description="Check every case, preprocess (RAS, spacing, intensity to [-1, 1], foreground crop, "
-        "shape) and write OUT/manifest.json and OUT/cases/<id>.npz with a seeded, group-aware split.",
+        description="Check every case, preprocess and write OUT/manifest.json and OUT/cases/<id>.npz with a "
+        "seeded, group-aware split. 3D NIfTI volumes: RAS, spacing, intensity to [-1, 1], foreground crop, "
+        "shape. 2D images (PNG, JPEG, TIFF; found from the file types): intensity to [-1, 1], resize or "
+        "pad to --shape H W. --slices / --mosaic cut 3D volumes into 2D cases.",
     )
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
-                   help="MSD/nnU-Net folder, folder with images/ and labels/, or datalist .json")
+                   help="MSD/nnU-Net folder, folder with images/ and labels/ (or masks/), or datalist .json")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     p.add_argument("--spacing", nargs="+", default=None, metavar="MM",
                    help="target voxel size in mm (3 numbers, or one for all axes), or 'none' to keep (default: none)")
-    p.add_argument("--shape", nargs=3, type=int, default=[64, 64, 64], metavar=("D", "H", "W"),
-                   help="target shape in voxels (default: 64 64 64)")
-    p.add_argument("--shape-mode", choices=["pad_crop", "resize"], default="pad_crop",
-                   help="centred pad/crop (keeps spacing) or resize (changes spacing) (default: pad_crop)")
+    p.add_argument("--shape", nargs="+", type=int, default=None, metavar="N",
+                   help="target shape: D H W for 3D, H W for 2D (default: 64 64 64; slices 64 64; 2D images "
+                   "their common size, required when sizes differ)")
+    p.add_argument("--shape-mode", choices=["pad_crop", "resize", "pad_resize"], default=None,
+                   help="pad_crop: centred pad/crop (keeps spacing); resize (changes spacing; 2D: bilinear "
+                   "antialiased images, nearest masks); pad_resize: pad 2D to a square, then resize "
+                   "(keeps the aspect ratio) (default: pad_crop for 3D and slices, resize for 2D images)")
     p.add_argument("--intensity", choices=["window", "percentile"], default=None,
-                   help="fixed window (CT) or per-case percentiles (MRI) (default: window for CT, else percentile)")
-    p.add_argument("--window", nargs=2, type=float, default=[-1024.0, 600.0], metavar=("LO", "HI"),
-                   help="raw values mapped to -1 and 1 in window mode (default: -1024 600)")
+                   help="fixed window or per-case percentiles (default: window for CT and 2D images, else percentile)")
+    p.add_argument("--window", nargs=2, type=float, default=None, metavar=("LO", "HI"),
+                   help="raw values mapped to -1 and 1 in window mode (default: -1024 600 for 3D; 2D: 0 255 "
+                   "for 8-bit, the data's min and max for 16-bit)")
     p.add_argument("--percentiles", nargs=2, type=float, default=[0.5, 99.5], metavar=("LOWER", "UPPER"),
                    help="per-case percentiles mapped to -1 and 1 in percentile mode (default: 0.5 99.5)")
     p.add_argument("--margin", type=int, default=4, help="voxels kept around the mask when cropping (default: 4)")
@@ -102,10 +126,25 @@ def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of cases for validation (default: 0.1)")
     p.add_argument("--folds", type=int, default=5, help="k folds of the train cases, 0 for none (default: 5)")
     p.add_argument("--group-regex", default=None,
-                   help="regex on the case id whose first capture group is the group key (e.g. patient)")
+                   help="regex on the case id whose first capture group is the group key (e.g. patient); "
+                   "2D case ids are file names without suffix, slices are matched by their volume id")
     p.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
     p.add_argument("--crop-to-image", action="store_true",
                    help="crop masks that exceed their image by at most one voxel per axis (recorded in the manifest)")
+    g = p.add_argument_group("2D")
+    g.add_argument("--channels", type=int, choices=[1, 3], default=None,
+                   help="2D image channels: 1 turns colour into luminance, 3 repeats grayscale (default: 3 "
+                   "if any image has colour, else 1)")
+    g.add_argument("--slices", type=_slice_axis, default=None, metavar="AXIS",
+                   help="cut 3D volumes into one 2D case per slice along AXIS: axial, coronal, sagittal "
+                   "(or RAS axis 2, 1, 0); slices of one volume share its group")
+    g.add_argument("--mosaic", nargs=2, type=int, default=None, metavar=("ROWS", "COLS"),
+                   help="one 2D case per volume: its central ROWS x COLS slices (along --slices, default "
+                   "axial) tiled into --shape H W (each tile H/ROWS x W/COLS)")
+    g.add_argument("--foreground-slices-only", action="store_true",
+                   help="keep only slices holding labelled voxels (with --slices or --mosaic)")
+    g.add_argument("--max-slices", type=int, default=None, metavar="N",
+                   help="at most N slices per volume, evenly spaced (with --slices)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=run_prepare)
     return p

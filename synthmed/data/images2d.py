@@ -48,7 +48,7 @@ class Image2D:
 class Mask2D:
     """The labels of one 2D mask file, and how they were read."""
 
-    labels: np.ndarray  # int64 [H,W]
+    labels: np.ndarray  # uint8 [H,W]
     rule: str  # "labels", "binary_255" (0/255 -> 0/1) or "jpeg_threshold"
     midgrey_pixels: int = 0  # JPEG only: pixels with 64 <= L <= 191
     notes: list[str] = field(default_factory=list)
@@ -178,11 +178,11 @@ def read_image_2d(path: Path, problems: list[str]) -> Image2D | None:
 
 
 def luminance(pixels: np.ndarray) -> np.ndarray:
-    """[H,W,3] -> [H,W] float64 luminance (ITU-R 601-2 weights); [H,W] unchanged (as float64)."""
-    x = pixels.astype(np.float64)
-    if x.ndim == 2:
-        return x
-    return x[..., 0] * LUMA_WEIGHTS[0] + x[..., 1] * LUMA_WEIGHTS[1] + x[..., 2] * LUMA_WEIGHTS[2]
+    """[H,W,3] -> [H,W] float32 luminance (ITU-R 601-2 weights); [H,W] unchanged (as float32)."""
+    if pixels.ndim == 2:
+        return pixels.astype(np.float32)
+    w = LUMA_WEIGHTS.astype(np.float32)
+    return pixels[..., 0] * w[0] + pixels[..., 1] * w[1] + pixels[..., 2] * w[2]
 
 
 def channel_spread(pixels: np.ndarray) -> int:
@@ -201,7 +201,8 @@ def _read_jpeg_mask(path: Path, data: np.ndarray, problems: list[str]) -> Mask2D
             f"labels are not supported: save integer labels as a grayscale PNG"
         )
         return None
-    gray = np.rint(luminance(data))
+    # identical channels (the usual case) need no weighting; luminance rounds to integer levels
+    gray = data[..., 0] if data.ndim == 3 and spread == 0 else np.rint(luminance(data))
     lo, hi = MIDGREY_LEVELS
     midgrey = int(((gray >= lo) & (gray <= hi)).sum())
     fraction = midgrey / gray.size
@@ -212,7 +213,7 @@ def _read_jpeg_mask(path: Path, data: np.ndarray, problems: list[str]) -> Mask2D
             f"can be JPEG: store multi-label or soft masks as PNG"
         )
         return None
-    labels = (gray > JPEG_MASK_THRESHOLD).astype(np.int64)
+    labels = (gray > JPEG_MASK_THRESHOLD).astype(np.uint8)
     if not labels.any() and gray.max() > 0:
         problems.append(
             f"{path}: JPEG mask has no pixel above {JPEG_MASK_THRESHOLD} but values up to {int(gray.max())}: "
@@ -245,14 +246,14 @@ def _read_lossless_mask(path: Path, data: np.ndarray, problems: list[str]) -> Ma
         return None
     full = 65535 if data.dtype == np.uint16 else 255
     if values.max() == full and set(values.tolist()) <= {0, full}:
-        return Mask2D(labels=(data == full).astype(np.int64), rule="binary_255")
+        return Mask2D(labels=(data == full).astype(np.uint8), rule="binary_255")
     if values.max() > MAX_MASK_LABEL:
         problems.append(
             f"{path}: mask value {int(values.max())} above {MAX_MASK_LABEL} (masks hold integer labels 0..255; "
             f"only a mask of exactly 0 and {full} is read as binary)"
         )
         return None
-    return Mask2D(labels=data.astype(np.int64), rule="labels")
+    return Mask2D(labels=data.astype(np.uint8), rule="labels")
 
 
 def read_mask_2d(path: Path, problems: list[str]) -> Mask2D | None:

@@ -52,7 +52,7 @@ from synthmed.data.images2d import (
     read_mask_2d,
 )
 from synthmed.data.manifest import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION
-from synthmed.data.preprocess import intensity_range, intensity_to_unit
+from synthmed.data.preprocess import intensity_range
 from synthmed.data.preprocess2d import fit_to_shape
 from synthmed.data.prepare import (
     DEFAULT_SHAPE_SLICES,
@@ -239,6 +239,15 @@ def _resolve_image_intensity(
     return "window", (lo, hi), {"mode": "window", "lo": lo, "hi": hi, "from": "data range"}
 
 
+def _to_unit_float32(pixels: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """`intensity_to_unit` in float32 (exact enough for 16-bit levels, half the memory of float64)."""
+    if not hi > lo:
+        raise ValueError(f"intensity range needs hi > lo, got lo={lo}, hi={hi}")
+    scale = np.float32(2.0 / (hi - lo))
+    unit = (pixels.astype(np.float32) - np.float32(lo)) * scale - np.float32(1.0)
+    return np.clip(unit, -1.0, 1.0, out=unit)
+
+
 def _image_to_unit(img: Image2D, mode: str, window: tuple[float, float] | None, options: PrepareOptions):
     """(image float32 [C,H,W] in [-1, 1], lo, hi) with the channel rule of `options.channels`."""
     pixels = img.pixels
@@ -249,7 +258,7 @@ def _image_to_unit(img: Image2D, mode: str, window: tuple[float, float] | None, 
     else:
         assert window is not None
         lo, hi = window
-    unit = intensity_to_unit(pixels, lo, hi)
+    unit = _to_unit_float32(pixels, lo, hi)
     unit = unit[None] if unit.ndim == 2 else np.moveaxis(unit, -1, 0)
     if options.channels == 3 and unit.shape[0] == 1:
         unit = np.repeat(unit, 3, axis=0)
@@ -309,7 +318,7 @@ def _prepare_images(
                 continue
             assert img is not None and msk is not None
             pixel_types.setdefault(img.pixel_type, []).append(rec.image)
-            labels_seen |= set(np.unique(msk.labels).tolist())
+            labels_seen |= set(np.flatnonzero(_label_counts(msk.labels)).tolist())
             rules[msk.rule] += 1
             if msk.rule == "jpeg_threshold":
                 jpeg_pixels += msk.labels.size
@@ -388,7 +397,7 @@ def _pair_problems(rec: CaseRecord, img: Image2D, labels: np.ndarray, declared: 
             f"{image_shape[0]}x{image_shape[1]} (H x W, {rec.image.name})"
         )
     if declared is not None:
-        unknown = sorted(set(np.unique(labels).tolist()) - set(declared))
+        unknown = sorted(set(np.flatnonzero(_label_counts(labels)).tolist()) - set(declared))
         if unknown:
             problems.append(f"{rec.label}: label values {unknown} outside the declared labels {sorted(declared)}")
     return problems

@@ -54,6 +54,12 @@ def pad_to_square(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.n
     return pad_or_crop_2d(image, (side, side), -1.0), pad_or_crop_2d(mask, (side, side), 0)
 
 
+def nearest_indices(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each output pixel for nearest-neighbour resizing: the input pixel whose centre
+    is nearest to the output pixel's centre (torch's "nearest-exact")."""
+    return np.minimum(np.floor((np.arange(n_out) + 0.5) * n_in / n_out).astype(np.int64), n_in - 1)
+
+
 def resize_pair(image: np.ndarray, mask: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Image [C,H,W] bilinear (antialiased), mask [H,W] nearest-exact, to `shape`."""
     if tuple(mask.shape) == tuple(shape):
@@ -62,9 +68,8 @@ def resize_pair(image: np.ndarray, mask: np.ndarray, shape: tuple[int, int]) -> 
     # antialias only helps when shrinking; bilinear upsampling is the same either way
     antialias = shape[0] < mask.shape[0] or shape[1] < mask.shape[1]
     img = F.interpolate(img, size=shape, mode="bilinear", align_corners=False, antialias=antialias)[0]
-    msk = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8))[None, None]
-    msk = F.interpolate(msk.float(), size=shape, mode="nearest-exact")[0, 0]
-    return img.clamp(-1.0, 1.0).numpy(), msk.round().to(torch.uint8).numpy()
+    rows, cols = nearest_indices(mask.shape[0], shape[0]), nearest_indices(mask.shape[1], shape[1])
+    return img.clamp(-1.0, 1.0).numpy(), mask[rows][:, cols]
 
 
 def fit_to_shape(

@@ -39,7 +39,7 @@ class PreparedVolume:
 
 @dataclass
 class Slice2D:
-    index: int  # position along the slicing axis (after resampling); -1 for a blank mosaic tile
+    index: int  # position along the slicing axis (after resampling)
     fitted: FittedImage  # image [1,H,W], mask [H,W], spacing [sy, sx] mm, pixels lost to pad_crop
 
 

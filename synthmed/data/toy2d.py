@@ -3,7 +3,9 @@
 Each case is a noisy dark image holding one bright disc of random radius and centre; the mask is
 the disc (label 1). Files: ``images/<id>.<ext>`` and ``masks/<id>.<ext>`` (ids ``toy2d_000``, ...),
 the layout `synthmed prepare` reads as a folder of 2D images. Masks are written as 0/255 (which
-prepare reads back as 0/1). Everything is drawn from `seed`: equal seeds write equal files.
+prepare reads back as 0/1). Everything is drawn from `seed`: equal seeds write equal files, and the
+discs depend only on `seed`, `n` and `size` (not on colour, format or bit depth), so two toy sets
+that differ only in format have identical masks.
 
 Gray levels (before noise): background 20% of full scale, disc 80% (8-bit: 51 and 204; 16-bit:
 about 13107 and 52428). RGB images tint the disc reddish (R > G > B) so the channels differ.
@@ -85,10 +87,10 @@ def write_toy_2d_dataset(
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+    disc_rng, noise_rng = np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
     for i in range(n):
-        disc = toy_disc(size, rng)  # type: ignore[arg-type]
-        _save(root / "images" / f"toy2d_{i:03d}.{fmt}", toy_image_2d(disc, rng, rgb, bits), fmt)
+        disc = toy_disc(size, disc_rng)  # type: ignore[arg-type]
+        _save(root / "images" / f"toy2d_{i:03d}.{fmt}", toy_image_2d(disc, noise_rng, rgb, bits), fmt)
         _save(root / "masks" / f"toy2d_{i:03d}.{fmt}", disc.astype(np.uint8) * 255, fmt)
     return root
 

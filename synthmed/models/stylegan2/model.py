@@ -219,20 +219,18 @@ class StyleGAN2(GenerativeModel):
         self.augment.observe(real_logits.detach())
         loss = losses.d_loss_nonsaturating(real_logits, fake_logits)
         loss.backward()
-        stats = {k: torch.tensor(v) for k, v in self.augment.stats().items()}
-        return {"loss/D": loss.detach(), "D_real_sign": real_logits.detach().sign().mean(), **stats}
+        return {"loss/D": loss.detach(), "D_real_sign": real_logits.detach().sign().mean(),
+                **self.augment.stats_tensors()}
 
     def _r1(self, real: torch.Tensor, condition: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """R1 = gamma/2 E ||grad_x D(x)||^2 on augmented reals, scaled by the lazy interval.
+        """R1 = gamma/2 E ||grad_x D(aug(x))||^2, scaled by the lazy interval.
 
-        The gradient is taken at D's (augmented) input; ADA takes it through the augmentation to the
-        un-augmented image, which would need a double backward through grid_sample.
+        As in ADA, the gradient is taken at the un-augmented reals, through the (twice differentiable)
+        augmentation; for C-SG with respect to the image, the mask being the condition.
         """
-        with torch.no_grad():
-            x, cond = self._augmented(real, condition)
-        x = x.detach().requires_grad_(True)
-        logits = self.run["D"](x, cond)
-        (grads,) = torch.autograd.grad(logits.float().sum(), x, create_graph=True)
+        real = real.detach().requires_grad_(True)
+        logits = self._logits(self.run["D"], real, condition)
+        (grads,) = torch.autograd.grad(logits.float().sum(), real, create_graph=True)
         penalty = grads.float().square().sum(dim=[1, 2, 3]).mean()
         (penalty * (self.r1_gamma / 2) * self.params.r1_interval).backward()
         return {"r1": penalty.detach()}

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
-from sklearn.metrics import cohen_kappa_score, roc_auc_score, roc_curve
+from sklearn.metrics import roc_curve
 
 import synthmed
 from synthmed.errors import UserError
@@ -70,9 +70,10 @@ def score_summary(is_synthetic: np.ndarray, scores: np.ndarray) -> dict[str, Any
         "mean_real": _mean(real), "sd_real": _sd(real), "mean_synthetic": _mean(synthetic), "sd_synthetic": _sd(synthetic),
         "auc": None, "auc_p_value": None,
     }
-    if len(real) and len(synthetic):
-        out["auc"] = float(roc_auc_score(is_synthetic, scores))
-        out["auc_p_value"] = float(stats.mannwhitneyu(synthetic, real, alternative="two-sided").pvalue)
+    if len(real) and len(synthetic):  # AUC = U / (n1 n0): the share of (synthetic, real) pairs ordered right, ties half
+        test = stats.mannwhitneyu(synthetic, real, alternative="two-sided")
+        out["auc"] = float(test.statistic / (len(synthetic) * len(real)))
+        out["auc_p_value"] = float(test.pvalue)
     decided = scores != THRESHOLD
     called_synthetic = scores > THRESHOLD
     correct = decided & (called_synthetic == is_synthetic)
@@ -133,6 +134,18 @@ def krippendorff_alpha(ratings: np.ndarray, level: str = "interval") -> float | 
     return float(1.0 - (n - 1) * (coincidence * delta2).sum() / expected)
 
 
+def quadratic_weighted_kappa(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Cohen's kappa of two raters' 0..10 scores with quadratic disagreement weights (None when undefined)."""
+    k = len(SCORES)
+    observed = np.zeros((k, k))
+    np.add.at(observed, (np.asarray(a, dtype=int), np.asarray(b, dtype=int)), 1.0)
+    observed /= observed.sum()
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0))
+    weights = (SCORES[:, None] - SCORES[None, :]) ** 2 / (k - 1) ** 2
+    chance = (weights * expected).sum()
+    return None if chance == 0 else float(1.0 - (weights * observed).sum() / chance)
+
+
 def pairwise_agreement(matrix: np.ndarray, names: list[str]) -> list[dict[str, Any]]:
     """Spearman's rho and quadratic-weighted Cohen's kappa for every pair of raters, on shared items."""
     out = []
@@ -142,10 +155,9 @@ def pairwise_agreement(matrix: np.ndarray, names: list[str]) -> list[dict[str, A
         entry = {"rater_a": names[a], "rater_b": names[b], "n_common": int(both.sum()), "spearman_rho": None,
                  "weighted_kappa": None}
         if len(x) >= 2:
-            if np.ptp(x) > 0 and np.ptp(y) > 0:
-                entry["spearman_rho"] = float(stats.spearmanr(x, y).statistic)
-            kappa = cohen_kappa_score(x, y, weights="quadratic", labels=SCORES)
-            entry["weighted_kappa"] = None if np.isnan(kappa) else float(kappa)
+            if np.ptp(x) > 0 and np.ptp(y) > 0:  # Spearman's rho: Pearson's r of the (tie-averaged) ranks
+                entry["spearman_rho"] = float(np.corrcoef(stats.rankdata(x), stats.rankdata(y))[0, 1])
+            entry["weighted_kappa"] = quadratic_weighted_kappa(x, y)
         out.append(entry)
     return out
 
@@ -232,29 +244,46 @@ def _item_rows(rows: list[dict[str, Any]], key: dict[str, dict[str, str]], item_
     return out
 
 
-def _plot_scores(rows: list[dict[str, Any]], names: list[str], path: Path) -> None:
+ORIGIN_COLOURS = {"real": "tab:blue", "synthetic": "tab:orange"}
+MAX_ROC_LEGEND = 10  # with more raters, their ROC curves are drawn thin and grey, without legend entries
+
+
+def _plot_scores(rows: list[dict[str, Any]], doc: dict[str, Any], path: Path) -> None:
+    """Left: the pooled score distribution of real and synthetic items. Right: each rater's two mean scores."""
     from matplotlib.figure import Figure
 
-    panels = [*names, POOLED]
-    fig = Figure(figsize=(4.0 * len(panels), 3.2), layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, name in zip(axes, panels):
-        mine = rows if name == POOLED else [r for r in rows if r["rater"] == name]
-        for offset, origin, colour in ((-0.2, "real", "tab:blue"), (0.2, "synthetic", "tab:orange")):
-            scores = np.array([r["score"] for r in mine if r["origin"] == origin], dtype=int)
-            share = np.bincount(scores, minlength=len(SCORES)) / max(len(scores), 1)
-            ax.bar(SCORES + offset, share, width=0.4, color=colour, label=f"{origin} (n = {len(scores)})")
-        ax.axvline(THRESHOLD, color="grey", linestyle=":", linewidth=1)
-        ax.set(title=name, xlabel="score (0 = certainly real, 10 = certainly synthetic)", ylabel="share of ratings",
-               xticks=SCORES)
-        ax.legend(fontsize="small")
+    names = sorted(doc["raters"])
+    height = max(3.5, 1.2 + 0.3 * len(names))  # inches: room for one row per rater
+    fig = Figure(figsize=(11.0, height))
+    pooled_ax, rater_ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.2, 1.0]})
+    for offset, origin in ((-0.2, "real"), (0.2, "synthetic")):
+        scores = np.array([r["score"] for r in rows if r["origin"] == origin], dtype=int)
+        share = np.bincount(scores, minlength=len(SCORES)) / max(len(scores), 1)
+        pooled_ax.bar(SCORES + offset, share, width=0.4, color=ORIGIN_COLOURS[origin], label=f"{origin} (n = {len(scores)})")
+    pooled_ax.axvline(THRESHOLD, color="grey", linestyle=":", linewidth=1)
+    pooled_ax.set(title=f"all ratings ({len(names)} rater{'s' if len(names) != 1 else ''})", xticks=SCORES,
+                  xlabel="score (0 = certainly real, 10 = certainly synthetic)", ylabel="share of ratings")
+    pooled_ax.legend(fontsize="small")
+    y = np.arange(len(names))[::-1]
+    for origin in ("real", "synthetic"):
+        means = [doc["raters"][n][f"mean_{origin}"] for n in names]
+        rater_ax.scatter([np.nan if m is None else m for m in means], y, color=ORIGIN_COLOURS[origin], label=f"mean {origin}", zorder=3)
+    for yi, name in zip(y, names):
+        pair = [doc["raters"][name]["mean_real"], doc["raters"][name]["mean_synthetic"]]
+        if None not in pair:
+            rater_ax.plot(pair, [yi, yi], color="grey", linewidth=1)
+    rater_ax.axvline(THRESHOLD, color="grey", linestyle=":", linewidth=1)
+    rater_ax.set(yticks=y, yticklabels=names, xlim=(-0.3, 10.3), xticks=SCORES, xlabel="mean score", title="per rater")
+    rater_ax.legend(fontsize="small", loc="lower right")
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.55 / height, top=1 - 0.4 / height, wspace=0.3)
     atomic_savefig(fig, path, dpi=100)
 
 
-def _plot_roc(rows: list[dict[str, Any]], names: list[str], doc: dict[str, Any], path: Path) -> None:
+def _plot_roc(rows: list[dict[str, Any]], doc: dict[str, Any], path: Path) -> None:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5.0, 5.0), layout="constrained")
+    names = sorted(doc["raters"])
+    fig = Figure(figsize=(5.5, 5.5))
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="chance")
     for name in [*names, POOLED]:
@@ -263,11 +292,17 @@ def _plot_roc(rows: list[dict[str, Any]], names: list[str], doc: dict[str, Any],
         if summary["auc"] is None:
             continue
         fpr, tpr, _ = roc_curve([r["origin"] == "synthetic" for r in mine], [r["score"] for r in mine])
-        ax.plot(fpr, tpr, linewidth=2.5 if name == POOLED else 1.2, color="black" if name == POOLED else None,
-                label=f"{name} (AUC {summary['auc']:.2f}, n = {summary['n']})")
+        label = f"{name} (AUC {summary['auc']:.2f}, n = {summary['n']})"
+        if name == POOLED:
+            ax.plot(fpr, tpr, linewidth=2.5, color="black", label=label)
+        elif len(names) <= MAX_ROC_LEGEND:
+            ax.plot(fpr, tpr, linewidth=1.2, label=label)
+        else:
+            ax.plot(fpr, tpr, linewidth=0.6, color="0.6")
     ax.set(xlabel="false positive rate (real called synthetic)", ylabel="true positive rate (synthetic called synthetic)",
            xlim=(0, 1), ylim=(0, 1.01), title="ROC of the ratings")
     ax.legend(fontsize="small", loc="lower right")
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.11, top=0.93)
     atomic_savefig(fig, path, dpi=100)
 
 
@@ -305,21 +340,24 @@ def analyze_study(study_dir: str | os.PathLike, out: str | os.PathLike | None = 
     """
     loaded = load_study_ratings(study_dir)
     study, rows, item_ids = loaded.study, loaded.rows, list(loaded.study.item_ids)
+    default_out = study.folder / ANALYSIS_DIR
+    out = Path(out) if out is not None else default_out
+    overwrite = overwrite or out == default_out
+    if out.exists() and not overwrite:
+        raise UserError(f"{out}: output folder already exists (pass --overwrite to replace it)")
     if not rows:
         raise UserError(f"{study.folder}: no ratings yet; nothing to analyze")
     doc = {"format": ANALYSIS_FORMAT, "synthmed_version": synthmed.__version__,
            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "study_id": study.study_id,
            "n_items": len(item_ids), "progress": loaded.progress,
            **analyze_ratings(rows, item_ids)}
-    names = sorted(doc["raters"])
-    out = Path(out) if out is not None else study.folder / ANALYSIS_DIR
-    with atomic_directory(out, overwrite=overwrite or out == study.folder / ANALYSIS_DIR) as tmp:
+    with atomic_directory(out, overwrite=overwrite) as tmp:
         atomic_write_json(tmp / "analysis.json", doc)
         atomic_write_text(tmp / "summary.md", f"# Visual Turing test {study.study_id}\n\n{format_table(doc)}\n\n"
                           f"Threshold rule: {doc['threshold']['rule']}.\n")
         atomic_write_text(tmp / "raters.csv", _csv_text(table_rows(doc), list(TABLE_COLUMNS)))
         atomic_write_text(tmp / "items.csv", _csv_text(_item_rows(rows, loaded.key, item_ids),
                                                        ["item_id", "origin", "set", "case", "n_ratings", "mean_score"]))
-        _plot_scores(rows, names, tmp / "scores.png")
-        _plot_roc(rows, names, doc, tmp / "roc.png")
+        _plot_scores(rows, doc, tmp / "scores.png")
+        _plot_roc(rows, doc, tmp / "roc.png")
     return doc

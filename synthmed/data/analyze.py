@@ -143,7 +143,7 @@ def _summarise(cases: dict[str, dict[str, Any]], size_key: str = "label_mm3") ->
         size_key: {k: _stats([r[size_key].get(k, 0.0) for r in rows]) for k in labels},
         "empty_masks": sum(1 for r in rows if not r["label_voxels"]),
     }
-    if rows and len(rows[0]["shape"]) == 2:
+    if rows and "mask_rule" in rows[0]:  # raw 2D images
         summary.update(_summarise_2d(rows))
     return summary
 
@@ -173,7 +173,8 @@ def _analyze_prepared(path: Path) -> dict[str, Any]:
         for c in m.cases
     }
     summary = _summarise(cases, size_key)
-    summary.pop("distinct_sizes", None)  # prepared cases all have the prepared shape
+    if m.preprocessing.get("input") == "images":
+        summary["distinct_original_sizes"] = len({tuple(c["original_shape"]) for c in m.cases})
     summary["intensity_note"] = "intensity min/max are the raw values mapped to -1 and 1"
     summary["splits"] = {k: len(m.splits[k]) for k in ("train", "val", "test")}
     summary["folds"] = [len(f) for f in m.splits["folds"]]
@@ -212,11 +213,15 @@ def format_report(result: dict[str, Any]) -> str:
     lines = []
     for src in result["sources"]:
         s = src["summary"]
+        size_key = src.get("size_key", "label_mm3")
+        unit = SIZE_UNITS[size_key]
+        pixels = "voxels" if src.get("dims", 3) == 3 else "pixels"
+        spacing_unit = "input px" if size_key == "label_input_px" else "mm"
         lines.append(f"== {src['name']} ({src['kind']}: {src['path']})")
         rows = [
             ("cases", str(s["n_cases"])),
             ("shape min/median/max", _fmt_range(s["shape"])),
-            ("spacing mm min/median/max", _fmt_range(s["spacing"])),
+            (f"spacing {spacing_unit} min/median/max", _fmt_range(s["spacing"])),
             ("per-case intensity min (min/median/max)", _fmt_range(s["intensity_min"])),
             ("per-case intensity max (min/median/max)", _fmt_range(s["intensity_max"])),
         ]
@@ -236,7 +241,13 @@ def format_report(result: dict[str, Any]) -> str:
             rows.append(("colour images", str(s["color_images"])))
             rows.append(("masks read as", ", ".join(f"{k} {v}" for k, v in s["mask_rules"].items()) or "-"))
             rows.append(("JPEG mask mid-grey pixels", str(s["jpeg_midgrey_pixels"])))
+        if "distinct_original_sizes" in s:
+            rows.append(("distinct original sizes", str(s["distinct_original_sizes"])))
         if src["kind"] == "prepared":
+            pre = src["preprocessing"]
+            if pre.get("dims") == 2:
+                rows.append(("2D input / channels / bit depth",
+                             f"{pre.get('input')} / {pre.get('channels')} / {pre.get('bit_depth')}"))
             rows.append(("train / val / test", " / ".join(str(v) for v in s["splits"].values())))
             rows.append(("folds (cases each)", ", ".join(map(str, s["folds"])) or "none"))
             rows.append(("cases losing foreground to crop", f"{s['foreground_lost_cases']} "

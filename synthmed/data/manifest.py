@@ -3,15 +3,26 @@
 Layout of a prepared folder::
 
     OUT/manifest.json
-    OUT/cases/<id>.npz     # np.savez: image float32 [1,D,H,W] in [-1, 1], mask uint8 [D,H,W]
+    OUT/cases/<id>.npz     # np.savez: image float32 [C,*S] in [-1, 1], mask uint8 [*S]
+
+3D: S = (D, H, W) and C = 1. 2D: S = (H, W) and C = 1 (grayscale) or 3 (RGB).
 
 ``manifest.json`` top-level keys (format_version 1): ``format`` ("synthmed-manifest"),
 ``format_version``, ``synthmed_version``, ``created`` (ISO time), ``sources`` (name, absolute path,
-kind), ``labels`` (str(int) -> name), ``preprocessing`` (orientation, spacing, shape, shape_mode,
-foreground_margin, modality, intensity), ``cases`` (one entry per case: id, source, group, raw files,
-original and final shape/spacing/affine, intensity lo/hi mapped to -1/1, label voxel counts,
-foreground voxels lost to the crop, fixes applied, cache file) and ``splits`` (seed, fractions,
+kind), ``labels`` (str(int) -> name), ``preprocessing``, ``cases`` and ``splits`` (seed, fractions,
 k_folds, group_regex, train/val/test id lists, folds).
+
+``preprocessing`` always has ``dims`` (3 or 2; a manifest without it is 3D), ``shape``,
+``shape_mode``, ``modality`` and ``intensity`` (window ``lo``/``hi``, or percentiles with the median
+case range ``reference_lo``/``reference_hi``). 3D adds orientation, spacing and foreground_margin.
+2D adds ``channels``, ``bit_depth`` (8 or 16: the depth synthetic PNGs are written with),
+``input`` ("images", "slices" or "mosaic"), ``spacing_unit`` ("pixel": input pixels, or "mm" for
+slices) and, per input, ``masks`` (how 2D masks were read) or ``slicing`` (axis, volume spacing, ...).
+
+Each case has id, source, group, raw files, original shape (2D images: the original [H, W]; slices:
+the volume's), final ``shape``, ``spacing`` (3D: [sz, sy, sx] mm; 2D: [sy, sx]), ``affine`` (3D: 4x4;
+2D: null), intensity lo/hi mapped to -1/1, label voxel (2D: pixel) counts, foreground voxels lost to
+the crop, fixes applied, and the cache file; slices also name their ``volume_id`` and slice index.
 
 Read it with `load_manifest`.
 """

@@ -5,6 +5,9 @@ target spacing (bilinear image, nearest mask) -> foreground crop around the mask
 pad/crop (image padded with -1, the mapped background; mask with 0) or resize (trilinear image,
 nearest mask; this changes the spacing, which the affine records) to a target shape.
 
+The first steps are also used on their own (`orient_and_resample`, `crop_to_foreground`) to cut 2D
+slices from volumes (see `slices`).
+
 Intensity mapping is linear from [lo, hi] to [-1, 1] with clipping: `intensity_to_unit` and its
 inverse `intensity_to_original` (used by the sampler). `lo`/`hi` are a fixed CT window, or per-case
 percentiles for MRI; both are stored per case in the manifest.

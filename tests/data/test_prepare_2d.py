@@ -278,3 +278,31 @@ def test_datalist_of_2d_files(tmp_path):
     m = _prepare([path], tmp_path / "out", folds=0)
     assert m.preprocessing["dims"] == 2 and len(m.cases) == 8
     _assert_groups_within_one_split(m, expected_groups=4)
+
+
+def test_palette_and_bilevel_png_masks(tmp_path):
+    from PIL import Image
+
+    from synthmed.data.images2d import read_mask_2d
+
+    labels = np.array([[0, 1, 2], [2, 1, 0]], np.uint8)
+    palette = Image.fromarray(labels, mode="P")
+    palette.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)  # colours, but the indices are labels
+    palette.save(tmp_path / "p.png")
+    mask = read_mask_2d(tmp_path / "p.png", [])
+    np.testing.assert_array_equal(mask.labels, labels)
+    assert mask.rule == "labels"
+    Image.fromarray(labels > 0).save(tmp_path / "b.png")  # 1-bit PNG
+    mask = read_mask_2d(tmp_path / "b.png", [])
+    np.testing.assert_array_equal(mask.labels, labels > 0)
+    assert mask.rule == "binary_255"
+
+
+def test_channels_3_repeats_grayscale(tmp_path):
+    from synthmed.data.toy2d import write_toy_2d_dataset
+
+    raw = write_toy_2d_dataset(tmp_path / "raw", n=8, size=16)
+    m = _prepare([raw], tmp_path / "out", channels=3, folds=0)
+    image = np.load(m.cache_path("toy2d_000"))["image"]
+    assert m.preprocessing["channels"] == 3 and image.shape == (3, 16, 16)
+    assert (image[0] == image[1]).all() and (image[1] == image[2]).all()

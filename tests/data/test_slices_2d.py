@@ -4,7 +4,6 @@ import json
 
 import nibabel as nib
 import numpy as np
-import pytest
 
 from synthmed.data.dataset import load_arrays
 from synthmed.data.manifest import load_manifest

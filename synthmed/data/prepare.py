@@ -164,7 +164,13 @@ def _resolve_modality(sources: list[Source], options: PrepareOptions) -> str:
     found = sorted({s.modality for s in sources if s.modality})
     if len(found) > 1:
         raise UserError(f"inputs declare different modalities {found}; pass --modality")
-    return found[0] if found else "CT"
+    if not found:
+        log.warning(
+            "no modality given and no dataset.json declares one: assuming CT (intensity window %s); "
+            "pass --modality MRI (or another) for non-CT data", list(options.resolved_window()),
+        )
+        return "CT"
+    return found[0]
 
 
 def _options_3d(options: PrepareOptions) -> tuple[tuple[int, int, int], str, tuple[float, float]]:

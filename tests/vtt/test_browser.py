@@ -41,7 +41,9 @@ def _rate(page, position: int, score: int, comment: str) -> None:
     page.locator("#scale label").nth(score).click()
     if comment:
         page.fill("#comment", comment)
-    page.click("#submit")
+    with page.expect_response(lambda r: r.url.endswith("/api/ratings") and r.request.method == "POST") as saved:
+        page.click("#submit")
+    assert saved.value.status == 201  # saved before anything else happens (e.g. another browser loading)
 
 
 def _login(page, url: str, token: str) -> None:

@@ -34,7 +34,7 @@ from synthmed.data.dataset import load_arrays
 from synthmed.data.manifest import Manifest
 from synthmed.errors import UserError, format_problems
 from synthmed.fileio import atomic_directory, atomic_write_json
-from synthmed.metrics.synthetic_set import load_synthetic_set, parse_real_spec
+from synthmed.metrics.synthetic_set import load_synthetic_set, parse_real_spec, synthetic_case_files
 from synthmed.sample.postprocess import images_to_network_units, intensity_range
 from synthmed.vtt import db
 from synthmed.vtt.render import INTERPOLATIONS, LAYERS, RenderOptions, render_item, view_planes, views_for
@@ -168,15 +168,15 @@ def _synthetic_pools(manifest: Manifest, folders: list[Path], n_wanted: int, rng
     shape = tuple(manifest.preprocessing["shape"])
     pools, names = [], set()
     for folder, share in zip(folders, shares):
-        images, masks, case_names = load_synthetic_set(folder, shape)
-        if len(images) < share:
-            raise UserError(f"--synthetic {folder} holds {len(images)} pair(s); this study needs {share} from it")
-        chosen = sorted(rng.choice(len(images), size=int(share), replace=False))
+        available = len(synthetic_case_files(folder))
+        if available < share:
+            raise UserError(f"--synthetic {folder} holds {available} pair(s); this study needs {share} from it")
+        chosen = sorted(int(i) for i in rng.choice(available, size=int(share), replace=False))
+        images, masks, case_names = load_synthetic_set(folder, shape, indices=chosen)  # only the chosen cases
         name = folder.name if folder.name not in names else f"{folder.name}#{len(names)}"
         names.add(name)
-        pools.append(ItemPool(name, "synthetic",
-                              images_to_network_units(images[chosen], manifest.preprocessing["intensity"]),
-                              masks[chosen], [case_names[i] for i in chosen]))
+        pools.append(ItemPool(name, "synthetic", images_to_network_units(images, manifest.preprocessing["intensity"]),
+                              masks, case_names))
     return pools
 
 

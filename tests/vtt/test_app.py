@@ -296,8 +296,16 @@ def test_reissued_tokens_replace_the_old_ones_and_keep_ratings(app, study, token
 
 
 def test_the_database_is_in_wal_mode_and_checked_against_the_study(study, tokens, tmp_path, base_study):
+    from synthmed.vtt import db
+
     with sqlite3.connect(study / DB_FILE) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with db.opened(study / DB_FILE) as conn:  # the schema refuses what the API refuses, as a second line
+        item = db.next_item(conn, 1).item_id
+        for score, comment in ((11, ""), (-1, ""), (5.5, ""), (None, ""), (5, "x" * 2001)):
+            with pytest.raises(sqlite3.IntegrityError):
+                db.insert_rating(conn, 1, item, score, comment)
+        assert conn.execute("SELECT COUNT(*) FROM ratings").fetchone()[0] == 0
     import shutil
 
     from synthmed.errors import UserError

@@ -166,3 +166,22 @@ def test_display_spacing_is_one_value_for_the_whole_study(tmp_path):
     assert display_spacing(manifest({"dims": 2, "spacing": None}, [[0.5, 0.5], [0.5, 0.7], [0.5, 0.6]])) == (0.5, 0.6)
     with pytest.raises(UserError, match="expected 3 positive numbers"):
         display_spacing(manifest({"spacing": [1.0, 0.0, 1.0]}, []))
+
+
+def test_2d_study_from_a_prepared_folder_and_a_png_set(toy_prepared_2d, tmp_path):
+    from synthmed.data.dataset import load_arrays
+    from synthmed.data.manifest import load_manifest
+    from synthmed.sample.writers import write_synthetic_set
+
+    manifest = load_manifest(toy_prepared_2d)
+    images, masks = load_arrays(manifest, manifest.split_ids("test"))
+    flipped = write_synthetic_set(tmp_path / "png_set", images[:, :, ::-1].copy(), masks[:, ::-1].copy(),
+                                  intensity=manifest.preprocessing["intensity"], affine=None, modality="image", card={},
+                                  labels={str(k): v for k, v in manifest.labels.items()})
+    out = create_study(str(toy_prepared_2d), [flipped], tmp_path / "s", StudyOptions(n=8, seed=0))
+    study = load_study(out)
+    assert study.dims == 2 and study.views == ("image",) and study.view_sizes == {"image": (320, 320)}
+    assert {Image.open(study.render_path(i, "image", "image")).mode for i in study.item_ids} == {"L"}
+    key = load_key(study)
+    assert sorted(e["origin"] for e in key.values()) == ["real"] * 4 + ["synthetic"] * 4
+    assert_blind_text((out / STUDY_FILE).read_text(), out, STUDY_FILE)

@@ -4,10 +4,11 @@
     synthmed analyze  INPUT... [--out DIR]    per-source dataset analysis (table + plots)
     synthmed train    --config FILE           train a generator on a manifest's train split
     synthmed grid     --config F --grid G     grid search of training runs, with a table of final metrics
-    synthmed sample   --checkpoint C -n N     draw synthetic pairs (NIfTI + dataset card)
+    synthmed sample   --checkpoint C -n N     draw synthetic pairs (NIfTI or PNG + dataset card)
     synthmed encode   --checkpoint C --input  map a real volume to its latent code and reconstruct it (HA-GAN)
     synthmed evaluate --real M --synthetic S  fidelity, diversity and memorisation of a synthetic set
     synthmed downstream --config FILE         does synthetic data improve segmentation of real test cases?
+    synthmed vtt      create|invite|serve|analyze  visual Turing test with expert raters
     synthmed demo     [--out DIR]             prepare -> train -> sample on the bundled data
 """
 
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     from synthmed.downstream.cli import add_downstream_parser
     from synthmed.metrics.cli import add_evaluate_parser
     from synthmed.models.hagan_cli import add_encode_parser, add_grid_parser
+    from synthmed.vtt.cli import add_vtt_parser
 
     parser = argparse.ArgumentParser(prog="synthmed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"synthmed {__version__}")
@@ -126,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_encode_parser(sub)
     add_evaluate_parser(sub)
     add_downstream_parser(sub)
+    add_vtt_parser(sub)
     _add_demo_parser(sub)
     return parser
 

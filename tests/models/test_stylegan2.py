@@ -366,3 +366,27 @@ def test_c_sg_renders_images_that_follow_new_masks():
     assert given > 0.75 * real
     assert given > mask_contrast(untrained, new_masks) + 0.4
     assert given > shuffled + 0.4
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_phase_runs_under_bf16_autocast(variant):
+    # The trainer wraps phases in bf16 autocast on CUDA; the CPU autocast exercises the same dtype mixing.
+    model = tiny_model(variant, augment={"mode": "fixed", "p": 0.5})
+    real = random_batch(model, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for phase in model.phases():
+            out = model.accumulate_gradients(phase.name, real)
+            assert all(torch.isfinite(v).all() for v in out.values()), phase.name
+    assert all(torch.isfinite(p.grad).all() for p in model.nets.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("variant", ["B-SG", "C-SG"])
+def test_scaled_mask_encoding(variant):
+    model = tiny_model(variant, pairing={"mask_encoding": "scaled"})
+    real = random_batch(model, 4)
+    assert real.shape[1] == 2  # image + one tanh mask channel
+    for phase in model.phases():
+        model.accumulate_gradients(phase.name, real)
+    masks = torch.randint(0, 2, (2, 32, 32)) if variant == "C-SG" else None
+    images, out_masks = model.sample(2, seed=0, masks=masks)
+    assert images.shape == (2, 1, 32, 32) and set(out_masks.unique().tolist()) <= {0, 1}

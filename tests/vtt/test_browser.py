@@ -25,14 +25,21 @@ class Recorder:
     """Every response the page receives, with its body, for the blinding checks."""
 
     def __init__(self):
-        self.responses = []  # (url, status, content type, body)
+        self.responses = []  # (url, status, content type, body or None when the browser dropped it)
 
     def __call__(self, response):
         try:
             body = response.body()
-        except Exception:  # redirects and aborted requests have no body
-            body = b""
+        except Exception:  # e.g. an image request cut off by a reload: its body is gone
+            body = None
         self.responses.append((response.url, response.status, response.headers.get("content-type", ""), body))
+
+    def refetch_missing(self, context) -> None:
+        """Fetch again, with the same cookies, what the browser dropped; every URL gets checked."""
+        for i, (url, status, content_type, body) in enumerate(self.responses):
+            if body is None:
+                again = context.request.get(url)
+                self.responses[i] = (url, again.status, again.headers.get("content-type", ""), again.body())
 
 
 def _rate(page, position: int, score: int, comment: str) -> None:
@@ -93,6 +100,7 @@ def test_a_rater_logs_in_rates_reloads_and_finishes(study, tokens):
             page.wait_for_selector("#done:not([hidden])")
             sources.append(page.content())
             assert errors == []
+            recorder.refetch_missing(page.context)
         finally:
             browser.close()
 

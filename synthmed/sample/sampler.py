@@ -106,6 +106,7 @@ def _conditioning_masks(model, state, n, seed, masks_dir, mask_checkpoint, devic
             raise UserError(f"{state['path']}: this generator renders images for given masks; pass --masks DIR "
                             "(a folder of masks or a synthetic set) or --mask-checkpoint RUN (a mask-only generator)")
         return None, {}
+    model.check_sampling_options(masks=torch.zeros(0))  # refuses given masks for models that cannot use them
     shape = tuple(state["data_info"]["shape"])
     if masks_dir is not None:
         masks, names = load_masks(masks_dir, shape, model.codec.num_labels)

@@ -39,6 +39,7 @@ MIN_SIZE, MAX_SIZE = 32, 1024
 # Channels per resolution, as multiples of base_channels (the paper's width schedule).
 G_WIDTH = {4: 16, 8: 8, 16: 4, 32: 2, 64: 2, 128: 1, 256: 0.5, 512: 0.25, 1024: 0.125}
 D_WIDTH = {4: 16, 8: 16, 16: 8, 32: 4, 64: 2, 128: 1, 256: 0.5, 512: 0.25, 1024: 0.125}
+DECODER_WIDTH = {r: w / 2 for r, w in G_WIDTH.items() if 16 <= r <= 128}  # the decoders are half as wide as G
 D_WORKING_SIZE = 256  # larger inputs are first brought down to this size by strided convolutions
 RECONSTRUCTION_SIZE = 128  # the decoders' largest output side
 
@@ -221,13 +222,13 @@ class DownBlock(nn.Module):
 
 
 class SimpleDecoder(nn.Module):
-    """8x8 features -> ``ups`` (nearest upsampling, 3x3 convolution, batch norm, GLU) -> tanh picture."""
+    """8x8 features -> (nearest upsampling, 3x3 convolution, batch norm, GLU) up to ``size`` -> tanh picture."""
 
-    def __init__(self, c_in: int, out_channels: int, ups: int, params: FastGANParams) -> None:
+    def __init__(self, c_in: int, out_channels: int, size: int, params: FastGANParams) -> None:
         super().__init__()
         sn, layers, c = params.spectral_norm, [], c_in
-        for k in range(ups):
-            c_next = max(1, min(params.max_channels, params.base_channels * 2 ** (3 - k)))  # 8b, 4b, 2b, b
+        for r in _halvings(size, 8)[::-1]:  # 16, 32, ..., size
+            c_next = _width(DECODER_WIDTH, r, params)
             layers += [nn.Upsample(scale_factor=2.0, mode="nearest"), _conv(c, 2 * c_next, 3, 1, 1, sn=sn, bias=False),
                        _batch_norm(2 * c_next), nn.GLU(dim=1)]
             c = c_next
@@ -252,8 +253,8 @@ class FastGANDiscriminator(nn.Module):
         )
         self.whole_size = min(size, RECONSTRUCTION_SIZE)
         self.part_size = min(size // 2, RECONSTRUCTION_SIZE)
-        self.decode_whole = SimpleDecoder(width(8), in_channels, int(math.log2(self.whole_size // 8)), params)
-        self.decode_part = SimpleDecoder(width(16), in_channels, int(math.log2(self.part_size // 8)), params)
+        self.decode_whole = SimpleDecoder(width(8), in_channels, self.whole_size, params)
+        self.decode_part = SimpleDecoder(width(16), in_channels, self.part_size, params)
 
     @staticmethod
     def _stem(in_channels: int, size: int, width, sn: bool) -> nn.Sequential:

@@ -212,6 +212,7 @@ class Trainer:
         real = self.real_batch(step)
         # only conditional models take the classes of the batch
         extra = {} if self.classes is None else {"classes": self.classes[self.schedule.indices(step)].to(self.device)}
+        ema_source_stepped = False
         for phase in self.model.phases():
             if step % phase.interval:
                 continue
@@ -221,8 +222,9 @@ class Trainer:
                 self.losses.add(self.model.accumulate_gradients(phase.name, real, **extra))
             optimizer.step()
             self.model.after_optimizer_step(phase.name)
-            if phase.optimizer == self.model.ema_target:
-                self.model.update_ema(self.beta)
+            ema_source_stepped |= phase.optimizer == self.model.ema_target
+        if ema_source_stepped:  # once per step, even when a lazy regulariser also updated the generator
+            self.model.update_ema(self.beta)
 
     def run(self) -> Path:
         cfg = self.config.train

@@ -62,7 +62,7 @@ def test_bad_inputs_are_clear_errors_and_leave_nothing(toy_prepared, copied_set,
         evaluate_synthetic_set(str(toy_prepared), copied_set, tmp_path / "out")
     for image in (copied_set / "imagesTr").iterdir():
         image.unlink()
-    with pytest.raises(UserError, match="no images"):
+    with pytest.raises(UserError, match="image missing for label syn_0000"):
         evaluate_synthetic_set(str(toy_prepared), copied_set, tmp_path / "out")
     with pytest.raises(UserError, match="Did you mean"):
         evaluate_synthetic_set(str(toy_prepared), copied_set, tmp_path / "out", EvaluateOptions(features=("radiomic",)))

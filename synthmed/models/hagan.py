@@ -11,7 +11,11 @@ Re-implemented from the paper. Networks (``[B,C,D,H,W]``, slabs cut along D):
   trained with L1 reconstruction losses through the frozen generator.
 
 Total loss: adversarial (low + high) + lambda_h * recon^H + lambda_g * recon^G, spread over the phases
-``D``, ``G`` and ``E``.
+``D``, ``G`` (``g_steps`` times per step, the official code's g_iter) and ``E``.
+
+Small-volume options (not in the paper, off or neutral at the paper's sizes): ``d_min_layers`` gives D^L a
+convolution even when the low-resolution volume is already 4^3 (16^3 data), and ``minibatch_std`` lets both
+discriminators see the spread of their batch (ProGAN).
 
 No seams: G^H uses only local operations (convolutions, nearest upsampling, per-voxel PixelNorm), and
 every slab is generated from its features plus a halo of ``HALO`` feature voxels on each side, then
@@ -47,10 +51,13 @@ class HAGANParams(BaseModel):
     d_channels: int = Field(16, ge=1)  # first-layer channels of D^L / D^H, doubled per halving
     d_max_channels: int = Field(256, ge=1)
     slab_depth: int | None = Field(None, ge=4)  # full-resolution depth of a G^H slab; None: max(8, D/8)
+    d_min_layers: int = Field(1, ge=0)  # at least this many conv layers in D^L / D^H (stride 1 where the input is small)
+    minibatch_std: bool = False  # D^L / D^H also see the batch's feature spread (ProGAN), against mode collapse
     num_classes: int = Field(0, ge=0)  # > 0: conditional (auxiliary classifier) variant
     lambda_recon_h: float = Field(1.0, ge=0)  # lambda_1, weight of recon^H
     lambda_recon_g: float = Field(1.0, ge=0)  # lambda_2, weight of recon^G
     lambda_class: float = Field(1.0, ge=0)  # weight of the auxiliary classification losses
+    g_steps: int = Field(1, ge=1)  # generator updates per training step (the official code's g_iter)
     pairing: PairingConfig = PairingConfig()
 
 
@@ -114,12 +121,23 @@ def _up_block(c_in: int, c_out: int, norm: str) -> nn.Sequential:
     return nn.Sequential(*layers, nn.ReLU(inplace=True))
 
 
+def minibatch_stddev(h: torch.Tensor, group: int = 4) -> torch.Tensor:
+    """One feature per sample: the standard deviation of ``h`` over its group of samples, averaged (ProGAN).
+    Lets a discriminator see a batch's diversity, against mode collapse."""
+    g = math.gcd(group, h.shape[0])
+    grouped = h.float().reshape(g, -1, *h.shape[1:])
+    std = (grouped.var(dim=0, unbiased=False) + 1e-8).sqrt().flatten(1).mean(dim=1)  # [B / g]
+    return std.repeat(g).unsqueeze(1).to(h.dtype)
+
+
 class DownNet(nn.Module):
     """Strided convolutions down to sides <= 4, then linear heads: the shape of D^L, D^H and E^G."""
 
-    def __init__(self, c_in: int, shape: tuple[int, ...], base: int, cap: int, heads: dict[str, int], sn: bool):
+    def __init__(self, c_in: int, shape: tuple[int, ...], base: int, cap: int, heads: dict[str, int], sn: bool,
+                 min_layers: int = 0, batch_std: bool = False):
         super().__init__()
         strides = down_strides(shape)
+        strides = [(1,) * len(shape)] * max(0, min_layers - len(strides)) + strides
         layers: list[nn.Module] = []
         c = c_in
         for level, stride in enumerate(strides):
@@ -127,11 +145,13 @@ class DownNet(nn.Module):
             layers += [_conv(c, c_out, stride, sn), nn.LeakyReLU(0.2, inplace=True)]
             c = c_out
         self.features = nn.Sequential(*layers)
-        flat = c * math.prod(strided_shape(shape, strides))
+        self.batch_std = batch_std
+        flat = c * math.prod(strided_shape(shape, strides)) + int(batch_std)
         self.heads = nn.ModuleDict({k: spectral_norm(nn.Linear(flat, n)) if sn else nn.Linear(flat, n) for k, n in heads.items()})
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        h = self.features(x).flatten(1)
+        h = self.features(x)
+        h = torch.cat([h.flatten(1), minibatch_stddev(h)], dim=1) if self.batch_std else h.flatten(1)
         return {k: head(h) for k, head in self.heads.items()}
 
 
@@ -210,8 +230,9 @@ class Discriminators(nn.Module):
         super().__init__()
         heads = {"score": 1, **({"classes": params.num_classes} if params.num_classes else {})}
         base, cap = params.d_channels, params.d_max_channels
-        self.low = DownNet(channels, low_shape(shape), base, cap, heads, sn=True)
-        self.high = DownNet(channels + 1, (slab_depth, *shape[1:]), base, cap, heads, sn=True)
+        extra = {"min_layers": params.d_min_layers, "batch_std": params.minibatch_std}
+        self.low = DownNet(channels, low_shape(shape), base, cap, heads, sn=True, **extra)
+        self.high = DownNet(channels + 1, (slab_depth, *shape[1:]), base, cap, heads, sn=True, **extra)
         self.depth = shape[0]
 
     def position_channel(self, x: torch.Tensor, start: int) -> torch.Tensor:
@@ -292,7 +313,7 @@ class HAGAN(GenerativeModel):
         self.init_ema()
 
     def phases(self) -> list[Phase]:
-        return [Phase("D", "D"), Phase("G", "G"), Phase("E", "E")]
+        return [Phase("D", "D"), *[Phase("G", "G")] * self.params.g_steps, Phase("E", "E")]
 
     # --- training -----------------------------------------------------------------------------
     def _draw(self, real: torch.Tensor, classes: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, int]:
@@ -396,26 +417,29 @@ class HAGAN(GenerativeModel):
     # --- sampling and encoding ------------------------------------------------------------------
     @torch.no_grad()
     def sample(
-        self, n: int, seed: int, use_ema: bool = True, batch_size: int = 8, classes: torch.Tensor | list[int] | None = None
+        self, n: int, seed: int, use_ema: bool = True, batch_size: int = 8, truncation: float = 1.0,
+        masks: torch.Tensor | None = None, classes: torch.Tensor | list[int] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``n`` pairs, each assembled slab by slab from G^H (images [N,C,*S] in [-1,1], masks [N,*S]).
 
         Args:
+            truncation, masks: unsupported here (refused unless left at their defaults).
             classes: class index per sample (conditional models); drawn uniformly from ``seed`` if None.
         """
+        self.check_sampling_options(truncation, masks)
         gen = self.G_ema if use_ema else self.nets["G"]
         device = next(gen.parameters()).device
         rng = torch.Generator().manual_seed(seed)
         z_all = self.latent(n, rng)
         class_all = self._sample_classes(n, rng, classes)
-        images, masks = [], []
+        image_parts, mask_parts = [], []
         for i in range(0, n, batch_size):
             z = z_all[i : i + batch_size].to(device)
             cls = None if class_all is None else class_all[i : i + batch_size].to(device)
             image, mask = self.codec.decode(gen.assemble(gen.features(z, cls), self.slab))
-            images.append(image.cpu())
-            masks.append(mask.cpu())
-        return torch.cat(images), torch.cat(masks)
+            image_parts.append(image.cpu())
+            mask_parts.append(mask.cpu())
+        return torch.cat(image_parts), torch.cat(mask_parts)
 
     def _sample_classes(self, n: int, rng: torch.Generator, classes) -> torch.Tensor | None:
         if not self.conditional:

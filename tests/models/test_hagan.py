@@ -111,6 +111,36 @@ def test_without_the_halo_the_slabs_would_show_seams(monkeypatch):
     assert (seamy - full).abs().max() > 1e-3  # so the equality above is not trivially true
 
 
+def test_minibatch_stddev_is_the_spread_within_each_group():
+    same = torch.ones(4, 3, 2, 2, 2)
+    assert torch.allclose(hagan.minibatch_stddev(same), torch.full((4, 1), 1e-4))
+    spread = torch.tensor([0.0, 2.0, 0.0, 2.0]).view(4, 1, 1, 1, 1).expand(4, 3, 2, 2, 2)
+    assert torch.allclose(hagan.minibatch_stddev(spread), torch.ones(4, 1))
+    # batch 8 = two groups of 4 (samples i and i + 2, i + 4, i + 6): group 0 constant, group 1 spread
+    eight = torch.tensor([5.0, 0.0, 5.0, 2.0, 5.0, 0.0, 5.0, 2.0]).view(8, 1, 1, 1, 1)
+    assert torch.allclose(hagan.minibatch_stddev(eight).squeeze(1), torch.tensor([0.0, 1.0] * 4), atol=1e-3)
+
+
+def test_discriminator_options_change_its_layers():
+    plain = build_model("hagan", {**TINY, "d_min_layers": 0}, DataInfo((16, 16, 16), 1, 3)).nets["D"]
+    assert len(plain.low.features) == 0  # the 4^3 low-resolution volume: a linear classifier
+    assert plain.low.heads["score"].in_features == 4 * 4**3  # image + 3 one-hot channels
+    model = build_model("hagan", {**TINY, "d_min_layers": 2, "minibatch_std": True}, DataInfo((16, 16, 16), 1, 3))
+    disc = model.nets["D"]
+    assert sum(isinstance(m, torch.nn.Conv3d) for m in disc.low.features.modules()) == 2
+    assert disc.low.heads["score"].in_features == 8 * 4**3 + 1  # d_channels 4 then 8, plus the batch spread
+    real = random_pair(model, n=4)
+    assert torch.isfinite(model.accumulate_gradients("D", real)["loss/D"])
+
+
+def test_truncation_and_given_masks_are_refused():
+    model = build_model("hagan", TINY, DataInfo((16, 16, 16), 1, 2))
+    with pytest.raises(UserError, match="no truncation"):
+        model.sample(1, seed=0, truncation=0.7)
+    with pytest.raises(UserError, match="does not render images for given masks"):
+        model.sample(1, seed=0, masks=torch.zeros(1, 16, 16, 16, dtype=torch.long))
+
+
 # --- training -------------------------------------------------------------------------------------
 def test_tiny_training_run_has_finite_losses_and_checkpoints(toy_prepared, tmp_path):
     run = train(resolve_config(tiny_config(toy_prepared, tmp_path / "run")))
@@ -138,6 +168,15 @@ def test_resume_continues_exactly(toy_prepared, tmp_path):
     for name, tensor in {**final_a["nets"], **final_a["G_ema"]}.items():
         other = final_b["nets"].get(name, final_b["G_ema"].get(name))
         assert torch.equal(tensor, other), name
+
+
+def test_g_steps_updates_the_generator_several_times_per_step(toy_prepared, tmp_path):
+    config = tiny_config(toy_prepared, tmp_path / "run", steps=3, params={"g_steps": 2})
+    config["train"]["log_every"] = 3
+    run = train(resolve_config(config))
+    state = torch.load(list_checkpoints(run)[-1], weights_only=True)
+    steps = {name: {int(s["step"]) for s in opt["state"].values()} for name, opt in state["optimizers"].items()}
+    assert steps == {"D": {3}, "G": {6}, "E": {3}}
 
 
 def test_zconcat_layout_trains(toy_prepared, tmp_path):

@@ -74,7 +74,7 @@ def write_prepared(root: Path, images: np.ndarray, masks: np.ndarray, fields: di
         nib.save(nib.Nifti1Image(mask, np.eye(4)), raw / "labelsTr" / f"{case_id}.nii.gz")
     (raw / "dataset.json").write_text(json.dumps({"name": "ellipsoids", "labels": {"0": "background", "1": "blob"}}))
     shape = tuple(int(s) for s in masks.shape[1:])
-    options = PrepareOptions(shape=shape, intensity="window", window=(-1.0, 1.0), margin=max(shape),
+    options = PrepareOptions(shape=shape, modality="CT", intensity="window", window=(-1.0, 1.0), margin=max(shape),
                              test_fraction=0.0, val_fraction=0.0, folds=0)
     manifest = prepare_dataset([raw], root / "prepared", options, progress=False)
     if fields:

@@ -70,8 +70,10 @@ def test_encoding_then_decoding_reconstructs_each_case(tmp_path, one_thread):
     image, mask = load_arrays(data, data.split_ids("train"))
     real = model.codec.encode(torch.from_numpy(image), torch.from_numpy(mask))
 
+    # E^H's feature volume decoded by G^H (the paper's high-resolution reconstruction path). The full path
+    # through z is not asserted: in this budget the tiny generator covers few of the cases (its samples
+    # barely vary with z), so E^G's z decodes no closer than a random z (ratio ~0.99 at 1000 and 3000 steps).
     scores = reconstruction_scores(model, real, through="features")
-    print("features", scores)
     assert scores["vs_random"] < 0.6, scores
     assert scores["vs_other_cases"] < 0.8, scores
     assert scores["identified"] >= 0.75, scores  # chance: 1/8
@@ -96,9 +98,6 @@ def test_conditional_sampling_gives_each_class_its_statistics(tmp_path, one_thre
     real = [class_statistics(torch.from_numpy(images[classes == c]), torch.from_numpy(masks[classes == c]))
             for c in (0, 1)]
     fake = [class_statistics(*model.sample(16, seed=5, classes=[c] * 16)) for c in (0, 1)]
-    print("real", real, "fake", fake)
-    assert fake[1][0] > fake[0][0] and fake[1][1] > fake[0][1]  # class 1 larger and brighter
-    for c in (0, 1):
-        scale = np.abs(real[1] - real[0])  # per statistic, so that neither dominates
-        own, other = np.abs(fake[c] - real[c]) / scale, np.abs(fake[c] - real[1 - c]) / scale
-        assert (own < other).all(), (c, fake[c], real)
+    assert fake[1][0] > fake[0][0] and fake[1][1] > fake[0][1], (fake, real)  # class 1 larger and brighter
+    for c in (0, 1):  # each statistic of each class is nearer its own class's real value
+        assert (np.abs(fake[c] - real[c]) < np.abs(fake[c] - real[1 - c])).all(), (c, fake[c], real)

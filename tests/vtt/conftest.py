@@ -12,36 +12,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from synthmed.data.manifest import load_manifest
 from synthmed.data.prepare import PrepareOptions, prepare_dataset
-from synthmed.data.toy import toy_case, write_toy_dataset
-from synthmed.sample.postprocess import images_to_network_units
-from synthmed.sample.writers import reference_affine, write_synthetic_set
+from synthmed.data.toy import write_toy_dataset
 from synthmed.vtt.invite import invite
 from synthmed.vtt.render import png_chunk_types
 from synthmed.vtt.study import KEY_FILE, StudyOptions, create_study
+from tests.sphere_sets import write_sphere_set
 
 STUDY_ITEMS = 8
 ALLOWED_PNG_CHUNKS = {b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND"}
 ORIGIN_WORDS = re.compile(r"\b(real|synthetic|synth|fake)\b", re.IGNORECASE)
-
-
-def write_sphere_set(out: Path, manifest_path: Path, n: int, seed: int = 7) -> Path:
-    """A synthetic set of `n` toy spheres (new draws, not copies of the real cases), as `synthmed sample` writes it."""
-    manifest = load_manifest(manifest_path)
-    rng = np.random.default_rng(seed)
-    shape = tuple(manifest.preprocessing["shape"])
-    pairs = [toy_case(shape, rng.uniform(0.25, 0.4), rng) for _ in range(n)]
-    intensity = manifest.preprocessing["intensity"]
-    images = images_to_network_units(np.stack([p[0] for p in pairs])[:, None], intensity)
-    masks = np.stack([p[1] for p in pairs]).astype(np.int64)
-    train_cases = [manifest.case(i) for i in manifest.split_ids("train")]
-    card = {"format": "synthmed-card", "format_version": 1, "trained_on_case_ids": manifest.split_ids("train")}
-    return write_synthetic_set(out, images, masks, intensity=intensity, labels={str(k): v for k, v in manifest.labels.items()},
-                               affine=reference_affine(manifest.preprocessing, train_cases), modality="CT", card=card)
 
 
 @pytest.fixture(scope="session")

@@ -11,13 +11,13 @@ depend on the data). Peak memory is CUDA's max allocated memory, or the process'
 from __future__ import annotations
 
 import argparse
-import contextlib
-import resource
 import statistics
 import time
 from pathlib import Path
 
 import torch
+
+from step_timing import autocast_for, peak_mib, sync, time_training_steps
 
 from synthmed.models.registry import DataInfo, build_model
 from synthmed.train.config import read_yaml
@@ -27,17 +27,6 @@ from synthmed.train.config import OptimizerSection
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _peak_mib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
 def bench_preset(preset: str, device: torch.device, batch: int, warmup: int, repeats: int, compile_: bool) -> dict:
     raw = read_yaml(CONFIGS / f"hagan_{preset}.yaml")
     side = int(preset.split("_")[0])
@@ -45,33 +34,18 @@ def bench_preset(preset: str, device: torch.device, batch: int, warmup: int, rep
     optimizers = {k: make_optimizer(OptimizerSection(**raw["optim"][k]), model.nets[k].parameters()) for k in model.nets}
     if compile_:
         model.wrap(torch.compile)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     image = torch.rand(batch, 1, side, side, side) * 2 - 1
     mask = torch.randint(0, 3, (batch, side, side, side))
     real = model.codec.encode(image, mask).to(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for i in range(warmup + repeats):
-        _sync(device)
-        start = time.perf_counter()
-        for phase in model.phases():
-            optimizers[phase.optimizer].zero_grad(set_to_none=True)
-            with autocast:
-                model.accumulate_gradients(phase.name, real)
-            optimizers[phase.optimizer].step()
-        model.update_ema(0.999)
-        _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    peak = _peak_mib(device)
+    times = time_training_steps(model, optimizers, real, device, warmup=warmup, steps=repeats, ema_beta=0.999)
+    peak = peak_mib(device)
     sample_times = []
     for seed in range(max(2, repeats // 2)):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
-        with autocast:
+        with autocast_for(device):
             model.sample(1, seed=seed)
-        _sync(device)
+        sync(device)
         sample_times.append(time.perf_counter() - start)
     return {"preset": preset, "step_s": statistics.median(times), "peak_mib": peak,
             "sample_s_per_volume": statistics.median(sample_times[1:])}

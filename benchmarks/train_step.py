@@ -11,15 +11,13 @@ that peak memory (max RSS on the CPU, max allocated on CUDA) belongs to it alone
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import resource
 import statistics
 import subprocess
 import sys
-import time
 
 import torch
+from step_timing import peak_mib, time_training_steps
 
 CONFIGS = [
     ("dcgan3d", {}),
@@ -38,24 +36,9 @@ def measure(name: str, params: dict, size: int, batch: int, steps: int, device: 
     optimizers = {k: torch.optim.Adam(net.parameters(), lr=1e-4) for k, net in model.nets.items()}
     real = model.codec.encode(torch.rand(batch, 1, size, size, size) * 2 - 1,
                               torch.randint(0, 3, (batch, size, size, size))).to(dev)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
-    times = []
-    for step in range(steps + 3):  # the first 3 steps warm up
-        start = time.perf_counter()
-        for phase in model.phases():
-            if step % phase.interval:
-                continue
-            optimizers[phase.optimizer].zero_grad(set_to_none=True)
-            with autocast:
-                model.accumulate_gradients(phase.name, real)
-            optimizers[phase.optimizer].step()
-            model.after_optimizer_step(phase.name)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    peak_mb = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
-               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    median = statistics.median(times[3:])
+    times = time_training_steps(model, optimizers, real, dev, warmup=3, steps=steps)
+    peak_mb = peak_mib(dev)
+    median = statistics.median(times)
     return {"model": name + ("-" + params["constraint"] if "constraint" in params else ""), "size": size,
             "batch": batch, "device": device, "sec_per_step": median, "steps_per_sec": 1 / median, "peak_mb": peak_mb}
 

@@ -16,17 +16,15 @@ channel and 2 labels; bf16 autocast on CUDA as in the trainer.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 import yaml
+from step_timing import peak_mib, time_training_steps
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # (label, registered model name, parameters that pick a variant)
@@ -58,26 +56,8 @@ def measure(label: str, name: str, params: dict, size: int, batch: int, steps: i
     optimizers = {k: torch.optim.Adam(net.parameters(), lr=1e-4, betas=(0.0, 0.99)) for k, net in model.nets.items()}
     real = model.codec.encode(torch.rand(batch, 1, size, size) * 2 - 1, torch.randint(0, 2, (batch, size, size)))
     real = real.to(dev)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for step in range(WARMUP_STEPS + steps):
-        start = time.perf_counter()
-        for phase in model.phases():
-            if step % phase.interval:
-                continue
-            optimizers[phase.optimizer].zero_grad(set_to_none=True)
-            with autocast:
-                model.accumulate_gradients(phase.name, real)
-            optimizers[phase.optimizer].step()
-            model.after_optimizer_step(phase.name)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()  # a sync point: the step's kernels are done
-        times.append(time.perf_counter() - start)
-    times = times[WARMUP_STEPS:]
-    peak_mb = (torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda"
-               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    times = time_training_steps(model, optimizers, real, dev, warmup=WARMUP_STEPS, steps=steps)
+    peak_mb = peak_mib(dev)
     return {"model": label, "size": size, "batch": batch, "device": device, "params_from": source,
             "parameters_m": sum(p.numel() for p in model.nets.parameters()) / 1e6,
             "median_sec_per_step": statistics.median(times), "mean_sec_per_step": statistics.fmean(times),

@@ -9,6 +9,7 @@ the fix is recorded.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import nibabel as nib
 import numpy as np
 
 from synthmed.data.discover import CaseRecord
+from synthmed.errors import UserError, format_problems
 
 AFFINE_TOLERANCE_MM = 1e-3  # largest difference between image and mask affine entries
 MAX_MASK_LABEL = 255  # masks are stored as uint8
@@ -147,3 +149,41 @@ def load_checked_case(
     case.affine = affine
     case.spacing = zooms  # type: ignore[assignment]
     return case
+
+
+@dataclass
+class CheckTally:
+    """What the per-case checks found over a dataset: every problem (one message lists them all), how
+    many cases failed, and the labels seen in the cases that passed."""
+
+    total: int  # cases checked
+    problems: list[str] = field(default_factory=list)
+    failed: int = 0
+    labels_seen: set[int] = field(default_factory=set)
+
+    def add_failure(self, problems: list[str]) -> None:
+        self.problems += problems
+        self.failed += 1
+
+    def raise_if_any(self) -> None:
+        """Raises: UserError listing every problem, when there is one (nothing is written then)."""
+        if not self.problems:
+            return
+        title = (f"{self.failed} of {self.total} cases failed the checks; nothing was written" if self.failed
+                 else "Cannot prepare the dataset; nothing was written")
+        raise UserError(format_problems(title, self.problems))
+
+
+def checked_cases(
+    records: Iterable[CaseRecord], tally: CheckTally, declared_labels: set[int] | None, crop_to_image: bool
+) -> Iterator[LoadedCase]:
+    """The volumes that pass `load_checked_case`, while ``tally`` has no problem yet. Once one has, the
+    output will be discarded, so the remaining records are only checked: one message then lists all."""
+    for record in records:
+        case = load_checked_case(record, declared_labels, crop_to_image)
+        if case.problems:
+            tally.add_failure(case.problems)
+            continue
+        tally.labels_seen |= case.labels_seen
+        if not tally.problems:
+            yield case

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tqdm import tqdm
 
 import synthmed
-from synthmed.data.checks import load_checked_case
+from synthmed.data.checks import CheckTally, checked_cases
 from synthmed.data.discover import CaseRecord, Source, discover_sources
 from synthmed.data.manifest import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION
 from synthmed.data.preprocess import preprocess_case
@@ -248,28 +248,19 @@ def prepare_dataset(
         log.info("intensity mode %s (modality %s)", intensity_mode, modality)
 
     groups = group_keys([r.id for r in records], [r.group for r in records], options.group_regex)
-    problems = split_problems(
+    tally = CheckTally(len(records), split_problems(
         len(set(groups.values())), len(records), options.test_fraction, options.val_fraction, options.folds
-    )
-
+    ))
     entries: list[dict] = []
-    labels_seen: set[int] = set()
     empty: list[str] = []
     lost: dict[str, int] = {}
     spacings: set[tuple[float, ...]] = set()
-    n_failed = 0
     with atomic_directory(out, overwrite=overwrite) as tmp:
         (tmp / "cases").mkdir()
         bar = tqdm(records, desc="prepare", unit="case", disable=not progress or None, leave=False)
-        for rec in bar:
-            case = load_checked_case(rec, set(declared) if declared else None, options.crop_to_image)
-            if case.problems:
-                problems += case.problems
-                n_failed += 1
-                continue
-            labels_seen |= case.labels_seen
-            if problems:  # output will be discarded: only check the remaining cases
-                continue
+        declared_labels = set(declared) if declared else None
+        for case in checked_cases(bar, tally, declared_labels, options.crop_to_image):
+            rec = case.record
             assert case.image is not None and case.mask is not None and case.affine is not None
             spacings.add(tuple(np.round(case.spacing, 3)))
             pre = preprocess_case(
@@ -312,16 +303,10 @@ def prepare_dataset(
                 }
             )
         bar.close()
-        if problems:
-            title = (
-                f"{n_failed} of {len(records)} cases failed the checks; nothing was written"
-                if n_failed
-                else "Cannot prepare the dataset; nothing was written"
-            )
-            raise UserError(format_problems(title, problems))
+        tally.raise_if_any()
 
         if declared is None:
-            declared = {k: ("background" if k == 0 else f"label_{k}") for k in sorted(labels_seen | {0})}
+            declared = {k: ("background" if k == 0 else f"label_{k}") for k in sorted(tally.labels_seen | {0})}
             log.info("no labels declared; using the labels seen: %s", sorted(declared))
         for e in entries:
             counts = e.pop("_counts")

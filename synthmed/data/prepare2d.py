@@ -39,7 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 import synthmed
-from synthmed.data.checks import load_checked_case
+from synthmed.data.checks import CheckTally, checked_cases
 from synthmed.data.discover import CaseRecord, Source
 from synthmed.data.images2d import (
     JPEG_MASK_THRESHOLD,
@@ -94,16 +94,6 @@ def _shape_2d(options: PrepareOptions, default: tuple[int, int] | None) -> tuple
     if shape is not None and len(shape) != 2:
         raise UserError(f"--shape {' '.join(map(str, shape))}: 2D cases need 2 numbers (H W)")
     return None if shape is None else (int(shape[0]), int(shape[1]))
-
-
-def _raise_problems(problems: list[str], n_failed: int, n_cases: int) -> None:
-    if problems:
-        title = (
-            f"{n_failed} of {n_cases} cases failed the checks; nothing was written"
-            if n_failed
-            else "Cannot prepare the dataset; nothing was written"
-        )
-        raise UserError(format_problems(title, problems))
 
 
 def _save_case(tmp: Path, case_id: str, image: np.ndarray, mask: np.ndarray) -> str:
@@ -292,16 +282,15 @@ def _prepare_images(
     declared = _declared_labels(sources, options)
     modality = options.modality or next((s.modality for s in sources if s.modality), None) or "image"
     groups = group_keys([r.id for r in records], [r.group for r in records], options.group_regex)
-    problems = split_problems(
+    tally = CheckTally(len(records), split_problems(
         len(set(groups.values())), len(records), options.test_fraction, options.val_fraction, options.folds
-    )
+    ))
     mode, window, intensity = _resolve_image_intensity(records, options, progress)
 
     entries: list[dict] = []
-    labels_seen: set[int] = set()
     pixel_types: dict[str, list[Path]] = {}
     rules: Counter = Counter()
-    jpeg_pixels = jpeg_midgrey = n_failed = 0
+    jpeg_pixels = jpeg_midgrey = 0
     any_color = False
     with atomic_directory(out, overwrite=overwrite) as tmp:
         (tmp / "cases").mkdir()
@@ -313,17 +302,16 @@ def _prepare_images(
             if img is not None and msk is not None:
                 case_problems += _pair_problems(rec, img, msk.labels, declared)
             if case_problems:
-                problems += case_problems
-                n_failed += 1
+                tally.add_failure(case_problems)
                 continue
             assert img is not None and msk is not None
             pixel_types.setdefault(img.pixel_type, []).append(rec.image)
-            labels_seen |= set(np.flatnonzero(_label_counts(msk.labels)).tolist())
+            tally.labels_seen |= set(np.flatnonzero(_label_counts(msk.labels)).tolist())
             rules[msk.rule] += 1
             if msk.rule == "jpeg_threshold":
                 jpeg_pixels += msk.labels.size
                 jpeg_midgrey += msk.midgrey_pixels
-            if problems or len(pixel_types) > 1:  # output will be discarded: only check the rest
+            if tally.problems or len(pixel_types) > 1:  # output will be discarded: only check the rest
                 continue
             unit, lo, hi = _image_to_unit(img, mode, window, options)
             any_color |= unit.shape[0] == 3
@@ -349,13 +337,13 @@ def _prepare_images(
                 "_counts": _label_counts(fitted.mask),
             })
         bar.close()
-        problems += _pixel_type_problem(pixel_types)
+        tally.problems += _pixel_type_problem(pixel_types)
         if entries and len(entries) == len(records) and all(e["_counts"][1:].sum() == 0 for e in entries):
-            problems.append(
+            tally.problems.append(
                 f"all {len(entries)} masks are empty after reading (mask rules: {dict(rules)}); "
                 f"check the mask files and their values"
             )
-        _raise_problems(problems, n_failed, len(records))
+        tally.raise_if_any()
 
         channels = options.channels or (3 if any_color else 1)
         if channels == 3:
@@ -384,7 +372,7 @@ def _prepare_images(
                 "jpeg_midgrey_pixels": jpeg_midgrey,
             },
         }
-        splits = _finish_manifest(tmp, sources, entries, declared, labels_seen, options, preprocessing)
+        splits = _finish_manifest(tmp, sources, entries, declared, tally.labels_seen, options, preprocessing)
     return _report(out, sources, entries, splits, f"images, {'x'.join(map(str, shape))} {shape_mode}")
 
 
@@ -445,25 +433,16 @@ def _prepare_slices(
     intensity_mode = options.intensity or ("window" if modality.upper() == "CT" else "percentile")
     window = options.resolved_window()
     volume_groups = group_keys([r.id for r in records], [r.group for r in records], options.group_regex)
-    problems = split_problems(
+    tally = CheckTally(len(records), split_problems(
         len(set(volume_groups.values())), len(records), options.test_fraction, options.val_fraction, options.folds
-    )
+    ))
     entries: list[dict] = []
-    labels_seen: set[int] = set()
     no_slices: list[str] = []
-    n_failed = 0
     with atomic_directory(out, overwrite=overwrite) as tmp:
         (tmp / "cases").mkdir()
         bar = tqdm(records, desc="prepare", unit="volume", disable=not progress or None, leave=False)
-        for rec in bar:
-            case = load_checked_case(rec, set(declared) if declared else None, options.crop_to_image)
-            if case.problems:
-                problems += case.problems
-                n_failed += 1
-                continue
-            labels_seen |= case.labels_seen
-            if problems:  # output will be discarded: only check the remaining cases
-                continue
+        for case in checked_cases(bar, tally, set(declared) if declared else None, options.crop_to_image):
+            rec = case.record
             assert case.image is not None and case.mask is not None and case.affine is not None
             lo, hi = intensity_range(case.image, intensity_mode, window, options.percentiles)
             volume = prepare_volume(case.image, case.mask, case.affine, lo=lo, hi=hi, spacing=options.spacing,
@@ -500,7 +479,7 @@ def _prepare_slices(
                 entries.append(_slice_entry(tmp, f"{rec.id}_slice{s.index:0{width}d}", base, f.image, f.mask,
                                             f.spacing, f.foreground_lost, slice_index=s.index))
         bar.close()
-        _raise_problems(problems, n_failed, len(records))
+        tally.raise_if_any()
         if no_slices:
             log.warning("%d volume(s) gave no slice (no labelled voxel): %s", len(no_slices), ", ".join(no_slices[:10]))
         if not entries:
@@ -529,7 +508,7 @@ def _prepare_slices(
                 },
             },
         }
-        splits = _finish_manifest(tmp, sources, entries, declared, labels_seen, options, preprocessing)
+        splits = _finish_manifest(tmp, sources, entries, declared, tally.labels_seen, options, preprocessing)
     what = f"{'mosaics' if tile else 'slices'} ({preprocessing['slicing']['axis']}) of {len(records)} volumes"
     return _report(out, sources, entries, splits, what)
 

@@ -76,6 +76,9 @@ def _add_sample_parser(sub) -> None:
                    help="mask-conditional models (C-SG): render images for these masks (a folder or a synthetic set)")
     p.add_argument("--mask-checkpoint", default=None, metavar="RUN",
                    help="MC-SG: draw the masks from this mask-only generator (M-SG run or checkpoint)")
+    p.add_argument("--class", dest="class_name", default=None, metavar="NAME",
+                   help="class-conditional models (HA-GAN with num_classes): draw every pair of this class "
+                        "(default: classes drawn uniformly)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_run_sample)
 
@@ -90,7 +93,8 @@ def _run_sample(args) -> None:
     out = sample_to_folder(args.checkpoint, args.n, args.out, seed=args.seed, batch_size=args.batch_size,
                            use_ema=not args.no_ema, min_component_size=args.min_component_size,
                            keep_largest=args.keep_largest, overwrite=args.overwrite, device=args.device,
-                           truncation=args.trunc, masks_dir=args.masks, mask_checkpoint=args.mask_checkpoint)
+                           truncation=args.trunc, masks_dir=args.masks, mask_checkpoint=args.mask_checkpoint,
+                           class_name=args.class_name)
     count = len(list((out / "labelsTr").iterdir()))
     print(f"wrote {count} synthetic pairs to {out}")
 

@@ -367,29 +367,13 @@ class FastGAN(GenerativeModel):
         loss = F.l1_loss if self.params.recon_loss == "l1" else F.mse_loss
         return loss(output.float(), target.float())
 
-    @torch.no_grad()
-    def sample(
-        self, n: int, seed: int, use_ema: bool = True, batch_size: int = 8,
-        truncation: float = 1.0, masks: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """As `GenerativeModel.sample`; the injected noise of each sample also comes from ``seed``."""
-        self.check_sampling_options(truncation, masks)
-        net = self.G_ema if use_ema else self.nets["G"]
-        was_training = net.training
-        net.eval()
-        device = next(net.parameters()).device
-        rng = torch.Generator().manual_seed(seed)
-        z_all = self.latent(n, rng)
-        noise_seeds = torch.randint(0, 2**62, (n,), generator=rng).tolist()
-        images, labels = [], []
-        for start in range(0, n, batch_size):
-            z = z_all[start : start + batch_size].to(device)
-            generators = [torch.Generator().manual_seed(s) for s in noise_seeds[start : start + batch_size]]
-            image, mask = self.codec.decode(net(z, noise_generators=generators))
-            images.append(image.cpu())
-            labels.append(mask.cpu())
-        net.train(was_training)
-        return torch.cat(images), torch.cat(labels)
+    def sampling_inputs(self, n: int, rng: torch.Generator, **options) -> dict:
+        """Each sample's injected noise comes from its own seed, drawn from the sampling seed."""
+        return {"noise_seeds": torch.randint(0, 2**62, (n,), generator=rng).tolist()}
+
+    def render(self, net: nn.Module, z: torch.Tensor, part: slice, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        generators = [torch.Generator().manual_seed(s) for s in inputs["noise_seeds"][part]]
+        return self.codec.decode(net(z, noise_generators=generators))
 
 
 @register_model("fastgan", FastGANParams)

@@ -17,15 +17,19 @@ Small-volume options (not in the paper, off or neutral at the paper's sizes): ``
 convolution even when the low-resolution volume is already 4^3 (16^3 data), and ``minibatch_std`` lets both
 discriminators see the spread of their batch (ProGAN).
 
-No seams: G^H uses only local operations (convolutions, nearest upsampling, per-voxel PixelNorm), and
-every slab is generated from its features plus a halo of ``HALO`` feature voxels on each side, then
-cropped. A slab rendered this way equals the same region of a full-volume pass exactly, in training
-and at sampling, so the assembled volume has no seams.
+No seams: at sampling G^H uses only local operations (convolutions, nearest upsampling, and batch norm
+with its running statistics, or per-voxel PixelNorm with ``high_res_norm: pixel``), and every slab is
+generated from its features plus a halo of ``HALO`` feature voxels on each side, then cropped. A slab
+rendered this way equals the same region of a full-volume pass exactly, so the assembled volume has no
+seams. Batch norm is the default: with PixelNorm the generator's output stops depending on z. Fitted
+directly to 8 toy 16^3 cases with fixed latents, it reached L1 0.062 (their common mean) against
+0.017 with batch norm, and in GAN training on cases at varied positions its samples kept one position.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from synthmed.errors import UserError
 from synthmed.models.base import GenerativeModel, Phase
 from synthmed.models.pairing import PairCodec, PairingConfig
 from synthmed.models.registry import DataInfo, register_model
@@ -57,6 +62,7 @@ class HAGANParams(BaseModel):
     lambda_recon_h: float = Field(1.0, ge=0)  # lambda_1, weight of recon^H
     lambda_recon_g: float = Field(1.0, ge=0)  # lambda_2, weight of recon^G
     lambda_class: float = Field(1.0, ge=0)  # weight of the auxiliary classification losses
+    high_res_norm: Literal["batch", "pixel"] = "batch"  # G^H's normalisation; both are local, so slabs assemble seam-free
     g_steps: int = Field(1, ge=1)  # generator updates per training step (the official code's g_iter)
     pairing: PairingConfig = PairingConfig()
 
@@ -115,9 +121,14 @@ def _conv(c_in: int, c_out: int, stride: int | tuple[int, ...] = 1, sn: bool = F
     return spectral_norm(conv) if sn else conv
 
 
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "group":
+        return nn.GroupNorm(min(8, channels), channels)
+    return nn.BatchNorm3d(channels) if kind == "batch" else PixelNorm()
+
+
 def _up_block(c_in: int, c_out: int, norm: str) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="nearest"), _conv(c_in, c_out)]
-    layers.append(nn.GroupNorm(min(8, c_out), c_out) if norm == "group" else PixelNorm())
+    layers: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="nearest"), _conv(c_in, c_out), _norm(norm, c_out)]
     return nn.Sequential(*layers, nn.ReLU(inplace=True))
 
 
@@ -184,9 +195,10 @@ class Generator(nn.Module):
         c, out = params.feature_channels, codec.channels
         self.common = CommonBlock(params.latent_dim + params.num_classes, self.low, c, params.g_max_channels)
         self.low_res = nn.Sequential(_conv(c, c // 2), nn.ReLU(inplace=True), _conv(c // 2, out))
+        norm = params.high_res_norm
         self.high_res = nn.Sequential(
-            _conv(c, c), PixelNorm(), nn.ReLU(inplace=True),
-            _up_block(c, c // 2, "pixel"), _up_block(c // 2, c // 4, "pixel"), _conv(c // 4, out),
+            _conv(c, c), _norm(norm, c), nn.ReLU(inplace=True),
+            _up_block(c, c // 2, norm), _up_block(c // 2, c // 4, norm), _conv(c // 4, out),
         )
 
     def features(self, z: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
@@ -382,12 +394,15 @@ class HAGAN(GenerativeModel):
         lo, hi = max(0, start - HALO), min(self.low[0], start + self.slab + HALO)
         window_features, z = self.run["E"](real, (lo * SCALE, hi * SCALE))
         gen = self.nets["G"]
-        gen.requires_grad_(False)  # the encoders learn to invert a fixed generator
+        # The encoders learn to invert a fixed generator, as it renders at sampling (eval: batch norm's
+        # running statistics, not those of the encoded batch).
+        was_training = gen.training
+        gen.requires_grad_(False).eval()
         try:
             recon_h = self._recon_high(window_features, real, start, lo)
             recon_g = self._recon_common(z, real, classes, start)
         finally:
-            gen.requires_grad_(True)
+            gen.requires_grad_(True).train(was_training)
         loss = self.params.lambda_recon_h * recon_h + self.params.lambda_recon_g * recon_g
         loss.backward()
         return {"loss/E_recon_h": recon_h.detach(), "loss/E_recon_g": recon_g.detach()}
@@ -415,44 +430,22 @@ class HAGAN(GenerativeModel):
         return predicted if classes is None else torch.where(classes >= 0, classes, predicted)
 
     # --- sampling and encoding ------------------------------------------------------------------
-    @torch.no_grad()
-    def sample(
-        self, n: int, seed: int, use_ema: bool = True, batch_size: int = 8, truncation: float = 1.0,
-        masks: torch.Tensor | None = None, classes: torch.Tensor | list[int] | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw ``n`` pairs, each assembled slab by slab from G^H (images [N,C,*S] in [-1,1], masks [N,*S]).
-
-        Args:
-            truncation, masks: unsupported here (refused unless left at their defaults).
-            classes: class index per sample (conditional models); drawn uniformly from ``seed`` if None.
-        """
-        self.check_sampling_options(truncation, masks)
-        gen = self.G_ema if use_ema else self.nets["G"]
-        device = next(gen.parameters()).device
-        rng = torch.Generator().manual_seed(seed)
-        z_all = self.latent(n, rng)
-        class_all = self._sample_classes(n, rng, classes)
-        image_parts, mask_parts = [], []
-        for i in range(0, n, batch_size):
-            z = z_all[i : i + batch_size].to(device)
-            cls = None if class_all is None else class_all[i : i + batch_size].to(device)
-            image, mask = self.codec.decode(gen.assemble(gen.features(z, cls), self.slab))
-            image_parts.append(image.cpu())
-            mask_parts.append(mask.cpu())
-        return torch.cat(image_parts), torch.cat(mask_parts)
-
-    def _sample_classes(self, n: int, rng: torch.Generator, classes) -> torch.Tensor | None:
+    def sampling_inputs(self, n: int, rng: torch.Generator, classes=None, **options) -> dict:
+        """Each sample's class (conditional models): as given, or drawn uniformly from the sampling seed."""
         if not self.conditional:
-            if classes is not None:
-                raise ValueError("classes given, but this HA-GAN is not conditional (num_classes 0)")
-            return None
+            return {"classes": None}
         if classes is None:
-            return torch.randint(0, self.num_classes, (n,), generator=rng)
-        classes = torch.as_tensor(classes, dtype=torch.long).expand(n) if torch.as_tensor(classes).dim() == 0 \
-            else torch.as_tensor(classes, dtype=torch.long)
+            return {"classes": torch.randint(0, self.num_classes, (n,), generator=rng)}
+        classes = torch.as_tensor(classes, dtype=torch.long)
+        classes = classes.expand(n) if classes.dim() == 0 else classes
         if classes.shape != (n,) or classes.min() < 0 or classes.max() >= self.num_classes:
-            raise ValueError(f"classes must be {n} indices in [0, {self.num_classes - 1}], got {classes.tolist()}")
-        return classes
+            raise UserError(f"classes must be {n} indices in [0, {self.num_classes - 1}], got {classes.tolist()}")
+        return {"classes": classes}
+
+    def render(self, net: nn.Module, z: torch.Tensor, part: slice, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of whole volumes, each assembled slab by slab from G^H."""
+        classes = None if inputs["classes"] is None else inputs["classes"][part].to(z.device)
+        return self.codec.decode(net.assemble(net.features(z, classes), self.slab))
 
     @torch.no_grad()
     def encode(self, real: torch.Tensor) -> torch.Tensor:

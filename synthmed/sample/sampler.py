@@ -47,6 +47,7 @@ def sample_to_folder(
     truncation: float = 1.0,  # StyleGAN2's psi (1 = no truncation)
     masks_dir: str | Path | None = None,  # mask-conditional models: render images for these masks
     mask_checkpoint: str | Path | None = None,  # MC-SG: draw the masks from this mask-only generator
+    class_name: str | None = None,  # class-conditional models: every pair of this class (None: drawn uniformly)
 ) -> Path:
     """Sample a checkpoint and write the pairs with a dataset card.
 
@@ -60,11 +61,10 @@ def sample_to_folder(
     n = len(given) if given is not None else n
     if n is None or n < 1:
         raise UserError(f"-n must be at least 1, got {n}")
-    model.check_sampling_options(truncation, given)
-    options = {} if truncation == 1.0 else {"truncation": truncation}
-    if given is not None:
-        options["masks"] = given
-    images, masks = model.sample(n, seed=seed, use_ema=use_ema, batch_size=batch_size, **options)
+    classes = _requested_classes(model, state, n, class_name)
+    model.check_sampling_options(truncation, given, classes)
+    images, masks = model.sample(n, seed=seed, use_ema=use_ema, batch_size=batch_size, truncation=truncation,
+                                 masks=given, classes=classes)
     data = state["data"]
     trained_on = sorted(set(data["trained_on"]) | set(mask_source.get("trained_on", [])))
     card = build_card(
@@ -75,7 +75,7 @@ def sample_to_folder(
         seed=seed,
         count=n,
         config={"model": state["config"]["model"], "step": state["step"], "use_ema": use_ema,
-                "truncation": truncation, "min_component_size": min_component_size, "keep_largest": keep_largest,
+                "truncation": truncation, "class": class_name, "min_component_size": min_component_size, "keep_largest": keep_largest,
                 "masks": {k: v for k, v in mask_source.items() if k != "trained_on"} or None},
         extra={"manifest_path": data["manifest_path"]},
     )
@@ -95,6 +95,16 @@ def sample_to_folder(
         keep_largest=keep_largest,
         bit_depth=int(preprocessing.get("bit_depth", 8)),
     )
+
+
+def _requested_classes(model, state, n: int, class_name: str | None) -> torch.Tensor | None:
+    """Class indices for ``--class NAME``, named as in the training run's ``data.classes``."""
+    if class_name is None:
+        return None
+    names = state["data"].get("classes") or []
+    if model.num_classes and class_name not in names:
+        raise UserError(f"--class {class_name!r}: not one of this model's classes {names}")
+    return torch.full((n,), names.index(class_name) if class_name in names else 0, dtype=torch.long)
 
 
 def _conditioning_masks(model, state, n, seed, masks_dir, mask_checkpoint, device) -> tuple[torch.Tensor | None, dict]:

@@ -227,7 +227,7 @@ def _inside_mean(images: torch.Tensor, masks: torch.Tensor) -> float:
 
 def test_conditional_training_with_partly_unlabelled_cases(tmp_path):
     from synthmed.data.manifest import load_manifest
-    from synthmed.sample.sampler import load_generator
+    from synthmed.sample.sampler import load_generator, sample_to_folder
     from synthmed.train.loop import case_classes
 
     root = _two_class_dataset(tmp_path)
@@ -247,5 +247,19 @@ def test_conditional_training_with_partly_unlabelled_cases(tmp_path):
     assert state["data"]["classes"] == ["bright", "dark"]
     images, masks = model.sample(3, seed=0, classes=[1, 0, 1])
     assert images.shape == (3, 1, 16, 16, 16)
-    with pytest.raises(ValueError, match="classes must be 2 indices"):
+    with pytest.raises(UserError, match="classes must be 2 indices"):
         model.sample(2, seed=0, classes=[0, 2])
+
+    out = sample_to_folder(run, 2, tmp_path / "dark", class_name="dark")
+    card = json.loads((out / "card.json").read_text())
+    assert card["config"]["class"] == "dark"
+    with pytest.raises(UserError, match=r"--class 'grey': not one of this model's classes \['bright', 'dark'\]"):
+        sample_to_folder(run, 2, tmp_path / "grey", class_name="grey")
+    assert not (tmp_path / "grey").exists()
+
+
+def test_class_option_is_refused_by_an_unconditional_model(tmp_path):
+    model = build_model("hagan", {"latent_dim": 8, "feature_channels": 8, "g_max_channels": 8, "d_channels": 4,
+                                  "d_max_channels": 8}, DataInfo(shape=(16, 16, 16), image_channels=1, num_labels=2))
+    with pytest.raises(UserError, match="not class-conditional"):
+        model.sample(2, seed=0, classes=[0, 0])

@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synthmed.errors import UserError
@@ -268,35 +269,20 @@ class StyleGAN2(GenerativeModel):
                             f"found {int(masks.min())}..{int(masks.max())}")
         return masks
 
-    @torch.no_grad()
-    def sample(self, n: int, seed: int, use_ema: bool = True, batch_size: int = 8, truncation: float = 1.0,
-               masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw ``n`` pairs: images float32 [N, C, H, W] in [-1, 1] (C = 0 for M-SG), masks int64 [N, H, W].
-
-        Noise inputs are the networks' fixed noise buffers (StyleGAN2's "const" noise), so results depend
-        only on ``seed`` (z drawn up front), ``truncation`` (psi, toward the tracked mean w) and, for C-SG,
-        the given ``masks``.
-        """
-        self.check_sampling_options(truncation, masks)
+    def sampling_inputs(self, n: int, rng: torch.Generator, truncation: float = 1.0,
+                        masks: torch.Tensor | None = None, **options) -> dict:
+        """Truncation psi (toward the tracked mean w) and, for C-SG, the checked masks. Noise inputs are the
+        networks' fixed noise buffers (StyleGAN2's "const" noise), so results depend on the seed alone."""
         given = self.check_masks(n, masks) if self.mask_conditional else None
-        net = self.G_ema if use_ema else self.nets["G"]
-        was_training = net.training
-        net.eval()
-        device = next(net.parameters()).device
-        z_all = self.latent(n, torch.Generator().manual_seed(seed))
-        images, out_masks = [], []
-        for start in range(0, n, batch_size):
-            z = z_all[start : start + batch_size].to(device)
-            if given is None:
-                image, mask = self.codec.decode(net(z, truncation=truncation, noise_mode="const"))
-            else:
-                mask = given[start : start + batch_size]
-                image = net(z, self.one_hot(mask).to(device), truncation=truncation, noise_mode="const").float()
-                mask = (mask > 0).long() if self.codec.config.binarize else mask
-            images.append(image.cpu())
-            out_masks.append(mask.cpu())
-        net.train(was_training)
-        return torch.cat(images), torch.cat(out_masks)
+        return {"truncation": truncation, "masks": given}
+
+    def render(self, net: nn.Module, z: torch.Tensor, part: slice, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images [B, C, H, W] in [-1, 1] (C = 0 for M-SG) and masks [B, H, W]."""
+        if inputs["masks"] is None:
+            return self.codec.decode(net(z, truncation=inputs["truncation"], noise_mode="const"))
+        mask = inputs["masks"][part]
+        image = net(z, self.one_hot(mask).to(z.device), truncation=inputs["truncation"], noise_mode="const").float()
+        return image, (mask > 0).long() if self.codec.config.binarize else mask
 
 
 @register_model("stylegan2", StyleGAN2Params)

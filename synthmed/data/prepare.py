@@ -204,6 +204,42 @@ def intensity_entry(
     }
 
 
+def write_manifest(
+    tmp: Path,
+    sources: list[Source],
+    entries: list[dict],
+    declared: dict[int, str] | None,
+    labels_seen: set[int],
+    options: PrepareOptions,
+    preprocessing: dict,
+) -> dict:
+    """Name the labels (those seen, when none were declared), count each case's labelled voxels, split the
+    cases by group and write ``manifest.json`` into ``tmp``; return the splits."""
+    if declared is None:
+        declared = {k: ("background" if k == 0 else f"label_{k}") for k in sorted(labels_seen | {0})}
+        log.info("no labels declared; using the labels seen: %s", sorted(declared))
+    for e in entries:
+        counts = e.pop("_counts")
+        e["label_voxels"] = {str(k): int(counts[k]) for k in declared if k != 0}
+    groups = {e["id"]: e["group"] for e in entries}
+    splits = make_splits(
+        groups, options.seed, options.test_fraction, options.val_fraction, options.folds, options.group_regex
+    )
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "format_version": MANIFEST_VERSION,
+        "synthmed_version": synthmed.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "sources": [{"name": s.name, "path": str(s.path), "kind": s.kind} for s in sources],
+        "labels": {str(k): v for k, v in sorted(declared.items())},
+        "preprocessing": preprocessing,
+        "cases": entries,
+        "splits": splits,
+    }
+    atomic_write_json(tmp / MANIFEST_NAME, manifest)
+    return splits
+
+
 def prepare_dataset(
     inputs: list[str | os.PathLike],
     out: str | os.PathLike,
@@ -305,12 +341,6 @@ def prepare_dataset(
         bar.close()
         tally.raise_if_any()
 
-        if declared is None:
-            declared = {k: ("background" if k == 0 else f"label_{k}") for k in sorted(tally.labels_seen | {0})}
-            log.info("no labels declared; using the labels seen: %s", sorted(declared))
-        for e in entries:
-            counts = e.pop("_counts")
-            e["label_voxels"] = {str(k): int(counts[k]) for k in declared if k != 0}
         if empty:
             log.warning(
                 "%d of %d cases have an empty mask (no labelled voxel): %s",
@@ -330,31 +360,17 @@ def prepare_dataset(
                 len(spacings),
             )
 
-        splits = make_splits(
-            groups, options.seed, options.test_fraction, options.val_fraction, options.folds, options.group_regex
-        )
-        intensity = intensity_entry(intensity_mode, window, options.percentiles, entries)
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "format_version": MANIFEST_VERSION,
-            "synthmed_version": synthmed.__version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "sources": [{"name": s.name, "path": str(s.path), "kind": s.kind} for s in sources],
-            "labels": {str(k): v for k, v in sorted(declared.items())},
-            "preprocessing": {
-                "dims": 3,
-                "orientation": "RAS",
-                "spacing": None if options.spacing is None else [float(s) for s in options.spacing],
-                "shape": list(shape),
-                "shape_mode": shape_mode,
-                "foreground_margin": options.margin,
-                "modality": modality,
-                "intensity": intensity,
-            },
-            "cases": entries,
-            "splits": splits,
+        preprocessing = {
+            "dims": 3,
+            "orientation": "RAS",
+            "spacing": None if options.spacing is None else [float(s) for s in options.spacing],
+            "shape": list(shape),
+            "shape_mode": shape_mode,
+            "foreground_margin": options.margin,
+            "modality": modality,
+            "intensity": intensity_entry(intensity_mode, window, options.percentiles, entries),
         }
-        atomic_write_json(tmp / MANIFEST_NAME, manifest)
+        splits = write_manifest(tmp, sources, entries, declared, tally.labels_seen, options, preprocessing)
 
     path = out / MANIFEST_NAME
     n_folds = len(splits["folds"])

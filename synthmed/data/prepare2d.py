@@ -32,13 +32,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-import synthmed
 from synthmed.data.checks import CheckTally, checked_cases
 from synthmed.data.discover import CaseRecord, Source
 from synthmed.data.images2d import (
@@ -51,7 +49,7 @@ from synthmed.data.images2d import (
     read_image_2d,
     read_mask_2d,
 )
-from synthmed.data.manifest import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION
+from synthmed.data.manifest import MANIFEST_NAME
 from synthmed.data.preprocess import intensity_range
 from synthmed.data.preprocess2d import fit_to_shape
 from synthmed.data.prepare import (
@@ -60,11 +58,12 @@ from synthmed.data.prepare import (
     _declared_labels,
     _resolve_modality,
     intensity_entry,
+    write_manifest,
 )
 from synthmed.data.slices import SLICE_AXES, mosaic_of_volume, prepare_volume, select_slices, slices_of_volume
-from synthmed.data.splits import group_keys, make_splits, split_problems
+from synthmed.data.splits import group_keys, split_problems
 from synthmed.errors import UserError, format_problems
-from synthmed.fileio import atomic_directory, atomic_write_json
+from synthmed.fileio import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -106,57 +105,21 @@ def _label_counts(mask: np.ndarray) -> np.ndarray:
     return np.bincount(np.asarray(mask, dtype=np.uint8).ravel(), minlength=256)
 
 
-def _finish_manifest(
-    tmp: Path,
-    sources: list[Source],
-    entries: list[dict],
-    declared: dict[int, str] | None,
-    labels_seen: set[int],
-    options: PrepareOptions,
-    preprocessing: dict,
-) -> dict:
-    """Fill the label counts, split the cases and write ``manifest.json`` into `tmp`; return the splits."""
-    if declared is None:
-        declared = {k: ("background" if k == 0 else f"label_{k}") for k in sorted(labels_seen | {0})}
-        log.info("no labels declared; using the labels seen: %s", sorted(declared))
-    for e in entries:
-        counts = e.pop("_counts")
-        e["label_voxels"] = {str(k): int(counts[k]) for k in declared if k != 0}
+def _report(out: Path, sources: list[Source], entries: list[dict], splits: dict, what: str) -> Path:
+    path = out / MANIFEST_NAME
+    n_folds = len(splits["folds"])
     empty = [e["id"] for e in entries if not any(e["label_voxels"].values())]
     if empty:
         log.warning(
             "%d of %d cases have an empty mask (no labelled pixel): %s",
             len(empty), len(entries), ", ".join(empty[:10]) + (" ..." if len(empty) > 10 else ""),
         )
-    groups = {e["id"]: e["group"] for e in entries}
-    splits = make_splits(
-        groups, options.seed, options.test_fraction, options.val_fraction, options.folds, options.group_regex
-    )
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "format_version": MANIFEST_VERSION,
-        "synthmed_version": synthmed.__version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "sources": [{"name": s.name, "path": str(s.path), "kind": s.kind} for s in sources],
-        "labels": {str(k): v for k, v in sorted(declared.items())},
-        "preprocessing": preprocessing,
-        "cases": entries,
-        "splits": splits,
-    }
-    atomic_write_json(tmp / MANIFEST_NAME, manifest)
-    return splits
-
-
-def _report(out: Path, sources: list[Source], entries: list[dict], splits: dict, what: str) -> Path:
-    path = out / MANIFEST_NAME
-    n_folds = len(splits["folds"])
-    n_empty = sum(1 for e in entries if not any(e["label_voxels"].values()))
     print(
         f"Prepared {len(entries)} 2D cases ({what}) from {len(sources)} source(s) "
         f"({', '.join(s.name for s in sources)}) into {out}: train {len(splits['train'])}, "
         f"val {len(splits['val'])}, test {len(splits['test'])}"
         + (f", {n_folds} folds of the train cases" if n_folds else "")
-        + f" (seed {splits['seed']}). {n_empty} empty mask(s). Manifest: {path}"
+        + f" (seed {splits['seed']}). {len(empty)} empty mask(s). Manifest: {path}"
     )
     return path
 
@@ -372,7 +335,7 @@ def _prepare_images(
                 "jpeg_midgrey_pixels": jpeg_midgrey,
             },
         }
-        splits = _finish_manifest(tmp, sources, entries, declared, tally.labels_seen, options, preprocessing)
+        splits = write_manifest(tmp, sources, entries, declared, tally.labels_seen, options, preprocessing)
     return _report(out, sources, entries, splits, f"images, {'x'.join(map(str, shape))} {shape_mode}")
 
 
@@ -508,7 +471,7 @@ def _prepare_slices(
                 },
             },
         }
-        splits = _finish_manifest(tmp, sources, entries, declared, tally.labels_seen, options, preprocessing)
+        splits = write_manifest(tmp, sources, entries, declared, tally.labels_seen, options, preprocessing)
     what = f"{'mosaics' if tile else 'slices'} ({preprocessing['slicing']['axis']}) of {len(records)} volumes"
     return _report(out, sources, entries, splits, what)
 

@@ -5,7 +5,6 @@ Torch is pinned to one thread while they run: with 16^3 tensors, thread hand-off
 save, and on a busy 2-core machine two threads made a step ~10x slower.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +19,6 @@ from synthmed.train.loop import train
 from tests.models.hagan_toy import two_class_cases, varied_cases, write_prepared
 
 PRESET = Path(__file__).resolve().parents[2] / "configs" / "hagan_toy16.yaml"
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def toy_run(manifest: Path, out: Path, steps: int, params: dict | None = None, **data) -> Path:

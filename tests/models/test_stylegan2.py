@@ -21,13 +21,7 @@ VARIANTS = ["B-SG", "M-SG", "C-SG"]
 TINY = dict(z_dim=16, w_dim=16, channel_base=256, channel_max=16)  # 16 channels up to 16x16, 8 at 32x32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The CI machine is shared: one intra-op thread is much faster than two fighting for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(variant: str = "B-SG", image_channels: int = 1, num_labels: int = 2, size: int = 32, **params):

@@ -16,12 +16,7 @@ TINY = {"z_dim": 16, "w_dim": 16, "channel_base": 256, "channel_max": 16}
 OPTIM = {"type": "adam", "lr": 0.0025, "betas": [0.0, 0.99]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_config(manifest, out, steps: int, **params):

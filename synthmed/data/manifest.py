@@ -148,3 +148,18 @@ def load_manifest(path_or_dir: str | os.PathLike) -> Manifest:
     if missing:
         raise UserError(f"{path}: manifest lacks key(s) {', '.join(missing)}")
     return Manifest(path, data)
+
+
+def parse_real_spec(spec: str) -> tuple[Manifest, str]:
+    """``MANIFEST[:split]`` -> (manifest, split); the split defaults to "train".
+
+    Raises:
+        UserError: unknown split or unreadable manifest.
+    """
+    path, split = spec, "train"
+    head, sep, tail = spec.rpartition(":")
+    if sep and head and "/" not in tail and "\\" not in tail:
+        if tail not in SPLIT_NAMES:
+            raise UserError(f"--real {spec}: unknown split {tail!r}; valid splits: {', '.join(SPLIT_NAMES)}")
+        path, split = head, tail
+    return load_manifest(path), split

@@ -31,7 +31,7 @@ from synthmed.data.manifest import Manifest, load_manifest
 from synthmed.downstream.arms import ArmSpec, expand_arms
 from synthmed.downstream.config import DownstreamConfig, config_to_yaml
 from synthmed.downstream.data import CaseArrays, check_leakage, load_real, load_synthetic
-from synthmed.metrics.synthetic_set import synthetic_case_files
+from synthmed.sample.synthetic_set import synthetic_case_files
 from synthmed.downstream.evaluation import score_cases
 from synthmed.downstream.report import write_reports
 from synthmed.downstream.trainer import SegTrainer, predict_probabilities, resolve_device

@@ -16,7 +16,7 @@ import numpy as np
 from synthmed.data.dataset import load_arrays
 from synthmed.data.manifest import Manifest
 from synthmed.errors import UserError, format_problems
-from synthmed.metrics.synthetic_set import load_synthetic_set
+from synthmed.sample.synthetic_set import load_synthetic_set
 from synthmed.sample.card import load_card
 from synthmed.sample.postprocess import images_to_network_units
 

@@ -19,7 +19,7 @@ import numpy as np
 
 import synthmed
 from synthmed.data.dataset import load_arrays
-from synthmed.data.manifest import Manifest
+from synthmed.data.manifest import Manifest, parse_real_spec
 from synthmed.errors import UserError
 from synthmed.fileio import atomic_directory, atomic_write_json
 from synthmed.metrics import plots
@@ -40,7 +40,7 @@ from synthmed.metrics.keys import Comparison, MetricKey, Modality
 from synthmed.metrics.mask_stats import compare_mask_statistics
 from synthmed.metrics.memorisation import memorisation_audit, pixel_features
 from synthmed.metrics.prdc import PRDC_K, precision_recall_density_coverage
-from synthmed.metrics.synthetic_set import load_synthetic_set, parse_real_spec
+from synthmed.sample.synthetic_set import load_synthetic_set
 from synthmed.sample.card import load_card
 from synthmed.sample.montage import save_montage
 from synthmed.sample.postprocess import images_to_network_units, images_to_original_units

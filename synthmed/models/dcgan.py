@@ -21,7 +21,7 @@ from synthmed.errors import UserError
 from synthmed.models.base import GenerativeModel, Phase
 from synthmed.models.pairing import PairCodec, PairingConfig
 from synthmed.models.registry import DataInfo, register_model
-from synthmed.train import losses
+from synthmed.models import losses
 
 Norm = Literal["batch", "instance", "layer", "none"]
 

@@ -41,7 +41,7 @@ from synthmed.errors import UserError
 from synthmed.models.base import GenerativeModel, Phase
 from synthmed.models.pairing import PairCodec, PairingConfig
 from synthmed.models.registry import DataInfo, register_model
-from synthmed.train import losses
+from synthmed.models import losses
 
 SCALE = 4  # full resolution / low resolution, per axis
 HALO = 2  # feature voxels of context each side of a slab: G^H's receptive radius (1 + 1/2 + 1/4 + 1/4)

@@ -13,24 +13,11 @@ import torch
 
 from synthmed.errors import UserError
 from synthmed.fileio import sha256_file
-from synthmed.metrics.synthetic_set import load_masks
+from synthmed.sample.synthetic_set import load_masks
 from synthmed.models.base import GenerativeModel
-from synthmed.models.registry import DataInfo, build_model
 from synthmed.sample.card import build_card
 from synthmed.sample.writers import reference_affine, write_synthetic_set
-from synthmed.train.checkpoint import load_checkpoint, resolve_checkpoint
-
-
-def load_generator(checkpoint: str | Path, device: str = "cpu") -> tuple[GenerativeModel, dict]:
-    """Rebuild the model of a checkpoint (file or run folder) with its trained weights."""
-    state = load_checkpoint(checkpoint, map_location=device)
-    info = state["data_info"]
-    data_info = DataInfo(tuple(info["shape"]), info["image_channels"], info["num_labels"])
-    model_cfg = state["config"]["model"]
-    model = build_model(model_cfg["name"], model_cfg["params"], data_info)
-    model.nets.load_state_dict(state["nets"])
-    model.G_ema.load_state_dict(state["G_ema"])
-    return model.to(device).eval(), state
+from synthmed.train.checkpoint import load_generator, resolve_checkpoint
 
 
 def sample_to_folder(

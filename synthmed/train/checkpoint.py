@@ -1,4 +1,4 @@
-"""Checkpoints: state dicts and plain data only, loadable with ``weights_only=True``.
+"""Checkpoints: state dicts and plain data only, loadable with ``weights_only=True``; their writers and readers.
 
 A checkpoint holds everything ``--resume`` needs to continue a run exactly: networks, EMA generator,
 optimisers, step, RNG states and the loss accumulators of the current logging window.
@@ -16,6 +16,8 @@ import torch
 
 from synthmed.errors import UserError
 from synthmed.fileio import atomic_torch_save
+from synthmed.models.base import GenerativeModel
+from synthmed.models.registry import DataInfo, build_model
 
 CHECKPOINT_FORMAT = "synthmed-checkpoint"
 _NAME = re.compile(r"step_(\d+)\.pt$")
@@ -91,6 +93,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise UserError(f"{path}: not a synthmed checkpoint (missing format marker)")
     state["path"] = str(path)
     return state
+
+
+def load_generator(checkpoint: str | Path, device: str = "cpu") -> tuple[GenerativeModel, dict]:
+    """Rebuild the model of a checkpoint (file or run folder) with its trained weights."""
+    state = load_checkpoint(checkpoint, map_location=device)
+    info = state["data_info"]
+    data_info = DataInfo(tuple(info["shape"]), info["image_channels"], info["num_labels"])
+    model_cfg = state["config"]["model"]
+    model = build_model(model_cfg["name"], model_cfg["params"], data_info)
+    model.nets.load_state_dict(state["nets"])
+    model.G_ema.load_state_dict(state["G_ema"])
+    return model.to(device).eval(), state
 
 
 def export_generator(model, config: dict, data_info: dict, path: Path) -> Path:

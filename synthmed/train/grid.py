@@ -29,9 +29,10 @@ from typing import Any
 import torch
 
 from synthmed.data.dataset import load_arrays
+from synthmed.data.manifest import load_manifest
 from synthmed.errors import UserError
 from synthmed.fileio import atomic_write_json, atomic_write_text
-from synthmed.train.checkpoint import list_checkpoints
+from synthmed.train.checkpoint import list_checkpoints, load_generator
 from synthmed.train.config import read_yaml, resolve_config
 from synthmed.train.loop import train
 
@@ -65,9 +66,6 @@ def _final_record(run_dir: Path) -> dict[str, Any]:
 @torch.no_grad()
 def validation_recon_l1(run_dir: Path, batch_size: int = 4) -> float | None:
     """Encode -> decode L1 on the manifest's validation cases; None for models without encoders or val cases."""
-    from synthmed.data.manifest import load_manifest
-    from synthmed.sample.sampler import load_generator
-
     model, state = load_generator(run_dir)
     if not hasattr(model, "reconstruct"):
         return None

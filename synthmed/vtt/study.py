@@ -31,10 +31,10 @@ import numpy as np
 
 import synthmed
 from synthmed.data.dataset import load_arrays
-from synthmed.data.manifest import Manifest
+from synthmed.data.manifest import Manifest, parse_real_spec
 from synthmed.errors import UserError, format_problems
 from synthmed.fileio import atomic_directory, atomic_write_json
-from synthmed.metrics.synthetic_set import load_synthetic_set, parse_real_spec, synthetic_case_files
+from synthmed.sample.synthetic_set import load_synthetic_set, synthetic_case_files
 from synthmed.sample.postprocess import images_to_network_units, intensity_range
 from synthmed.vtt import db
 from synthmed.vtt.render import INTERPOLATIONS, LAYERS, RenderOptions, render_item, view_planes, views_for

@@ -7,7 +7,7 @@ from conftest import make_synthetic_set
 from synthmed.data.manifest import load_manifest
 from synthmed.errors import UserError
 from synthmed.metrics.evaluate import EvaluateOptions, evaluate_synthetic_set, format_table
-from synthmed.metrics.synthetic_set import parse_real_spec
+from synthmed.data.manifest import parse_real_spec
 
 FAST = dict(features=("radiomics", "autoencoder", "medicalnet"), ae_steps=5, n_bootstrap=10, kid_subsets=10,
             download_weights=False, extractor_kwargs={})

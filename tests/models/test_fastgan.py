@@ -17,7 +17,8 @@ from synthmed.models.fastgan import (
     sle_pairs,
 )
 from synthmed.models.registry import DataInfo, build_model
-from synthmed.sample.sampler import load_generator, sample_to_folder
+from synthmed.sample.sampler import sample_to_folder
+from synthmed.train.checkpoint import load_generator
 from synthmed.train.config import resolve_config
 from synthmed.train.loop import train
 

@@ -12,7 +12,8 @@ from synthmed.data.dataset import load_arrays
 from synthmed.data.manifest import load_manifest
 from synthmed.errors import UserError
 from synthmed.models.registry import DataInfo, build_model
-from synthmed.sample.sampler import load_generator, sample_arrays
+from synthmed.sample.sampler import sample_arrays
+from synthmed.train.checkpoint import load_generator
 from synthmed.train.config import resolve_config
 from synthmed.train.loop import train
 

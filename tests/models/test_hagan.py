@@ -227,7 +227,8 @@ def _inside_mean(images: torch.Tensor, masks: torch.Tensor) -> float:
 
 def test_conditional_training_with_partly_unlabelled_cases(tmp_path):
     from synthmed.data.manifest import load_manifest
-    from synthmed.sample.sampler import load_generator, sample_to_folder
+    from synthmed.sample.sampler import sample_to_folder
+    from synthmed.train.checkpoint import load_generator
     from synthmed.train.loop import case_classes
 
     root = _two_class_dataset(tmp_path)

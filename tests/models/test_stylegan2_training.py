@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from synthmed.models.stylegan2.model import StyleGAN2
-from synthmed.sample.sampler import load_generator
+from synthmed.train.checkpoint import load_generator
 from synthmed.train.config import resolve_config
 from synthmed.train.loop import train
 

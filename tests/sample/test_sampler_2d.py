@@ -8,7 +8,7 @@ from PIL import Image
 
 from synthmed.cli import main
 from synthmed.errors import UserError
-from synthmed.metrics.synthetic_set import load_masks, load_synthetic_set
+from synthmed.sample.synthetic_set import load_masks, load_synthetic_set
 from synthmed.sample.sampler import sample_to_folder
 from synthmed.train.config import resolve_config
 from synthmed.train.loop import train

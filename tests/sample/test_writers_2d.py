@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from synthmed.errors import UserError
-from synthmed.metrics.synthetic_set import load_masks, load_synthetic_set
+from synthmed.sample.synthetic_set import load_masks, load_synthetic_set
 from synthmed.sample.writers import write_synthetic_set
 
 LABELS = {"0": "background", "1": "polyp"}

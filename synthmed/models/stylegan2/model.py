@@ -28,7 +28,7 @@ from synthmed.models.base import GenerativeModel, Phase
 from synthmed.models.pairing import PairCodec, PairingConfig
 from synthmed.models.registry import DataInfo, register_model
 from synthmed.models.stylegan2.networks import Discriminator, Generator
-from synthmed.train import losses
+from synthmed.models import losses
 
 Variant = Literal["B-SG", "M-SG", "C-SG"]
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 512

@@ -1,4 +1,4 @@
-"""Read synthetic sets written by `synthmed sample` (NIfTI for 3D, PNG for 2D), and real-set specs.
+"""Read synthetic sets written by `synthmed sample` (NIfTI for 3D, PNG for 2D).
 
 The one reader of the set format that `synthmed.sample.writers` defines: evaluate, downstream and the
 visual Turing test all read sets through it. Also reads folders of masks alone, for rendering images
@@ -11,38 +11,20 @@ import json
 import os
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
-from synthmed.data.manifest import SPLIT_NAMES, Manifest, load_manifest
+from synthmed.data.checks import read_nifti
 from synthmed.errors import UserError, format_problems
 
 ENDINGS = (".nii.gz", ".png")
-DEFAULT_SPLIT = "train"
 MASK_ENDINGS = (".png", ".nii.gz", ".nii")
 
 
-def parse_real_spec(spec: str) -> tuple[Manifest, str]:
-    """``MANIFEST[:split]`` -> (manifest, split); the split defaults to "train".
-
-    Raises:
-        UserError: unknown split or unreadable manifest.
-    """
-    path, split = spec, DEFAULT_SPLIT
-    head, sep, tail = spec.rpartition(":")
-    if sep and head and "/" not in tail and "\\" not in tail:
-        if tail not in SPLIT_NAMES:
-            raise UserError(f"--real {spec}: unknown split {tail!r}; valid splits: {', '.join(SPLIT_NAMES)}")
-        path, split = head, tail
-    return load_manifest(path), split
-
-
 def _read_nifti(path: Path, problems: list[str]) -> np.ndarray | None:
-    try:
-        data = np.asarray(nib.load(str(path)).dataobj)
-    except Exception as e:  # nibabel raises many types for broken files
-        problems.append(f"{path}: cannot read NIfTI ({e})")
+    read = read_nifti(path, problems)
+    if read is None:
         return None
+    data = read[0]
     if not np.isfinite(data).all():
         problems.append(f"{path}: holds NaN or infinite voxels")
         return None

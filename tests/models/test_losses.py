@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from synthmed.train import losses
+from synthmed.models import losses
 from synthmed.train.loop import ema_beta
 
 

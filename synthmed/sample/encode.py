@@ -1,22 +1,18 @@
-"""Command-line verbs of HA-GAN's extras: ``synthmed encode`` and ``synthmed grid``.
+"""Encode a real pair into a generator's latent space and reconstruct it (HA-GAN's encoders).
 
-    synthmed encode --checkpoint C --input CASE_ID_or_NIFTI [--mask NIFTI] [--manifest M] --out DIR
-    synthmed grid   --config FILE --grid GRID.yaml --out DIR [--set KEY=VALUE ...]
-
-``encode`` writes ``DIR/latent.npy`` (z, float32 [latent_dim]), ``DIR/reconstruction/`` (the decoded
-pair, nnU-Net layout with a dataset card, like ``synthmed sample``) and ``DIR/encode.json`` (input,
-checkpoint, reconstruction L1 in network units).
+``encode_to_folder`` writes ``DIR/latent.npy`` (z, float32 [latent_dim]), ``DIR/reconstruction/`` (the
+decoded pair, nnU-Net layout with a dataset card, like ``synthmed sample``) and ``DIR/encode.json``
+(input, checkpoint, reconstruction L1 in network units).
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 
+from synthmed.data.checks import read_nifti
 from synthmed.data.dataset import load_case_arrays
 from synthmed.data.manifest import load_manifest
 from synthmed.errors import UserError
@@ -24,14 +20,15 @@ from synthmed.fileio import atomic_directory, atomic_write_json
 from synthmed.sample.card import build_card
 from synthmed.sample.postprocess import images_to_network_units
 from synthmed.sample.writers import reference_affine, write_synthetic_set
-from synthmed.train.checkpoint import resolve_checkpoint
+from synthmed.train.checkpoint import load_generator, resolve_checkpoint
 
 
 def _read_nifti(path: Path, what: str) -> np.ndarray:
-    try:
-        return np.asarray(nib.load(str(path)).dataobj)
-    except Exception as err:  # nibabel raises several types for unreadable files
-        raise UserError(f"{path}: cannot read the {what} NIfTI ({type(err).__name__}: {err})") from None
+    problems: list[str] = []
+    read = read_nifti(path, problems)
+    if read is None:
+        raise UserError(f"{what}: {problems[0]}")
+    return read[0]
 
 
 def load_input_pair(input_: str, mask: str | None, manifest_path: str, intensity: dict, shape: tuple[int, ...]):
@@ -69,8 +66,6 @@ def encode_to_folder(
     device: str = "cpu",
 ) -> Path:
     """Map a real pair to its latent code with HA-GAN's encoders and write the code and its reconstruction."""
-    from synthmed.sample.sampler import load_generator
-
     path = resolve_checkpoint(checkpoint)
     model, state = load_generator(path, device)
     if not hasattr(model, "reconstruct"):
@@ -96,40 +91,3 @@ def encode_to_folder(
             "mask_agreement": float((rec_mask.cpu() == model.codec.decode(real.cpu())[1]).float().mean()),
         })
     return Path(out)
-
-
-def add_encode_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("encode", help="map a real pair to its HA-GAN latent code and reconstruct it")
-    p.add_argument("--checkpoint", required=True, help="checkpoint file, or a run folder (its newest checkpoint)")
-    p.add_argument("--input", required=True, help="case id of the manifest, or an image NIfTI (prepared geometry, original units)")
-    p.add_argument("--mask", default=None, help="mask NIfTI of --input when it is a file")
-    p.add_argument("--manifest", default=None, help="prepared folder or manifest.json (default: the model's training manifest)")
-    p.add_argument("--out", required=True, help="output folder: latent.npy, reconstruction/, encode.json")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_run_encode)
-    return p
-
-
-def _run_encode(args) -> None:
-    out = encode_to_folder(args.checkpoint, args.input, args.out, mask=args.mask, manifest=args.manifest,
-                           overwrite=args.overwrite, device=args.device)
-    print(f"wrote latent code and reconstruction to {out}")
-
-
-def add_grid_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("grid", help="train every combination of a grid of config values and tabulate them")
-    p.add_argument("--config", required=True, type=Path, help="base YAML preset (e.g. configs/hagan_32.yaml)")
-    p.add_argument("--grid", required=True, type=Path, help="YAML: dotted config key -> list of values (configs/hagan_grid.yaml)")
-    p.add_argument("--out", required=True, type=Path, help="grid folder: runs/run_NNN/, grid.csv, grid.json")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override applied to every run, e.g. --set train.steps=500 (repeatable)")
-    p.set_defaults(func=_run_grid)
-    return p
-
-
-def _run_grid(args) -> None:
-    from synthmed.train.grid import run_grid
-
-    table = run_grid(args.config, args.grid, args.out, overrides=args.overrides)
-    print(f"grid table: {table}")

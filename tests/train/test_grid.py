@@ -1,19 +1,15 @@
-"""HA-GAN extras: the grid search table and the encode command (latent code + reconstruction)."""
+"""Grid search: every combination trained, tabulated, resumable, refused early when bad."""
 
+import argparse
 import csv
 import json
 import math
 
-import argparse
-import nibabel as nib
-import numpy as np
 import pytest
 
 from synthmed.errors import UserError
-from synthmed.models.hagan_cli import add_encode_parser, add_grid_parser, encode_to_folder
-from synthmed.train.config import resolve_config
+from synthmed.train.cli import add_grid_parser
 from synthmed.train.grid import grid_combinations, run_grid
-from synthmed.train.loop import train
 from tests.models.test_hagan import tiny_config
 
 
@@ -45,28 +41,8 @@ def test_bad_grids_are_refused_before_any_training(toy_prepared, tmp_path):
     assert not (tmp_path / "grid").exists()
 
 
-def test_encode_writes_latent_and_reconstruction(toy_prepared, tmp_path):
-    run = train(resolve_config(tiny_config(toy_prepared, tmp_path / "run", steps=2)))
-    out = encode_to_folder(run, "toy_000", tmp_path / "enc")
-    assert np.load(out / "latent.npy").shape == (16,)
-    report = json.loads((out / "encode.json").read_text())
-    assert 0 < report["recon_l1"] < 2 and 0 <= report["mask_agreement"] <= 1
-    image = nib.load(out / "reconstruction" / "imagesTr" / "rec_0000_0000.nii.gz")
-    assert image.shape == (16, 16, 16)
-
-    with pytest.raises(UserError, match="needs its mask"):
-        encode_to_folder(run, str(out / "reconstruction" / "imagesTr" / "rec_0000_0000.nii.gz"), tmp_path / "e2")
-    with pytest.raises(UserError, match="no case with id 'nope'"):
-        encode_to_folder(run, "nope", tmp_path / "e3")
-    assert not (tmp_path / "e2").exists() and not (tmp_path / "e3").exists()
-
-
-def test_cli_parsers_set_their_functions():
+def test_grid_parser_sets_its_function():
     parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    add_encode_parser(sub)
-    add_grid_parser(sub)
-    args = parser.parse_args(["encode", "--checkpoint", "c", "--input", "toy_000", "--out", "o"])
-    assert args.func.__name__ == "_run_encode" and args.mask is None
+    add_grid_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["grid", "--config", "a.yaml", "--grid", "g.yaml", "--out", "o", "--set", "train.steps=3"])
     assert args.func.__name__ == "_run_grid" and args.overrides == ["train.steps=3"]

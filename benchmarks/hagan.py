@@ -20,9 +20,9 @@ import torch
 from step_timing import autocast_for, peak_mib, sync, time_training_steps
 
 from synthmed.models.registry import DataInfo, build_model
-from synthmed.train.config import read_yaml
-from synthmed.train.loop import make_optimizer
+from synthmed.config import read_yaml
 from synthmed.train.config import OptimizerSection
+from synthmed.train.loop import make_optimizer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -37,7 +37,7 @@ def bench_preset(preset: str, device: torch.device, batch: int, warmup: int, rep
     image = torch.rand(batch, 1, side, side, side) * 2 - 1
     mask = torch.randint(0, 3, (batch, side, side, side))
     real = model.codec.encode(image, mask).to(device)
-    times = time_training_steps(model, optimizers, real, device, warmup=warmup, steps=repeats, ema_beta=0.999)
+    times = time_training_steps(model, optimizers, real, warmup=warmup, steps=repeats)
     peak = peak_mib(device)
     sample_times = []
     for seed in range(max(2, repeats // 2)):

@@ -1,4 +1,4 @@
-"""What the training benchmarks share: timing the model's phases the way the trainer runs them, and peak memory."""
+"""What the training benchmarks share: timing the trainer's own step (`synthmed.train.loop.TrainStep`), and peak memory."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import resource
 import time
 
 import torch
+
+from synthmed.train.config import TrainSection
+from synthmed.train.loop import TrainStep
 
 
 def autocast_for(device: torch.device):
@@ -26,26 +29,26 @@ def peak_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_training_steps(model, optimizers: dict, real: torch.Tensor, device: torch.device, warmup: int,
-                        steps: int, ema_beta: float | None = None) -> list[float]:
-    """Seconds of each of `steps` training steps after `warmup` untimed ones: every phase due at the step
-    (as `synthmed.train.loop.Trainer.train_step` schedules them), then the EMA update when `ema_beta` is given."""
+def time_training_steps(model, optimizers: dict, real: torch.Tensor, warmup: int, steps: int,
+                        classes: torch.Tensor | None = None, train: TrainSection | None = None) -> list[float]:
+    """Seconds of each of ``steps`` training steps after ``warmup`` untimed ones.
+
+    Each step is the trainer's `TrainStep` on ``real`` (and ``classes``, for class-conditional models):
+    every phase due at the step, bf16 autocast on CUDA, the EMA update once per step.
+
+    Args:
+        train: the training settings the step reads (amp, batch size and EMA half-life); default: the
+            trainer's defaults for a batch of ``len(real)``.
+    """
+    device = real.device
+    run_step = TrainStep(model, optimizers, train or TrainSection(batch_size=real.shape[0]))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
     for step in range(warmup + steps):
         sync(device)
         start = time.perf_counter()
-        for phase in model.phases():
-            if step % phase.interval:
-                continue
-            optimizers[phase.optimizer].zero_grad(set_to_none=True)
-            with autocast_for(device):
-                model.accumulate_gradients(phase.name, real)
-            optimizers[phase.optimizer].step()
-            model.after_optimizer_step(phase.name)
-        if ema_beta is not None:
-            model.update_ema(ema_beta)
+        run_step(step, real, classes)
         sync(device)  # the step's kernels are done
         times.append(time.perf_counter() - start)
     return times[warmup:]

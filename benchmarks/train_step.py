@@ -1,7 +1,7 @@
 """Training speed and peak memory of the 3D baselines.
 
-Prints, per model and size: median seconds per training step (one D update, plus a G update on the
-steps the model schedules one), steps/s and peak memory. Each configuration runs in a fresh process so
+Prints, per model and size: median seconds per training step (the trainer's own step: one D update, a G
+update and the EMA on the steps the model schedules one), steps/s and peak memory. Each configuration runs in a fresh process so
 that peak memory (max RSS on the CPU, max allocated on CUDA) belongs to it alone.
 
     python benchmarks/train_step.py                 # CPU: 32^3 and 64^3
@@ -36,7 +36,7 @@ def measure(name: str, params: dict, size: int, batch: int, steps: int, device: 
     optimizers = {k: torch.optim.Adam(net.parameters(), lr=1e-4) for k, net in model.nets.items()}
     real = model.codec.encode(torch.rand(batch, 1, size, size, size) * 2 - 1,
                               torch.randint(0, 3, (batch, size, size, size))).to(dev)
-    times = time_training_steps(model, optimizers, real, dev, warmup=3, steps=steps)
+    times = time_training_steps(model, optimizers, real, warmup=3, steps=steps)
     peak_mb = peak_mib(dev)
     median = statistics.median(times)
     return {"model": name + ("-" + params["constraint"] if "constraint" in params else ""), "size": size,

@@ -1,9 +1,9 @@
-"""Training speed and peak memory of the 2D generators (StyleGAN2 variants and, when registered, FastGAN,
-DCGAN 2D and WGAN 2D) at 64x64 and 256x256.
+"""Training speed and peak memory of the 2D generators (StyleGAN2 variants, FastGAN, DCGAN 2D and WGAN 2D)
+at 64x64 and 256x256.
 
-Per model and size: median seconds per training step (every phase due at that step, so the median is a
-step without lazy regularisation), mean seconds per step over a whole lazy-regularisation cycle (16
-steps: R1 once, path length 4 times), and peak memory. A model's parameters come from the preset
+Per model and size: median seconds per training step (the trainer's own step: every phase due at that
+step, then the EMA; the median is a step without lazy regularisation), mean seconds per step over a whole
+lazy-regularisation cycle (16 steps: R1 once, path length 4 times), and peak memory. A model's parameters come from the preset
 ``configs/<label>_<size>.yaml`` where one exists (``stylegan2_b_64``, ``stylegan2_c_256``, ...), else from
 its registered defaults. Every configuration runs in a fresh process so that the peak memory (max
 allocated on CUDA, max RSS on the CPU, imports included) is its own. Synthetic tensors, one grayscale
@@ -56,19 +56,12 @@ def measure(label: str, name: str, params: dict, size: int, batch: int, steps: i
     optimizers = {k: torch.optim.Adam(net.parameters(), lr=1e-4, betas=(0.0, 0.99)) for k, net in model.nets.items()}
     real = model.codec.encode(torch.rand(batch, 1, size, size) * 2 - 1, torch.randint(0, 2, (batch, size, size)))
     real = real.to(dev)
-    times = time_training_steps(model, optimizers, real, dev, warmup=WARMUP_STEPS, steps=steps)
+    times = time_training_steps(model, optimizers, real, warmup=WARMUP_STEPS, steps=steps)
     peak_mb = peak_mib(dev)
     return {"model": label, "size": size, "batch": batch, "device": device, "params_from": source,
             "parameters_m": sum(p.numel() for p in model.nets.parameters()) / 1e6,
             "median_sec_per_step": statistics.median(times), "mean_sec_per_step": statistics.fmean(times),
             "peak_mb": peak_mb}
-
-
-def registered_candidates() -> list[tuple[str, str, dict]]:
-    from synthmed.models.registry import available_models
-
-    names = set(available_models())
-    return [c for c in CANDIDATES if c[1] in names]
 
 
 def main() -> None:
@@ -77,7 +70,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=16, help="timed steps after 2 warm-up steps (16 = one R1 cycle)")
-    parser.add_argument("--models", nargs="+", help="labels to run (default: every registered one)")
+    parser.add_argument("--models", nargs="+", help="labels to run (default: all)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (CPU)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print JSON
     args = parser.parse_args()
@@ -87,7 +80,7 @@ def main() -> None:
         label, name, params, size = json.loads(args.one)
         print(json.dumps(measure(label, name, params, size, args.batch, args.steps, args.device)))
         return
-    candidates = [c for c in registered_candidates() if not args.models or c[0] in args.models]
+    candidates = [c for c in CANDIDATES if not args.models or c[0] in args.models]
     print(f"{'model':13s}{'size':>5s}{'batch':>6s}{'M params':>9s}{'s/step med':>11s}{'s/step mean':>12s}"
           f"{'peak MB':>9s}  device, params from")
     for size in args.sizes:

@@ -1,17 +1,21 @@
 """Read one raw case and check it, reporting problems instead of fixing them.
 
 `load_checked_case` reads an image/mask pair and returns the arrays plus a list of problems (each
-names the file and gives expected against found). The caller collects the problems of every case and
-raises one `UserError`. The only fix it makes is the one the user asked for: with
-``crop_to_image=True`` a mask larger than its image by at most one voxel per axis is cropped, and
-the fix is recorded.
+names the file and gives expected against found). The only fix it makes is the one the user asked
+for: with ``crop_to_image=True`` a mask larger than its image by at most one voxel per axis is
+cropped, and the fix is recorded.
+
+The caller collects the problems of every case and raises one `UserError`: `checked_cases` runs a
+check (`load_checked_case`, or `images2d.check_image_pair` for 2D images) over a dataset and collects
+the problems in a `CheckTally`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import nibabel as nib
 import numpy as np
@@ -174,13 +178,25 @@ class CheckTally:
         raise UserError(format_problems(title, self.problems))
 
 
+class CheckedPair(Protocol):
+    """One image/mask pair after its checks (e.g. `LoadedCase`): the problems found, and the labels of a
+    pair that passed."""
+
+    record: CaseRecord
+    problems: list[str]
+    labels_seen: set[int]
+
+
+Checked = TypeVar("Checked", bound=CheckedPair)
+
+
 def checked_cases(
-    records: Iterable[CaseRecord], tally: CheckTally, declared_labels: set[int] | None, crop_to_image: bool
-) -> Iterator[LoadedCase]:
-    """The volumes that pass `load_checked_case`, while ``tally`` has no problem yet. Once one has, the
-    output will be discarded, so the remaining records are only checked: one message then lists all."""
+    records: Iterable[CaseRecord], tally: CheckTally, check: Callable[[CaseRecord], Checked]
+) -> Iterator[Checked]:
+    """The pairs that pass `check`, while ``tally`` has no problem yet. Once one has, the output will be
+    discarded, so the remaining records are only checked: one message then lists all."""
     for record in records:
-        case = load_checked_case(record, declared_labels, crop_to_image)
+        case = check(record)
         if case.problems:
             tally.add_failure(case.problems)
             continue

@@ -1,18 +1,15 @@
-"""Read the prepared cache: a torch `Dataset` of cases and a loader of whole arrays.
+"""Read the prepared cache: one case (`load_case_arrays`) or many stacked (`load_arrays`).
 
-A prepared case is ``{"image": float32 [C,*S] in [-1, 1], "mask": int64 [*S],
-"meta": {"id": ..., "source": ...}}`` with S = (D, H, W) and C = 1 for 3D volumes, S = (H, W) and
-C = 1 or 3 (``preprocessing.channels``) for 2D. Choose the ids with `Manifest.split_ids`.
+A prepared case is an image float32 [C,*S] in [-1, 1] and a mask of labels [*S], with S = (D, H, W)
+and C = 1 for 3D volumes, S = (H, W) and C = 1 or 3 (``preprocessing.channels``) for 2D. Choose the
+ids with `Manifest.split_ids`.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from synthmed.data.manifest import Manifest, load_manifest
 from synthmed.errors import UserError
@@ -34,27 +31,6 @@ def load_case_arrays(manifest: Manifest, case_id: str) -> tuple[np.ndarray, np.n
             return z["image"], z["mask"]
     except (OSError, KeyError, ValueError) as e:
         raise UserError(f"{path}: cannot read cached case {case_id!r} ({e}); run `synthmed prepare` again") from e
-
-
-class PreparedDataset(Dataset):
-    """The cached cases `ids` of a prepared folder, one dict per case (see the module docstring)."""
-
-    def __init__(self, manifest: Manifest | str | os.PathLike, ids: list[str]):
-        self.manifest = _as_manifest(manifest)
-        self.ids = list(ids)
-        self.entries = [self.manifest.case(i) for i in self.ids]  # fails early on unknown ids
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        entry = self.entries[index]
-        image, mask = load_case_arrays(self.manifest, entry["id"])
-        return {
-            "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),  # [C,*S]
-            "mask": torch.from_numpy(mask.astype(np.int64)),  # [*S]
-            "meta": {"id": entry["id"], "source": entry["source"]},
-        }
 
 
 def load_arrays(manifest: Manifest | str | os.PathLike, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:

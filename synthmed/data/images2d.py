@@ -15,6 +15,9 @@ Masks hold integer labels, read by these rules:
   background nor foreground. A mask with more than `MAX_MIDGREY_FRACTION` mid-grey pixels, or whose
   colour channels differ by more than `MAX_JPEG_CHANNEL_SPREAD` levels somewhere (a colour-coded
   mask), is refused naming the file: store such masks losslessly (PNG).
+
+`check_image_pair` reads and checks one image/mask pair (the 2D counterpart of
+`checks.load_checked_case`); `read_size` reads (H, W) from a file header only.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from synthmed.data.discover import CaseRecord
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -52,6 +57,17 @@ class Mask2D:
     rule: str  # "labels", "binary_255" (0/255 -> 0/1) or "jpeg_threshold"
     midgrey_pixels: int = 0  # JPEG only: pixels with 64 <= L <= 191
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ImagePair:
+    """One 2D image/mask pair, read and checked; `image`/`mask` must not be used when `problems` is set."""
+
+    record: CaseRecord
+    image: Image2D | None = None
+    mask: Mask2D | None = None
+    problems: list[str] = field(default_factory=list)
+    labels_seen: set[int] = field(default_factory=set)  # mask values, as read
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -275,3 +291,43 @@ def read_mask_2d(path: Path, problems: list[str]) -> Mask2D | None:
     if path.suffix.lower() in JPEG_SUFFIXES:
         return _read_jpeg_mask(path, data, problems)
     return _read_lossless_mask(path, data, problems)
+
+
+def read_size(path: Path) -> tuple[int, int] | None:
+    """(H, W) from the file header without decoding the pixels; None when unreadable."""
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                shape = tif.series[0].shape
+                axes = tif.series[0].axes
+            return (shape[1], shape[2]) if axes.startswith("S") else (shape[0], shape[1])
+        with Image.open(path) as im:
+            return im.height, im.width
+    except Exception:  # noqa: BLE001 - any failure: the full read reports it, naming the file
+        return None
+
+
+def check_image_pair(record: CaseRecord, declared_labels: set[int] | None) -> ImagePair:
+    """Read `record`'s image and mask and check them: readable (see `read_image_2d`, `read_mask_2d`), the
+    same size, and mask values among `declared_labels` (None: any value a mask may hold)."""
+    pair = ImagePair(record)
+    pair.image = read_image_2d(record.image, pair.problems)
+    pair.mask = read_mask_2d(record.label, pair.problems)
+    if pair.image is None or pair.mask is None:
+        return pair
+    labels = pair.mask.labels
+    height, width = pair.image.pixels.shape[:2]
+    if labels.shape != (height, width):
+        pair.problems.append(
+            f"{record.label}: mask size {labels.shape[0]}x{labels.shape[1]} differs from image size "
+            f"{height}x{width} (H x W, {record.image.name})"
+        )
+    pair.labels_seen = set(np.flatnonzero(np.bincount(labels.ravel(), minlength=MAX_MASK_LABEL + 1)).tolist())
+    if declared_labels is not None and pair.labels_seen - declared_labels:
+        unknown = sorted(pair.labels_seen - declared_labels)
+        pair.problems.append(
+            f"{record.label}: label values {unknown} outside the declared labels {sorted(declared_labels)}"
+        )
+    return pair

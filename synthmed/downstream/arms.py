@@ -72,7 +72,7 @@ class ArmSpec:
 def expand_arms(config: DownstreamConfig) -> list[ArmSpec]:
     """Every arm of the benchmark, baselines first, in a stable order."""
     arms: list[ArmSpec] = []
-    for augment in config.augmentation:
+    for augment in config.with_augmentation:
         for kind in config.arms:
             real_sizes = [None] if kind == ArmKind.SYNTHETIC else config.real_sizes
             sets = [None] if kind == ArmKind.REAL else list(config.synthetic)

@@ -27,17 +27,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from synthmed.config import config_to_yaml
 from synthmed.data.manifest import Manifest, load_manifest
 from synthmed.downstream.arms import ArmSpec, expand_arms
-from synthmed.downstream.config import DownstreamConfig, config_to_yaml
+from synthmed.downstream.config import DownstreamConfig
 from synthmed.downstream.data import CaseArrays, check_leakage, load_real, load_synthetic
 from synthmed.sample.synthetic_set import synthetic_case_files
 from synthmed.downstream.evaluation import score_cases
 from synthmed.downstream.report import write_reports
-from synthmed.downstream.trainer import SegTrainer, predict_probabilities, resolve_device
+from synthmed.downstream.trainer import SegTrainer, predict_probabilities
 from synthmed.errors import UserError
 from synthmed.fileio import atomic_torch_save, atomic_write_json, atomic_write_text
 from synthmed.sample.card import load_card
+from synthmed.train.distributed import select_device
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +107,9 @@ class Benchmark:
         train = self.config.train.model_dump(mode="json", exclude={"progress", "device", "amp"})
         cards = {n: load_card(Path(self.config.synthetic[n])).get("checkpoint", {}).get("sha256")
                  for n in ([arm.synthetic_set] if arm.synthetic_set else [])}
+        # "augment" keeps the key's name from before the config's renaming, so finished arms still resume.
         doc = {"arm": arm.to_json(), "train": train, "binarize": self.config.binarize,
-               "augment": self.config.augment.model_dump(mode="json") if arm.augment else None,
+               "augment": self.config.augmentation.model_dump(mode="json") if arm.augment else None,
                "manifest": self.manifest.sha256, "cards": cards, "folds": len(self.folds)}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -132,7 +135,7 @@ class Benchmark:
             train_data, pretrain = CaseArrays.concat([d for d in (real, synthetic) if d is not None]), None
         val = load_real(self.manifest, self.manifest.split_ids("train", fold=fold, part="val"), self.config.binarize)
         trainer = SegTrainer(train_data, val, self.num_classes, self.config.train, seed=seed * 1000 + fold,
-                             augmentation=self.config.augment if arm.augment else None, pretrain_data=pretrain,
+                             augmentation=self.config.augmentation if arm.augment else None, pretrain_data=pretrain,
                              progress_label=f"{arm.name} seed {seed} fold {fold}")
         network = trainer.run_training()
         started = time.perf_counter()
@@ -193,7 +196,7 @@ class Benchmark:
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "config.yaml", config_to_yaml(self.config))
         log.info("downstream: %d arms x %d seeds x %d folds on %d real test cases, device %s", len(self.arms),
-                 len(self.config.seeds), len(self.folds), len(self.test), resolve_device(self.config.train.device))
+                 len(self.config.seeds), len(self.folds), len(self.test), select_device(self.config.train.device))
         ensembles = [self.run_seed(arm, seed) for arm in self.arms for seed in self.config.seeds]
         write_reports(self.out, self.config, self.manifest, self.arms, ensembles, self.warnings)
         return self.out

@@ -28,7 +28,8 @@ def add_downstream_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
 def run_downstream_command(args: argparse.Namespace) -> None:
     from synthmed.downstream.arms import expand_arms
     from synthmed.downstream.benchmark import run_downstream
-    from synthmed.downstream.config import config_to_yaml, load_downstream_config
+    from synthmed.config import config_to_yaml
+    from synthmed.downstream.config import load_downstream_config
 
     overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
     config = load_downstream_config(args.config, overrides)

@@ -1,21 +1,20 @@
-"""Downstream benchmark configuration: YAML validated by pydantic, with ``--set a.b=c`` overrides.
+"""Downstream benchmark configuration: the sections of its YAML preset (`DownstreamConfig`).
 
-Unknown keys and bad values are errors that name the key. The resolved configuration is written to
-the output folder as ``config.yaml``.
+Reading YAML, ``--set a.b=c`` overrides and validation errors are `synthmed.config`'s. The resolved
+configuration is written to the output folder as ``config.yaml``.
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from synthmed.errors import UserError
-from synthmed.train.config import apply_overrides, format_validation_error, read_yaml
+from synthmed.config import StrictModel, read_yaml, validate_config
 
 
 class ArmKind(StrEnum):
@@ -27,11 +26,7 @@ class ArmKind(StrEnum):
     PRETRAIN_FINETUNE = "pretrain_finetune"  # n synthetic cases first, then the real cases
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class AugmentationSection(_Strict):
+class AugmentationSection(StrictModel):
     """Classical augmentation (MONAI RandAffine + Rand3DElastic). Defaults: the thesis's Tables 3.7/3.8.
 
     Rotations are in degrees about array axes 0, 1, 2 (x, y, z of a RAS-oriented manifest). The
@@ -56,7 +51,7 @@ class ModelSize(StrEnum):
     LARGE = "large"
 
 
-class TrainSection(_Strict):
+class TrainSection(StrictModel):
     epochs: int = Field(50, ge=1)  # passes over the arm's training cases
     pretrain_epochs: int | None = Field(None, ge=1)  # synthetic pretraining epochs (None: = epochs)
     batch_size: int = Field(2, ge=1)
@@ -71,20 +66,20 @@ class TrainSection(_Strict):
     progress: bool = True
 
 
-class StatsSection(_Strict):
+class StatsSection(StrictModel):
     bootstrap: int = Field(2000, ge=100)  # bootstrap resamples for confidence intervals
     confidence: float = Field(0.95, gt=0, lt=1)
     alpha: float = Field(0.05, gt=0, lt=1)  # significance level of the tests
 
 
-class DownstreamConfig(_Strict):
+class DownstreamConfig(StrictModel):
     manifest: str  # prepared folder or its manifest.json; the test split is the held-out set
     synthetic: dict[str, str] = {}  # name -> synthetic-set folder (imagesTr/, labelsTr/, card.json)
     arms: list[ArmKind] = [ArmKind.REAL, ArmKind.REAL_SYNTHETIC]
     n_synthetic: list[int] = [20]  # synthetic cases per arm that uses them
     real_sizes: list[int | Literal["all"]] = ["all"]  # real training cases per fold (subsampled)
-    augmentation: list[bool] = [False]  # run each arm without and/or with classical augmentation
-    augment: AugmentationSection = AugmentationSection()
+    with_augmentation: list[bool] = [False]  # run each arm without (false) and/or with (true) classical augmentation
+    augmentation: AugmentationSection = AugmentationSection()  # its parameters, for the arms run with it
     folds: int | None = Field(None, ge=2)  # k folds of the train split (None: all the manifest's folds)
     seeds: list[int] = [0]
     binarize: bool = False  # merge every foreground label into 1 (real and synthetic)
@@ -103,7 +98,15 @@ class DownstreamConfig(_Strict):
                 raise ValueError(f"unknown arm {name!r}; {hint}valid arms: {', '.join(valid)}")
         return v
 
-    @field_validator("n_synthetic", "seeds", "arms", "real_sizes", "augmentation")
+    @field_validator("augmentation", mode="before")
+    @classmethod
+    def _parameters_not_arm_switches(cls, v):
+        if isinstance(v, list):  # what the key meant before it was renamed
+            raise ValueError("takes the augmentation parameters (a mapping); "
+                             "list whether arms run without/with augmentation in with_augmentation")
+        return v
+
+    @field_validator("n_synthetic", "seeds", "arms", "real_sizes", "with_augmentation")
     @classmethod
     def _non_empty_unique(cls, v):
         if not v:
@@ -128,23 +131,19 @@ class DownstreamConfig(_Strict):
         return self
 
 
-def resolve_downstream_config(raw: dict, overrides: list[str] = (), source: str = "config") -> DownstreamConfig:
+def resolve_downstream_config(raw: dict, overrides: Sequence[str] = (), source: str = "config") -> DownstreamConfig:
     """Validate a raw dict (plus ``a.b=c`` overrides) into a DownstreamConfig.
 
     Raises:
         UserError: naming every bad or unknown key.
     """
-    raw = apply_overrides(dict(raw), list(overrides))
-    try:
-        return DownstreamConfig.model_validate(raw)
-    except ValidationError as err:
-        raise UserError(format_validation_error(source, err)) from None
+    return validate_config(DownstreamConfig, raw, overrides, source)
 
 
-def load_downstream_config(path: str | Path, overrides: list[str] = ()) -> DownstreamConfig:
-    """Read and validate a YAML preset."""
+def load_downstream_config(path: str | Path, overrides: Sequence[str] = ()) -> DownstreamConfig:
+    """Read and validate a YAML preset.
+
+    Raises:
+        UserError: the file is unreadable, or a key is bad or unknown.
+    """
     return resolve_downstream_config(read_yaml(path), overrides, source=str(path))
-
-
-def config_to_yaml(config: DownstreamConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -17,8 +17,9 @@ import synthmed  # noqa: E402
 from synthmed.data.manifest import Manifest  # noqa: E402
 from synthmed.downstream.arms import ArmSpec  # noqa: E402
 from synthmed.downstream.config import ArmKind, DownstreamConfig  # noqa: E402
-from synthmed.downstream.stats import bootstrap_ci, compare_with_baselines, friedman_nemenyi  # noqa: E402
+from synthmed.downstream.stats import compare_with_baselines, friedman_nemenyi  # noqa: E402
 from synthmed.fileio import atomic_savefig, atomic_write_json, atomic_write_text  # noqa: E402
+from synthmed.metrics.bootstrap import bootstrap_mean_ci  # noqa: E402
 
 log = logging.getLogger(__name__)
 PRIMARY = "dice_mean"  # per-case mean foreground Dice: the score every test is run on
@@ -55,7 +56,7 @@ def arm_summaries(frame: pd.DataFrame, arms: list[ArmSpec], ensembles: list[dict
         labels = {}
         for (label, name), g in sub.groupby(["label", "label_name"]):
             per_case = {m: g.groupby("case_id")[m].mean().to_numpy() for m in ("dice", "hd95")}
-            labels[name] = {m: dict(zip(("mean", "ci_low", "ci_high"), bootstrap_ci(v, st.bootstrap, st.confidence)))
+            labels[name] = {m: dict(zip(("mean", "ci_low", "ci_high"), bootstrap_mean_ci(v, st.bootstrap, st.confidence)))
                             for m, v in per_case.items()}
         epochs = sum(e["epochs_run"] for e in runs)
         train_s = sum(e["train_wall_s"] for e in runs)
@@ -64,9 +65,9 @@ def arm_summaries(frame: pd.DataFrame, arms: list[ArmSpec], ensembles: list[dict
             "n_real_per_fold": runs[0]["n_real"], "n_synthetic_used": runs[0]["n_synthetic"],
             "seeds": [e["seed"] for e in runs],
             "dice_mean": dict(zip(("mean", "ci_low", "ci_high"),
-                                  bootstrap_ci(dice_cases[arm.name].to_numpy(), st.bootstrap, st.confidence))),
+                                  bootstrap_mean_ci(dice_cases[arm.name].to_numpy(), st.bootstrap, st.confidence))),
             "hd95_mean": dict(zip(("mean", "ci_low", "ci_high"),
-                                  bootstrap_ci(hd_cases[arm.name].to_numpy(), st.bootstrap, st.confidence))),
+                                  bootstrap_mean_ci(hd_cases[arm.name].to_numpy(), st.bootstrap, st.confidence))),
             "labels": labels,
             "wall_s": {"train": train_s, "inference": sum(e["inference_wall_s"] for e in runs),
                        "train_per_epoch": train_s / max(epochs, 1)},

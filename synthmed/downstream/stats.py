@@ -1,4 +1,6 @@
-"""Statistics of the downstream benchmark: bootstrap CIs, Friedman + Nemenyi, Wilcoxon + Holm.
+"""Statistics of the downstream benchmark: Friedman + Nemenyi, Wilcoxon + Holm.
+
+Bootstrap CIs of means are `synthmed.metrics.bootstrap.bootstrap_mean_ci`.
 
 Arms are compared on the same real test cases, so every test here is paired (blocked) by case,
 following Demšar (2006), "Statistical comparisons of classifiers over multiple data sets".
@@ -14,23 +16,6 @@ import scikit_posthocs as sp
 from scipy import stats as sps
 
 from synthmed.errors import UserError
-
-
-def bootstrap_ci(values: np.ndarray, n_resamples: int = 2000, confidence: float = 0.95,
-                 seed: int = 0) -> tuple[float, float, float]:
-    """(mean, lower, upper): percentile bootstrap confidence interval of the mean; NaNs are dropped.
-
-    Returns NaNs when no finite value is left.
-    """
-    x = np.asarray(values, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(n_resamples, x.size))].mean(axis=1)
-    tail = (1 - confidence) / 2 * 100
-    lo, hi = np.percentile(means, [tail, 100 - tail])
-    return float(x.mean()), float(lo), float(hi)
 
 
 def holm(p_values: list[float] | np.ndarray) -> np.ndarray:

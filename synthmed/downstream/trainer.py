@@ -10,7 +10,6 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +24,7 @@ from tqdm import tqdm
 from synthmed.downstream.config import AugmentationSection, ModelSize, TrainSection
 from synthmed.downstream.data import CaseArrays
 from synthmed.errors import UserError
+from synthmed.train.distributed import select_device
 
 # init_filters, blocks_down; blocks_up has one block fewer than blocks_down (MONAI's layout)
 SEGRESNET_PRESETS: dict[ModelSize, tuple[int, tuple[int, ...]]] = {
@@ -85,14 +85,6 @@ def build_augmentation(aug: AugmentationSection, shape: tuple[int, ...]) -> Comp
     return Compose([affine, elastic])
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device=cuda: no CUDA device is available (use cpu or auto)")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
 @dataclass
 class EpochRecord:
     epoch: int
@@ -135,7 +127,7 @@ class SegTrainer:
     def on_train_start(self) -> None:
         torch.manual_seed(self.seed)
         self.rng = np.random.default_rng(self.seed)
-        self.device = resolve_device(self.settings.device)
+        self.device = select_device(self.settings.device)
         shape = tuple(self.train_data.images.shape[2:])
         self.network = build_segmentation_model(len(shape), self.num_classes, self.settings.model_size, shape,
                                                 in_channels=self.train_data.images.shape[1])

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from synthmed.metrics.evaluate import DEFAULT_FEATURES, EvaluateOptions, evaluate_synthetic_set, format_table
+from synthmed.metrics.evaluate import EvaluateOptions, evaluate_synthetic_set, format_table
 from synthmed.metrics.extractors import available_feature_extractors
+
+DEFAULTS = EvaluateOptions()  # the one source of the CLI's defaults
 
 
 def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
@@ -15,20 +17,20 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--real", required=True, metavar="MANIFEST[:split]", help="prepared manifest (or folder) and split (default train)")
     p.add_argument("--synthetic", required=True, metavar="DIR", help="synthetic set folder written by `synthmed sample`")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder: metrics.json and PNGs")
-    p.add_argument("--features", nargs="+", default=list(DEFAULT_FEATURES), choices=available_feature_extractors(),
+    p.add_argument("--features", nargs="+", default=list(DEFAULTS.features), choices=available_feature_extractors(),
                    help="feature spaces (3D names also select their 2D twins for 2D data)")
-    p.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples for confidence intervals")
-    p.add_argument("--kid-subsets", type=int, default=100)
-    p.add_argument("--kid-subset-size", type=int, default=1000, help="capped at the smaller set")
-    p.add_argument("--k", type=int, default=5, help="k of precision/recall/density/coverage")
-    p.add_argument("--copy-ratio", type=float, default=0.5, help="flag a sample whose nearest-training distance is below this x the typical real one")
-    p.add_argument("--top-k", type=int, default=5, help="closest synthetic/training pairs drawn")
-    p.add_argument("--tsne-perplexity", type=float, default=10.0)
-    p.add_argument("--tsne-learning-rate", type=float, default=200.0)
-    p.add_argument("--ae-steps", type=int, default=150, help="training steps of the autoencoder feature space")
+    p.add_argument("--bootstrap", type=int, default=DEFAULTS.n_bootstrap, help="bootstrap resamples for confidence intervals")
+    p.add_argument("--kid-subsets", type=int, default=DEFAULTS.kid_subsets)
+    p.add_argument("--kid-subset-size", type=int, default=DEFAULTS.kid_subset_size, help="capped at the smaller set")
+    p.add_argument("--k", type=int, default=DEFAULTS.prdc_k, help="k of precision/recall/density/coverage")
+    p.add_argument("--copy-ratio", type=float, default=DEFAULTS.copy_ratio, help="flag a sample whose nearest-training distance is below this x the typical real one")
+    p.add_argument("--top-k", type=int, default=DEFAULTS.top_k_pairs, help="closest synthetic/training pairs drawn")
+    p.add_argument("--tsne-perplexity", type=float, default=DEFAULTS.tsne_perplexity)
+    p.add_argument("--tsne-learning-rate", type=float, default=DEFAULTS.tsne_learning_rate)
+    p.add_argument("--ae-steps", type=int, default=DEFAULTS.ae_steps, help="training steps of the autoencoder feature space")
     p.add_argument("--offline", action="store_true", help="never download weights; use only the cache")
     p.add_argument("--no-card", action="store_true", help="do not write headline figures into the set's card.json")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=run_evaluate)
     return p

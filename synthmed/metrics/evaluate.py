@@ -51,6 +51,8 @@ DEFAULT_FEATURES = ("radiomics", "autoencoder", "medicalnet", "inception")  # 3D
 
 @dataclass
 class EvaluateOptions:
+    """What `evaluate_synthetic_set` computes; the defaults are also the ``synthmed evaluate`` CLI's."""
+
     features: tuple[str, ...] = DEFAULT_FEATURES  # feature spaces, in order; the first available gives the headline
     n_bootstrap: int = 100  # bootstrap resamples for Fréchet confidence intervals
     kid_subsets: int = 100
@@ -96,10 +98,6 @@ def _as_modality(sets_images: np.ndarray, masks: np.ndarray, modality: Modality,
     if modality == Modality.IMAGES:
         return sets_images
     return (masks[:, None].astype(np.float32) / max(num_labels - 1, 1)) * 2 - 1
-
-
-def _figure(value: float, n_synthetic: int, n_real: int, space: str, ci: tuple[float, float] | None = None) -> dict:
-    return {"value": value, "ci95": list(ci) if ci else None, "n_synthetic": n_synthetic, "n_real": n_real, "feature_space": space}
 
 
 def _distance_figures(fake: np.ndarray, real: np.ndarray, space: str, o: EvaluateOptions, names: tuple[str, str]) -> dict:

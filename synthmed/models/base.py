@@ -2,20 +2,24 @@
 
 A model owns its networks (``nets``, one optimiser each), declares its training phases, and computes
 the gradients of one phase at a time (the StyleGAN2-ADA split of loop and loss), so that one loop
-drives DCGAN, WGAN, HA-GAN and StyleGAN2 alike.
+drives DCGAN, WGAN, HA-GAN and StyleGAN2 alike. What a model can do beyond drawing pairs (classes,
+given masks, truncation, an encoder) it declares once, in its ``capabilities``.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal, get_args
 
 import torch
 from torch import nn
 
 from synthmed.errors import UserError
 from synthmed.models.pairing import PairCodec
+
+Outputs = Literal["pairs", "masks", "images_for_masks"]
 
 
 @dataclass(frozen=True)
@@ -25,30 +29,93 @@ class Phase:
     interval: int = 1  # run at every `interval`-th step
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model can do. Each family declares it once; the trainer, the sampler, the grid and
+    ``synthmed encode`` read only this.
+
+    Attributes:
+        outputs: what ``sample`` draws: ``"pairs"`` (images and masks), ``"masks"`` (masks only; the
+            images have zero channels: M-SG) or ``"images_for_masks"`` (images for the masks given as
+            ``sample(masks=...)``: C-SG).
+        num_classes: > 0 for a class-conditional model: training needs ``data.class_key`` giving this
+            many classes, and ``sample(classes=...)`` picks each sample's class.
+        truncation: ``sample(truncation=psi)`` is meaningful (StyleGAN2's W-space truncation).
+        encoder: ``reconstruct(real)`` maps real network tensors to codes and back (HA-GAN's encoders).
+    """
+
+    outputs: Outputs = "pairs"
+    num_classes: int = 0
+    truncation: bool = False
+    encoder: bool = False
+
+    def __post_init__(self) -> None:
+        if self.outputs not in get_args(Outputs) or self.num_classes < 0:
+            raise ValueError(f"invalid capabilities {self}")
+
+    @property
+    def class_conditional(self) -> bool:
+        return self.num_classes > 0
+
+    @property
+    def mask_conditional(self) -> bool:
+        """Renders images for given masks (and needs them)."""
+        return self.outputs == "images_for_masks"
+
+
 class GenerativeModel(nn.Module):
-    """Base class. Subclasses set ``nets`` (ModuleDict), ``codec`` and ``latent_dim``."""
+    """Base class of the generative families.
+
+    A family sets ``nets`` (ModuleDict: the trainable networks, one optimiser each), ``codec``,
+    ``latent_dim`` and ``capabilities``, implements ``phases`` and ``accumulate_gradients``, and calls
+    ``init_ema`` at the end of its ``__init__``. Sampling runs ``latent`` -> ``sampling_inputs`` ->
+    ``render`` per batch (see `sample`); the defaults fit a generator that maps z to a network tensor.
+
+    ``ema_net`` is the exponential moving average of ``nets[ema_target]``; `sample` renders with it.
+    Nothing in the EMA or the phase loop assumes a GAN. A diffusion family (MONAI's DiffusionModelUNet,
+    a noise schedule and a sampling loop: three objects) would plug in as:
+
+    - ``nets = {"unet": DiffusionModelUNet(...)}``, ``ema_target = "unet"``, one phase
+      ``Phase("denoise", "unet")``; ``accumulate_gradients`` draws timesteps and noise, noises ``real``
+      with the schedule and backpropagates the noise-prediction loss.
+    - the noise schedule is a plain attribute (no weights: not in ``nets``, no optimiser, no EMA).
+    - ``latent`` returns the starting noise x_T [N, C, *S] (the network tensor's shape) instead of
+      [N, latent_dim]; ``sampling_inputs`` draws one seed per sample for the noise a stochastic sampler
+      adds at every step (as FastGAN's noise seeds), so samples do not depend on ``batch_size``.
+    - ``render(net, z, part, inputs)`` is the sampling loop: from ``z`` = x_T it steps through the
+      schedule calling ``net`` (the EMA U-Net) at every step, then returns ``codec.decode(x_0)``.
+    """
 
     nets: nn.ModuleDict
     codec: PairCodec
     latent_dim: int
-    ema_target = "G"  # the network whose exponential moving average is used for sampling
-    supports_truncation = False  # sample(truncation=psi) is meaningful (StyleGAN2's W-space truncation)
-    mask_conditional = False  # renders images for given masks: sample(masks=...) (C-SG)
-    num_classes = 0  # > 0: class-conditional, sample(classes=...) picks each sample's class
+    capabilities: Capabilities = Capabilities()  # a plain pair generator; families declare theirs
+    ema_target = "G"  # the network whose exponential moving average (``ema_net``) is used for sampling
+    _wrapped_nets: dict[str, nn.Module] | None = None
 
     def init_ema(self) -> None:
-        self.G_ema = copy.deepcopy(self.nets[self.ema_target]).eval().requires_grad_(False)
-        self.run = dict(self.nets.items())  # modules used in forward passes (DDP wrappers if distributed)
+        self.ema_net = copy.deepcopy(self.nets[self.ema_target]).eval().requires_grad_(False)
+
+    @property
+    def training_nets(self) -> Mapping[str, nn.Module]:
+        """The networks as training forward passes call them: ``nets``, or their wrappers after `wrap`."""
+        return self.nets if self._wrapped_nets is None else self._wrapped_nets
 
     def wrap(self, wrapper: Callable[[nn.Module], nn.Module]) -> None:
-        """Wrap the trainable networks (e.g. in DistributedDataParallel) for their forward passes."""
-        self.run = {name: wrapper(net) for name, net in self.nets.items()}
+        """Wrap the trainable networks (e.g. in DistributedDataParallel) for their training forward passes.
+
+        The wrappers are kept outside the module tree: state dicts keep the keys of ``nets``.
+        """
+        self._wrapped_nets = {name: wrapper(net) for name, net in self.nets.items()}
 
     def phases(self) -> list[Phase]:
         raise NotImplementedError
 
-    def accumulate_gradients(self, phase: str, real: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Compute the phase's loss on a real batch (network tensor), backpropagate, return detached losses."""
+    def accumulate_gradients(self, phase: str, real: torch.Tensor, classes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Compute the phase's loss on a real batch (network tensor), backpropagate, return detached losses.
+
+        ``classes`` (class-conditional models only): each case's class index, -1 where unknown.
+        """
         raise NotImplementedError
 
     def after_optimizer_step(self, phase: str) -> None:
@@ -64,23 +131,28 @@ class GenerativeModel(nn.Module):
     @torch.no_grad()
     def update_ema(self, beta: float) -> None:
         source = self.nets[self.ema_target]
-        for p_ema, p in zip(self.G_ema.parameters(), source.parameters()):
+        for p_ema, p in zip(self.ema_net.parameters(), source.parameters()):
             p_ema.lerp_(p.detach(), 1.0 - beta)
-        for b_ema, b in zip(self.G_ema.buffers(), source.buffers()):
+        for b_ema, b in zip(self.ema_net.buffers(), source.buffers()):
             b_ema.copy_(b)
 
     def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The starting point of ``n`` samples (here z [n, latent_dim]), drawn from ``generator``."""
         return torch.randn(n, self.latent_dim, generator=generator)
 
     def check_sampling_options(self, truncation: float = 1.0, masks: torch.Tensor | None = None,
                                classes: torch.Tensor | list[int] | None = None) -> None:
-        """Refuse options this model cannot honour, instead of silently ignoring them."""
-        name = type(self).__name__
-        if truncation != 1.0 and not self.supports_truncation:
+        """Refuse options this model cannot honour, instead of silently ignoring them.
+
+        Raises:
+            UserError: an option the model's ``capabilities`` do not include.
+        """
+        name, can = type(self).__name__, self.capabilities
+        if truncation != 1.0 and not can.truncation:
             raise UserError(f"--trunc: {name} has no truncation trick; leave it at 1.0")
-        if masks is not None and not self.mask_conditional:
+        if masks is not None and not can.mask_conditional:
             raise UserError(f"--masks: {name} does not render images for given masks (a mask-conditional model does)")
-        if classes is not None and not self.num_classes:
+        if classes is not None and not can.class_conditional:
             raise UserError(f"--class: this {name} is not class-conditional (it was trained without classes)")
 
     @torch.no_grad()
@@ -92,10 +164,10 @@ class GenerativeModel(nn.Module):
 
         Latents (then whatever `sampling_inputs` draws) come from ``seed`` up front, so the result does not
         depend on ``batch_size``. ``truncation`` (psi, 1 = none), ``masks`` (int64 [N,*S]) and ``classes``
-        (one index per sample) are for the models that support them; see `check_sampling_options`.
+        (one index per sample) are for the models whose ``capabilities`` include them.
         """
         self.check_sampling_options(truncation, masks, classes)
-        net = self.G_ema if use_ema else self.nets[self.ema_target]
+        net = self.ema_net if use_ema else self.nets[self.ema_target]
         was_training = net.training
         net.eval()
         device = next(net.parameters()).device
@@ -118,5 +190,10 @@ class GenerativeModel(nn.Module):
         return {}
 
     def render(self, net: nn.Module, z: torch.Tensor, part: slice, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images, masks) of one batch of latents; ``part`` is the batch's share of ``inputs``."""
+        """(images, masks) of one batch drawn from ``z`` with ``net`` (the EMA network, or the trained one);
+        ``part`` is the batch's share of ``inputs``. May run any number of network passes."""
         return self.codec.decode(net(z))
+
+    def reconstruct(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(code, reconstruction) of real network tensors; for models whose ``capabilities.encoder`` is set."""
+        raise NotImplementedError(f"{type(self).__name__} has no encoder")

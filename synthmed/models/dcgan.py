@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from synthmed.errors import UserError
-from synthmed.models.base import GenerativeModel, Phase
+from synthmed.models.base import Capabilities, GenerativeModel, Phase
 from synthmed.models.pairing import PairCodec, PairingConfig
 from synthmed.models.registry import DataInfo, register_model
 from synthmed.models import losses
@@ -152,6 +152,8 @@ def dcgan_init(module: nn.Module) -> None:
 class DCGAN(GenerativeModel):
     """The DCGAN architecture trained as DCGAN (non-saturating BCE) or WGAN (clip / GP), chosen by ``loss``."""
 
+    capabilities = Capabilities(outputs="pairs")
+
     def __init__(self, params: DCGANParams, data: DataInfo, loss: Literal["bce", "wgan"]):
         super().__init__()
         self.params = params
@@ -174,14 +176,14 @@ class DCGAN(GenerativeModel):
     def _noise(self, n: int, like: torch.Tensor) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, device=like.device)
 
-    def accumulate_gradients(self, phase: str, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    def accumulate_gradients(self, phase: str, real: torch.Tensor, classes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         n = real.shape[0]
         if phase == "D":
             with torch.no_grad():
                 fake = self.nets["G"](self._noise(n, real))
             return self._discriminator_step(real, fake.to(real.dtype))
         if phase == "G":
-            fake = self.run["G"](self._noise(n, real))
+            fake = self.training_nets["G"](self._noise(n, real))
             critic = self.nets["D"]  # unwrapped: only G's gradients are wanted here
             critic.requires_grad_(False)
             scores = critic(fake)
@@ -194,7 +196,7 @@ class DCGAN(GenerativeModel):
     def _discriminator_step(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
         # Real and fake go through D in separate passes: with batch norm, a mixed batch would let D
         # tell them apart by batch statistics that the generator's fake-only pass never sees.
-        critic = self.run["D"]
+        critic = self.training_nets["D"]
         real_s, fake_s = critic(real), critic(fake)
         if self.loss == "bce":
             loss = losses.d_loss_nonsaturating(real_s, fake_s)

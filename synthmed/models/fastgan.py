@@ -31,7 +31,7 @@ from torch.nn.utils.parametrizations import spectral_norm as add_spectral_norm
 
 from synthmed.errors import UserError
 from synthmed.models.augment import DIFF_POLICIES, diff_augment
-from synthmed.models.base import GenerativeModel, Phase
+from synthmed.models.base import Capabilities, GenerativeModel, Phase
 from synthmed.models.pairing import PairCodec, PairingConfig
 from synthmed.models.registry import DataInfo, register_model
 
@@ -311,6 +311,8 @@ def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.
 class FastGAN(GenerativeModel):
     """FastGAN on image/mask pairs: hinge loss, self-supervised discriminator, DiffAugment."""
 
+    capabilities = Capabilities(outputs="pairs")
+
     def __init__(self, params: FastGANParams, data: DataInfo) -> None:
         super().__init__()
         size = check_data(params, data)
@@ -332,14 +334,14 @@ class FastGAN(GenerativeModel):
             return x
         return diff_augment(x, self.codec.image_channels, policy=self.params.augment)
 
-    def accumulate_gradients(self, phase: str, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    def accumulate_gradients(self, phase: str, real: torch.Tensor, classes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         noise = torch.randn(real.shape[0], self.latent_dim, device=real.device)
         if phase == "D":
             with torch.no_grad():
                 fake = self.nets["G"](noise).to(real.dtype)
             return self._discriminator_step(real, fake)
         if phase == "G":
-            fake = self.run["G"](noise)
+            fake = self.training_nets["G"](noise)
             critic = self.nets["D"]  # unwrapped: only G's gradients are wanted here
             critic.requires_grad_(False)
             loss = -critic(self.augment(fake)).float().mean()
@@ -351,7 +353,7 @@ class FastGAN(GenerativeModel):
     def _discriminator_step(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
         # Real and fake go through D in separate passes: with batch norm, a mixed batch would let D
         # tell them apart by batch statistics that the generator's fake-only pass never sees.
-        critic = self.run["D"]
+        critic = self.training_nets["D"]
         real = self.augment(real)
         quarter = int(torch.randint(4, ()).item())
         real_logits, whole, part = critic(real, quarter=quarter)

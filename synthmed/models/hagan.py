@@ -38,7 +38,8 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from synthmed.errors import UserError
-from synthmed.models.base import GenerativeModel, Phase
+from synthmed.models.base import Capabilities, GenerativeModel, Phase
+from synthmed.models.layers import minibatch_stddev
 from synthmed.models.pairing import PairCodec, PairingConfig
 from synthmed.models.registry import DataInfo, register_model
 from synthmed.models import losses
@@ -69,22 +70,37 @@ class HAGANParams(BaseModel):
 
 # --- shape arithmetic -----------------------------------------------------------------------------
 def low_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Low-resolution (feature) shape of a full-resolution network shape."""
-    if any(s % SCALE for s in shape):
-        raise ValueError(f"volume shape {list(shape)} is not supported: every side must be divisible by {SCALE}")
+    """Low-resolution (feature) shape of a full-resolution network shape (sides divisible by SCALE)."""
     return tuple(s // SCALE for s in shape)
 
 
-def common_levels(low: tuple[int, ...]) -> int:
-    """Upsampling levels of G^A: from a smallest side of 4 up to ``low``."""
+def common_levels(low: tuple[int, ...]) -> int | None:
+    """Upsampling levels of G^A: from a smallest side of 4 up to ``low``; None if no number of levels does."""
     smallest = min(low)
     levels = int(round(math.log2(smallest))) - 2 if smallest >= 4 else -1
     if levels < 0 or 2 ** (levels + 2) != smallest or any(s % 2**levels for s in low):
-        raise ValueError(
-            f"low-resolution shape {list(low)} is not supported: its smallest side must be a power of two >= 4 "
-            f"and every side divisible by it / 4 (full-resolution shapes such as 32^3, 128x128x64, 256^3)"
-        )
+        return None
     return levels
+
+
+def check_volume_shape(data_shape: tuple[int, ...], net_shape: tuple[int, ...]) -> None:
+    """Refuse data HA-GAN cannot generate.
+
+    Args:
+        data_shape: spatial shape of the prepared volumes.
+        net_shape: spatial shape of the network tensor (the depth-stacked pair with pairing.layout zconcat).
+
+    Raises:
+        UserError: data that are not 3D, or a network shape G^A cannot reach at a quarter of its resolution.
+    """
+    if len(data_shape) != 3:
+        raise UserError(f"model.name: 'hagan' generates 3D volumes (D, H, W) but the data have shape {list(data_shape)} "
+                        f"({len(data_shape)} spatial axes); for 2D images use stylegan2, fastgan, dcgan2d or wgan2d")
+    if any(s % SCALE for s in net_shape) or common_levels(low_shape(net_shape)) is None:
+        stacked = "" if tuple(net_shape) == tuple(data_shape) else f" (the network tensor {list(net_shape)} of pairing.layout 'zconcat')"
+        raise UserError(f"data shape {list(data_shape)}{stacked} is not supported by hagan: every side must be divisible by "
+                        f"{SCALE}, the smallest a power of two >= 16 and the others divisible by it / 4 "
+                        f"(e.g. 32x32x32, 128x128x64, 256x256x256); prepare the data with such a --shape")
 
 
 def default_slab_depth(depth: int) -> int:
@@ -132,15 +148,6 @@ def _up_block(c_in: int, c_out: int, norm: str) -> nn.Sequential:
     return nn.Sequential(*layers, nn.ReLU(inplace=True))
 
 
-def minibatch_stddev(h: torch.Tensor, group: int = 4) -> torch.Tensor:
-    """One feature per sample: the standard deviation of ``h`` over its group of samples, averaged (ProGAN).
-    Lets a discriminator see a batch's diversity, against mode collapse."""
-    g = math.gcd(group, h.shape[0])
-    grouped = h.float().reshape(g, -1, *h.shape[1:])
-    std = (grouped.var(dim=0, unbiased=False) + 1e-8).sqrt().flatten(1).mean(dim=1)  # [B / g]
-    return std.repeat(g).unsqueeze(1).to(h.dtype)
-
-
 class DownNet(nn.Module):
     """Strided convolutions down to sides <= 4, then linear heads: the shape of D^L, D^H and E^G."""
 
@@ -172,6 +179,7 @@ class CommonBlock(nn.Module):
     def __init__(self, in_dim: int, low: tuple[int, ...], feature_channels: int, cap: int):
         super().__init__()
         levels = common_levels(low)
+        assert levels is not None, "HAGAN checks the shape first"
         self.start_shape = tuple(s // 2**levels for s in low)
         channels = [min(cap, feature_channels * 2 ** (levels - i)) for i in range(levels + 1)]
         self.start_channels = channels[0]
@@ -305,15 +313,15 @@ class HAGAN(GenerativeModel):
         super().__init__()
         self.params = params
         self.latent_dim = params.latent_dim
-        self.num_classes = params.num_classes
-        self.conditional = params.num_classes > 0
+        self.capabilities = Capabilities(num_classes=params.num_classes, encoder=True)
         self.codec = PairCodec(params.pairing, data.image_channels, data.num_labels)
         self.shape = tuple(self.codec.network_shape(tuple(data.shape)))
+        check_volume_shape(tuple(data.shape), self.shape)
         self.low = low_shape(self.shape)
-        common_levels(self.low)
         depth = params.slab_depth or default_slab_depth(self.shape[0])
         if depth % SCALE or depth > self.shape[0]:
-            raise ValueError(f"model.params.slab_depth {depth} must be a multiple of {SCALE} and at most the depth {self.shape[0]}")
+            raise UserError(f"model.params.slab_depth: {depth} must be a multiple of {SCALE} and at most the volume's "
+                            f"depth {self.shape[0]}")
         self.slab = depth // SCALE  # in feature voxels
         channels = self.codec.channels
         self.nets = nn.ModuleDict({
@@ -332,7 +340,9 @@ class HAGAN(GenerativeModel):
         """Noise, fake classes and a random slab start (feature voxels) for one phase."""
         n = real.shape[0]
         z = torch.randn(n, self.latent_dim, device=real.device)
-        fake_classes = torch.randint(0, self.num_classes, (n,), device=real.device) if self.conditional else None
+        fake_classes = None
+        if self.capabilities.class_conditional:
+            fake_classes = torch.randint(0, self.params.num_classes, (n,), device=real.device)
         start = int(torch.randint(0, self.low[0] - self.slab + 1, ()).item())
         return z, fake_classes, start
 
@@ -342,7 +352,7 @@ class HAGAN(GenerativeModel):
         return F.avg_pool3d(real, SCALE), real[:, :, s : s + self.slab * SCALE]
 
     def accumulate_gradients(self, phase: str, real: torch.Tensor, classes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        if self.conditional and classes is None:
+        if self.capabilities.class_conditional and classes is None:
             classes = torch.full((real.shape[0],), -1, dtype=torch.long, device=real.device)
         if phase == "D":
             return self._discriminator_phase(real, classes)
@@ -358,14 +368,14 @@ class HAGAN(GenerativeModel):
             a = self.nets["G"].features(z, fake_classes)
             fake_low, fake_slab = self.nets["G"].render_low(a), self.nets["G"].render_slab(a, start, self.slab)
         real_low, real_slab = self._real_views(real, start)
-        d = self.run["D"]
+        d = self.training_nets["D"]
         r_low, r_high = d(real_low, real_slab, start * SCALE)
         f_low, f_high = d(fake_low.to(real.dtype), fake_slab.to(real.dtype), start * SCALE)
         loss_low = losses.d_loss_nonsaturating(r_low["score"], f_low["score"])
         loss_high = losses.d_loss_nonsaturating(r_high["score"], f_high["score"])
         loss = loss_low + loss_high
         out = {"loss/D": loss.detach(), "loss/D_low": loss_low.detach(), "loss/D_high": loss_high.detach()}
-        if self.conditional:
+        if self.capabilities.class_conditional:
             cls = sum(_class_loss(o["classes"], classes) + _class_loss(f["classes"], fake_classes)
                       for o, f in ((r_low, f_low), (r_high, f_high)))
             loss = loss + self.params.lambda_class * cls
@@ -375,14 +385,14 @@ class HAGAN(GenerativeModel):
 
     def _generator_phase(self, real: torch.Tensor) -> dict[str, torch.Tensor]:
         z, fake_classes, start = self._draw(real, None)
-        fake_low, fake_slab = self.run["G"](z, fake_classes, start, self.slab)
+        fake_low, fake_slab = self.training_nets["G"](z, fake_classes, start, self.slab)
         d = self.nets["D"]  # unwrapped: only G's gradients are wanted here
         d.requires_grad_(False)
         o_low, o_high = d(fake_low, fake_slab, start * SCALE)
         d.requires_grad_(True)
         loss = losses.g_loss_nonsaturating(o_low["score"]) + losses.g_loss_nonsaturating(o_high["score"])
         out = {"loss/G": loss.detach()}
-        if self.conditional:
+        if self.capabilities.class_conditional:
             cls = _class_loss(o_low["classes"], fake_classes) + _class_loss(o_high["classes"], fake_classes)
             loss = loss + self.params.lambda_class * cls
             out["loss/G_class"] = cls.detach()
@@ -392,7 +402,7 @@ class HAGAN(GenerativeModel):
     def _encoder_phase(self, real: torch.Tensor, classes: torch.Tensor | None) -> dict[str, torch.Tensor]:
         _, _, start = self._draw(real, None)
         lo, hi = max(0, start - HALO), min(self.low[0], start + self.slab + HALO)
-        window_features, z = self.run["E"](real, (lo * SCALE, hi * SCALE))
+        window_features, z = self.training_nets["E"](real, (lo * SCALE, hi * SCALE))
         gen = self.nets["G"]
         # The encoders learn to invert a fixed generator, as it renders at sampling (eval: batch norm's
         # running statistics, not those of the encoded batch).
@@ -424,7 +434,7 @@ class HAGAN(GenerativeModel):
     @torch.no_grad()
     def _classes_for(self, real: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor | None:
         """The known class of each case, or D^L's prediction for unlabelled ones."""
-        if not self.conditional:
+        if not self.capabilities.class_conditional:
             return None
         predicted = self.nets["D"].low(F.avg_pool3d(real, SCALE))["classes"].argmax(dim=1)
         return predicted if classes is None else torch.where(classes >= 0, classes, predicted)
@@ -432,14 +442,14 @@ class HAGAN(GenerativeModel):
     # --- sampling and encoding ------------------------------------------------------------------
     def sampling_inputs(self, n: int, rng: torch.Generator, classes=None, **options) -> dict:
         """Each sample's class (conditional models): as given, or drawn uniformly from the sampling seed."""
-        if not self.conditional:
+        if not self.capabilities.class_conditional:
             return {"classes": None}
         if classes is None:
-            return {"classes": torch.randint(0, self.num_classes, (n,), generator=rng)}
+            return {"classes": torch.randint(0, self.params.num_classes, (n,), generator=rng)}
         classes = torch.as_tensor(classes, dtype=torch.long)
         classes = classes.expand(n) if classes.dim() == 0 else classes
-        if classes.shape != (n,) or classes.min() < 0 or classes.max() >= self.num_classes:
-            raise UserError(f"classes must be {n} indices in [0, {self.num_classes - 1}], got {classes.tolist()}")
+        if classes.shape != (n,) or classes.min() < 0 or classes.max() >= self.params.num_classes:
+            raise UserError(f"classes must be {n} indices in [0, {self.params.num_classes - 1}], got {classes.tolist()}")
         return {"classes": classes}
 
     def render(self, net: nn.Module, z: torch.Tensor, part: slice, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:

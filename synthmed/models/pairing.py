@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from synthmed.errors import UserError
+
 
 class PairingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -32,14 +34,19 @@ class PairingConfig(BaseModel):
 
 
 class PairCodec:
-    """Encodes (image, mask) into the network's tensor and decodes generator output back."""
+    """Encodes (image, mask) into the network's tensor and decodes generator output back.
+
+    Raises:
+        UserError: the data have fewer than 2 labels (a mask needs background and one structure).
+    """
 
     def __init__(self, config: PairingConfig, image_channels: int, num_labels: int) -> None:
         self.config = config
         self.image_channels = image_channels
         self.num_labels = 2 if config.binarize else num_labels
         if self.num_labels < 2:
-            raise ValueError(f"need at least 2 labels (background + one), got {self.num_labels}")
+            raise UserError(f"data: the manifest lists {self.num_labels} label(s); image/mask pairs need at least 2 "
+                            f"(background and one structure)")
 
     @property
     def channels(self) -> int:

@@ -47,11 +47,6 @@ def register_model(name: str, params: type[BaseModel]) -> Callable:
     return decorate
 
 
-def available_models() -> list[str]:
-    _import_families()
-    return sorted(_MODELS)
-
-
 def look_up_model(name: str) -> ModelSpec:
     _import_families()
     if name in _MODELS:

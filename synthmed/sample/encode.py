@@ -68,7 +68,7 @@ def encode_to_folder(
     """Map a real pair to its latent code with HA-GAN's encoders and write the code and its reconstruction."""
     path = resolve_checkpoint(checkpoint)
     model, state = load_generator(path, device)
-    if not hasattr(model, "reconstruct"):
+    if not model.capabilities.encoder:
         raise UserError(f"{path}: model {state['config']['model']['name']!r} has no encoder (encode needs HA-GAN)")
     data = state["data"]
     image, labels = load_input_pair(input_, mask, manifest or data["manifest_path"], data["preprocessing"]["intensity"],

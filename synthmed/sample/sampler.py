@@ -84,22 +84,33 @@ def sample_to_folder(
     )
 
 
-def _requested_classes(model, state, n: int, class_name: str | None) -> torch.Tensor | None:
-    """Class indices for ``--class NAME``, named as in the training run's ``data.classes``."""
+def _requested_classes(model: GenerativeModel, state: dict, n: int, class_name: str | None) -> torch.Tensor | None:
+    """Class indices for ``--class NAME``, named as in the training run's ``data.classes``.
+
+    Raises:
+        UserError: a class-conditional model without a class of that name (an unconditional model
+            refuses any class in `GenerativeModel.check_sampling_options`).
+    """
     if class_name is None:
         return None
     names = state["data"].get("classes") or []
-    if model.num_classes and class_name not in names:
+    if model.capabilities.class_conditional and class_name not in names:
         raise UserError(f"--class {class_name!r}: not one of this model's classes {names}")
     return torch.full((n,), names.index(class_name) if class_name in names else 0, dtype=torch.long)
 
 
-def _conditioning_masks(model, state, n, seed, masks_dir, mask_checkpoint, device) -> tuple[torch.Tensor | None, dict]:
-    """Masks to render images for (or None) and a record of where they came from."""
+def _conditioning_masks(model: GenerativeModel, state: dict, n: int | None, seed: int, masks_dir: str | Path | None,
+                        mask_checkpoint: str | Path | None, device: str) -> tuple[torch.Tensor | None, dict]:
+    """Masks to render images for (or None) and a record of where they came from.
+
+    Raises:
+        UserError: masks a model needs but lacks or cannot use, unreadable or mismatched masks, or a mask
+            checkpoint whose model does not draw masks on its own.
+    """
     if masks_dir is not None and mask_checkpoint is not None:
         raise UserError("--masks and --mask-checkpoint are alternatives; give one")
     if masks_dir is None and mask_checkpoint is None:
-        if model.mask_conditional:
+        if model.capabilities.mask_conditional:
             raise UserError(f"{state['path']}: this generator renders images for given masks; pass --masks DIR "
                             "(a folder of masks or a synthetic set) or --mask-checkpoint RUN (a mask-only generator)")
         return None, {}
@@ -115,6 +126,9 @@ def _conditioning_masks(model, state, n, seed, masks_dir, mask_checkpoint, devic
         raise UserError("-n is needed with --mask-checkpoint (how many masks to draw)")
     mask_path = resolve_checkpoint(mask_checkpoint)
     mask_model, mask_state = load_generator(mask_path, device)
+    if mask_model.capabilities.mask_conditional:
+        raise UserError(f"--mask-checkpoint {mask_path}: this generator renders images for given masks; "
+                        f"the masks must come from one that draws them (M-SG, or a pair generator)")
     if tuple(mask_state["data_info"]["shape"]) != shape:
         raise UserError(f"{mask_path}: makes masks of shape {mask_state['data_info']['shape']}, "
                         f"the image generator needs {list(shape)}")

@@ -20,6 +20,7 @@ from synthmed.models.base import GenerativeModel
 from synthmed.models.registry import DataInfo, build_model
 
 CHECKPOINT_FORMAT = "synthmed-checkpoint"
+EMA_KEY = "G_ema"  # the EMA network's entry: named when every model was a GAN, kept so older checkpoints load
 _NAME = re.compile(r"step_(\d+)\.pt$")
 
 
@@ -95,6 +96,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+def model_weights(model: GenerativeModel) -> dict[str, dict[str, torch.Tensor]]:
+    """The checkpoint entries of a model's weights: its trainable networks and their EMA network."""
+    return {"nets": model.nets.state_dict(), EMA_KEY: model.ema_net.state_dict()}
+
+
+def load_model_weights(model: GenerativeModel, state: dict[str, Any]) -> None:
+    """Load what `model_weights` saved into ``state`` (a loaded checkpoint)."""
+    model.nets.load_state_dict(state["nets"])
+    model.ema_net.load_state_dict(state[EMA_KEY])
+
+
 def load_generator(checkpoint: str | Path, device: str = "cpu") -> tuple[GenerativeModel, dict]:
     """Rebuild the model of a checkpoint (file or run folder) with its trained weights."""
     state = load_checkpoint(checkpoint, map_location=device)
@@ -102,18 +114,17 @@ def load_generator(checkpoint: str | Path, device: str = "cpu") -> tuple[Generat
     data_info = DataInfo(tuple(info["shape"]), info["image_channels"], info["num_labels"])
     model_cfg = state["config"]["model"]
     model = build_model(model_cfg["name"], model_cfg["params"], data_info)
-    model.nets.load_state_dict(state["nets"])
-    model.G_ema.load_state_dict(state["G_ema"])
+    load_model_weights(model, state)
     return model.to(device).eval(), state
 
 
-def export_generator(model, config: dict, data_info: dict, path: Path) -> Path:
-    """Save the EMA generator's weights as safetensors; the metadata holds what rebuilds the model."""
+def export_generator(model: GenerativeModel, config: dict, data_info: dict, path: Path) -> Path:
+    """Save the EMA network's weights as safetensors; the metadata holds what rebuilds the model."""
     import json
 
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.G_ema.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.ema_net.state_dict().items()}
     metadata = {"format": "synthmed-generator", "model": json.dumps(config["model"]), "data_info": json.dumps(data_info)}
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -10,8 +10,9 @@ import argparse
 import os
 from pathlib import Path
 
+from synthmed.config import config_to_yaml, read_yaml
 from synthmed.errors import UserError
-from synthmed.train.config import config_to_yaml, read_yaml, resolve_config
+from synthmed.train.config import resolve_config
 from synthmed.train.grid import run_grid
 from synthmed.train.loop import train
 

@@ -1,30 +1,26 @@
-"""Training configuration: YAML presets validated by pydantic, with ``--set a.b=c`` overrides.
+"""Training configuration: the sections of a run's YAML preset (`RunConfig`) and `resolve_config`.
 
-Unknown keys and bad values are errors that name the key. The resolved configuration is written to
-the run folder as ``config.yaml`` and stored in every checkpoint.
+Reading YAML, ``--set a.b=c`` overrides, validation errors and the YAML writer are
+`synthmed.config`'s. The resolved configuration is written to the run folder as ``config.yaml`` and
+stored in every checkpoint.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from synthmed.errors import UserError, validation_problems
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from synthmed.config import StrictModel, validate_config
 
 
-class ModelSection(_Strict):
+class ModelSection(StrictModel):
     name: str  # a registered model, e.g. dcgan3d, wgan3d
     params: dict[str, Any] = {}  # validated by the model's own parameter class
 
 
-class DataSection(_Strict):
+class DataSection(StrictModel):
     manifest: str  # prepared folder or its manifest.json
     split: Literal["train", "trainval"] = "train"  # generators never see val/test unless asked ("trainval")
     fold: int | None = None  # train on this fold's training part only (its validation part is held out)
@@ -32,7 +28,7 @@ class DataSection(_Strict):
     classes: list[str] | None = None  # class values in index order; None: sorted values found in the manifest
 
 
-class OptimizerSection(_Strict):
+class OptimizerSection(StrictModel):
     type: Literal["adam", "adamw", "rmsprop"] = "adam"
     lr: float = Field(2e-4, gt=0)
     betas: tuple[float, float] = (0.5, 0.999)
@@ -40,7 +36,7 @@ class OptimizerSection(_Strict):
     weight_decay: float = Field(0.0, ge=0)
 
 
-class TrainSection(_Strict):
+class TrainSection(StrictModel):
     steps: int = Field(1000, ge=1)  # optimisation steps (one step = one discriminator update)
     batch_size: int = Field(8, ge=1)  # global batch, split across processes
     seed: int = 0
@@ -54,7 +50,7 @@ class TrainSection(_Strict):
     progress: bool = True  # progress bar with ETA
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     model: ModelSection
     data: DataSection
     optim: dict[str, OptimizerSection]  # one optimiser per network, keyed like the model's networks
@@ -68,56 +64,17 @@ class RunConfig(_Strict):
         return self
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply ``a.b=c`` strings; values are parsed as YAML (numbers, lists, booleans)."""
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.steps=200")
-        node = raw
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise UserError(f"--set {item!r}: {part!r} is a value, not a section")
-            node = child
-        node[parts[-1]] = yaml.safe_load(value)
-    return raw
+def resolve_config(raw: dict, overrides: Sequence[str] = (), source: str = "config") -> RunConfig:
+    """Validate a raw dict (plus ``a.b=c`` overrides) into a RunConfig, including the model's own parameters.
 
-
-def format_validation_error(source: str, err: ValidationError, prefix: str = "") -> str:
-    return f"{source}: invalid configuration:\n  " + "\n  ".join(validation_problems(err, prefix))
-
-
-def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: configuration file not found") from None
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: expected a mapping at the top level, found {type(raw).__name__}")
-    return raw
-
-
-def resolve_config(raw: dict, overrides: list[str] = (), source: str = "config") -> RunConfig:
-    """Validate a raw dict (plus overrides) into a RunConfig, including the model's own parameters."""
+    Raises:
+        UserError: naming every bad or unknown key.
+    """
     from synthmed.models.registry import validate_params
 
-    raw = apply_overrides(dict(raw), list(overrides))
-    try:
-        config = RunConfig.model_validate(raw)
-    except ValidationError as err:
-        raise UserError(format_validation_error(source, err)) from None
+    config = validate_config(RunConfig, raw, overrides, source)
     params = validate_params(config.model.name, config.model.params)
     # Store the model parameters with their defaults filled in, so the saved config is complete.
     config.model.params = params.model_dump(mode="json")
     return config
 
-
-def config_to_yaml(config: RunConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from synthmed.errors import UserError
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -35,13 +37,17 @@ def init_distributed(device_kind: str) -> DistEnv:
     return env
 
 
-def select_device(requested: str, env: DistEnv) -> torch.device:
-    """``auto`` means CUDA where present, else the CPU; one GPU per local rank."""
+def select_device(requested: str, env: DistEnv = DistEnv()) -> torch.device:
+    """The device of the ``train.device`` setting (train and downstream): "auto", "cpu" or "cuda".
+
+    ``auto`` means CUDA where present, else the CPU; one GPU per local rank (GPU 0 outside ``torchrun``).
+
+    Raises:
+        UserError: "cuda" requested on a machine without a CUDA device.
+    """
     if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            from synthmed.errors import UserError
-
-            raise UserError("train.device: 'cuda' requested but no CUDA device is available")
+            raise UserError("train.device: 'cuda' requested but no CUDA device is available (use cpu or auto)")
         torch.cuda.set_device(env.local_rank)
         return torch.device("cuda", env.local_rank)
     return torch.device("cpu")

@@ -28,12 +28,13 @@ from typing import Any
 
 import torch
 
+from synthmed.config import read_yaml
 from synthmed.data.dataset import load_arrays
 from synthmed.data.manifest import load_manifest
 from synthmed.errors import UserError
 from synthmed.fileio import atomic_write_json, atomic_write_text
 from synthmed.train.checkpoint import list_checkpoints, load_generator
-from synthmed.train.config import read_yaml, resolve_config
+from synthmed.train.config import resolve_config
 from synthmed.train.loop import train
 
 RECON_KEY = "val_recon_l1"  # mean absolute error of encode -> decode on the validation cases
@@ -67,7 +68,7 @@ def _final_record(run_dir: Path) -> dict[str, Any]:
 def validation_recon_l1(run_dir: Path, batch_size: int = 4) -> float | None:
     """Encode -> decode L1 on the manifest's validation cases; None for models without encoders or val cases."""
     model, state = load_generator(run_dir)
-    if not hasattr(model, "reconstruct"):
+    if not model.capabilities.encoder:
         return None
     manifest = load_manifest(state["data"]["manifest_path"])
     ids = manifest.split_ids("val")

@@ -1,8 +1,8 @@
 """One training loop for every generative model.
 
 The model declares phases (``D`` every step, ``G`` every ``n_critic`` steps, ...) and computes each
-phase's gradients; this loop owns batching, optimisers, EMA, mixed precision, distributed
-replication, logging, checkpoints and exact resume.
+phase's gradients. `TrainStep` runs one step of them (optimisers, mixed precision, EMA) on a batch it is
+given; `Trainer` adds the data, batching, distributed replication, logging, checkpoints and exact resume.
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import nn
 
 from synthmed import __version__
+from synthmed.config import config_to_yaml
 from synthmed.data.dataset import load_arrays
 from synthmed.data.manifest import Manifest, load_manifest
 from synthmed.errors import UserError
@@ -23,7 +24,7 @@ from synthmed.fileio import atomic_write_text
 from synthmed.models.base import GenerativeModel
 from synthmed.models.registry import DataInfo, build_model
 from synthmed.train import checkpoint as ckpt
-from synthmed.train.config import RunConfig, config_to_yaml
+from synthmed.train.config import RunConfig
 from synthmed.train.distributed import (
     DistEnv,
     init_distributed,
@@ -32,6 +33,9 @@ from synthmed.train.distributed import (
     shutdown_distributed,
 )
 from synthmed.train.logger import LossAccumulator, RunLogger, plot_losses
+
+if TYPE_CHECKING:
+    from synthmed.train.config import TrainSection
 
 
 class BatchSchedule:
@@ -102,7 +106,54 @@ def data_record(manifest: Manifest, ids: list[str]) -> dict:
     }
 
 
+class TrainStep:
+    """One training step of a model on a batch the caller gives: no data, run folder or logging.
+
+    Every phase due at the step runs with its optimiser (under bf16 autocast for batches on CUDA when
+    ``train.amp``); then the EMA of ``model.ema_target`` advances once, if a phase updated that network.
+    `Trainer` runs it for real runs, the benchmarks time it.
+    """
+
+    def __init__(self, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer], train: TrainSection) -> None:
+        self.model, self.optimizers = model, optimizers
+        self.amp = train.amp
+        self.ema_beta = ema_beta(train.batch_size, train.ema_kimg)
+
+    def __call__(self, step: int, real: torch.Tensor, classes: torch.Tensor | None = None) -> list[dict[str, torch.Tensor]]:
+        """Run training step ``step`` (which phases are due depends on it).
+
+        Args:
+            real: the batch as network tensor, on the model's device.
+            classes: class-conditional models only: each case's class index (-1: unknown), same device.
+
+        Returns:
+            The detached losses of every phase that ran, in order.
+        """
+        losses = []
+        ema_source_stepped = False
+        for phase in self.model.phases():
+            if step % phase.interval:
+                continue
+            optimizer = self.optimizers[phase.optimizer]
+            optimizer.zero_grad(set_to_none=True)
+            with self._autocast(real.device):
+                losses.append(self.model.accumulate_gradients(phase.name, real, classes=classes))
+            optimizer.step()
+            self.model.after_optimizer_step(phase.name)
+            ema_source_stepped |= phase.optimizer == self.model.ema_target
+        if ema_source_stepped:  # once per step, even when a lazy regulariser also updated the network
+            self.model.update_ema(self.ema_beta)
+        return losses
+
+    def _autocast(self, device: torch.device):
+        if device.type == "cuda" and self.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
 class Trainer:
+    """A training run: data from the manifest, `TrainStep` on scheduled batches, logs, checkpoints, resume."""
+
     def __init__(self, config: RunConfig, resume: bool = False) -> None:
         self.config = config
         self.run_dir = Path(config.out)
@@ -113,6 +164,7 @@ class Trainer:
         self.model: GenerativeModel = build_model(config.model.name, config.model.params, self.data_info).to(self.device)
         self._check_conditioning()
         self.optimizers = self._make_optimizers()
+        self.step_runner = TrainStep(self.model, self.optimizers, config.train)
         self.step = 0
         self.losses = LossAccumulator()
         if resume:
@@ -138,13 +190,13 @@ class Trainer:
             self.class_names, self.classes = case_classes(self.manifest, self.ids, data.class_key, data.classes)
 
     def _check_conditioning(self) -> None:
-        conditional = getattr(self.model, "conditional", False)
-        if conditional and self.classes is None:
-            raise UserError(f"data.class_key: model {self.config.model.name!r} is conditional; name the case field holding the class")
-        if not conditional and self.classes is not None:
-            raise UserError(f"data.class_key: model {self.config.model.name!r} is not conditional; remove data.class_key")
-        if conditional and len(self.class_names) != self.model.num_classes:
-            raise UserError(f"model.params.num_classes is {self.model.num_classes} but data.class_key "
+        can, name = self.model.capabilities, self.config.model.name
+        if can.class_conditional and self.classes is None:
+            raise UserError(f"data.class_key: model {name!r} is conditional; name the case field holding the class")
+        if not can.class_conditional and self.classes is not None:
+            raise UserError(f"data.class_key: model {name!r} is not conditional; remove data.class_key")
+        if can.class_conditional and len(self.class_names) != can.num_classes:
+            raise UserError(f"model.params.num_classes is {can.num_classes} but data.class_key "
                             f"{self.config.data.class_key!r} gives {len(self.class_names)} classes {self.class_names}")
 
     def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -169,8 +221,7 @@ class Trainer:
         if not found:
             raise UserError(f"{self.run_dir}: nothing to resume (no checkpoints in {self.run_dir / 'checkpoints'})")
         state = ckpt.load_checkpoint(found[-1], map_location=self.device)
-        self.model.nets.load_state_dict(state["nets"])
-        self.model.G_ema.load_state_dict(state["G_ema"])
+        ckpt.load_model_weights(self.model, state)
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
         self.losses.load_state_dict(state["losses"])
@@ -197,38 +248,17 @@ class Trainer:
 
             self.model.wrap(wrap)
 
-    def _autocast(self):
-        if self.device.type == "cuda" and self.config.train.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     # --- the loop -------------------------------------------------------------------------------
-    def real_batch(self, step: int) -> torch.Tensor:
-        idx = self.schedule.indices(step)
-        real = self.model.codec.encode(self.images[idx], self.masks[idx])
-        return real.to(self.device, non_blocking=True)
-
     def train_step(self, step: int) -> None:
-        real = self.real_batch(step)
-        # only conditional models take the classes of the batch
-        extra = {} if self.classes is None else {"classes": self.classes[self.schedule.indices(step)].to(self.device)}
-        ema_source_stepped = False
-        for phase in self.model.phases():
-            if step % phase.interval:
-                continue
-            optimizer = self.optimizers[phase.optimizer]
-            optimizer.zero_grad(set_to_none=True)
-            with self._autocast():
-                self.losses.add(self.model.accumulate_gradients(phase.name, real, **extra))
-            optimizer.step()
-            self.model.after_optimizer_step(phase.name)
-            ema_source_stepped |= phase.optimizer == self.model.ema_target
-        if ema_source_stepped:  # once per step, even when a lazy regulariser also updated the generator
-            self.model.update_ema(self.beta)
+        """Step ``step`` on its scheduled batch (and the batch's classes, for class-conditional models)."""
+        idx = self.schedule.indices(step)
+        real = self.model.codec.encode(self.images[idx], self.masks[idx]).to(self.device, non_blocking=True)
+        classes = None if self.classes is None else self.classes[idx].to(self.device)
+        for losses in self.step_runner(step, real, classes):
+            self.losses.add(losses)
 
     def run(self) -> Path:
         cfg = self.config.train
-        self.beta = ema_beta(cfg.batch_size, cfg.ema_kimg)
         logger = RunLogger(self.run_dir, resume_step=self.step) if self.env.is_main else None
         progress = _progress(self.step, cfg.steps, enabled=cfg.progress and self.env.is_main)
         started, window_start = time.perf_counter(), self.step
@@ -274,8 +304,7 @@ class Trainer:
             "config": self.config.model_dump(mode="json"),
             "data_info": self._data_info_record(),
             "data": {**data_record(self.manifest, self.ids), "classes": self.class_names},
-            "nets": self.model.nets.state_dict(),
-            "G_ema": self.model.G_ema.state_dict(),
+            **ckpt.model_weights(self.model),
             "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()},
             "losses": self.losses.state_dict(),
             "extra": self.model.extra_state(),

@@ -4,10 +4,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import synthmed
-from synthmed.data.dataset import PreparedDataset, load_arrays
+from synthmed.data.dataset import load_arrays, load_case_arrays
 from synthmed.data.manifest import TOP_LEVEL_KEYS, load_manifest
 from synthmed.errors import UserError
 from synthmed.fileio import sha256_file
@@ -65,21 +64,20 @@ def test_load_manifest_errors(tmp_path):
         load_manifest(tmp_path / "manifest.json")
 
 
-def test_prepared_dataset_shapes_and_dtypes(toy_prepared):
+def test_prepared_case_arrays_shapes_and_dtypes(toy_prepared):
     m = load_manifest(toy_prepared)
     ids = m.split_ids("train")
-    ds = PreparedDataset(m, ids)
-    assert len(ds) == len(ids)
-    item = ds[0]
-    assert item["image"].dtype == torch.float32 and tuple(item["image"].shape) == (1, 16, 16, 16)
-    assert item["mask"].dtype == torch.int64 and tuple(item["mask"].shape) == (16, 16, 16)
-    assert item["meta"] == {"id": ids[0], "source": "toy"}
-    assert -1 <= item["image"].min() and item["image"].max() <= 1
-    assert set(item["mask"].unique().tolist()) == {0, 1, 2}
+    image, mask = load_case_arrays(m, ids[0])
+    assert image.dtype == np.float32 and image.shape == (1, 16, 16, 16)
+    assert mask.shape == (16, 16, 16)
+    assert m.case(ids[0])["source"] == "toy"
+    assert -1 <= image.min() and image.max() <= 1
+    assert set(np.unique(mask).tolist()) == {0, 1, 2}
     images, masks = load_arrays(m, ids)
     assert images.dtype == np.float32 and images.shape == (len(ids), 1, 16, 16, 16)
     assert masks.dtype == np.int64 and masks.shape == (len(ids), 16, 16, 16)
-    np.testing.assert_array_equal(masks[0], item["mask"].numpy())
+    np.testing.assert_array_equal(masks[0], mask)
+    np.testing.assert_array_equal(images[0], image)
     # cached arrays are stored as documented
     with np.load(m.cache_path(ids[0])) as z:
         assert z["image"].dtype == np.float32 and z["mask"].dtype == np.uint8
@@ -90,7 +88,7 @@ def test_prepared_dataset_shapes_and_dtypes(toy_prepared):
 
 def test_dataset_unknown_id(toy_prepared):
     with pytest.raises(UserError, match="no case with id"):
-        PreparedDataset(toy_prepared, ["nope"])
+        load_arrays(toy_prepared, ["nope"])
 
 
 def test_toy_dataset_deterministic(tmp_path):

@@ -4,10 +4,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from scipy import ndimage
 
-from synthmed.data.dataset import PreparedDataset, load_arrays
+from synthmed.data.dataset import load_arrays, load_case_arrays
 from synthmed.data.manifest import load_manifest
 
 
@@ -28,8 +27,8 @@ def test_toy_prepared_2d_fixture_follows_the_2d_conventions(toy_prepared_2d):
     # the disc (label 1) is bright, the background dark: 0.8 and 0.2 of full scale -> 0.6 and -0.6
     assert images[:, 0][masks == 1].mean() == pytest.approx(0.6, abs=0.05)
     assert images[:, 0][masks == 0].mean() == pytest.approx(-0.6, abs=0.05)
-    item = PreparedDataset(m, ids)[0]
-    assert item["image"].shape == (1, 32, 32) and item["mask"].dtype == torch.int64
+    image, mask = load_case_arrays(m, ids[0])
+    assert image.shape == (1, 32, 32) and mask.shape == (32, 32)
     record = data_record(m, ids)
     assert record["train_cases"][0]["affine"] is None and record["train_cases"][0]["spacing"] == [1.0, 1.0]
     assert load_arrays(m, [])[0].shape == (0, 1, 32, 32)
@@ -268,7 +267,7 @@ def _assert_groups_within_one_split(m, expected_groups):
 def test_datalist_of_2d_files(tmp_path):
     from synthmed.data.toy2d import write_toy_2d_dataset
 
-    raw = write_toy_2d_dataset(tmp_path / "raw", n=8, size=16)
+    write_toy_2d_dataset(tmp_path / "raw", n=8, size=16)
     datalist = {"training": [
         {"image": f"raw/images/toy2d_{i:03d}.png", "label": f"raw/masks/toy2d_{i:03d}.png", "group": f"p{i // 2}"}
         for i in range(8)

@@ -66,7 +66,7 @@ def test_tiny_end_to_end_run_writes_results_and_resumes(toy_prepared, sphere_set
     monkeypatch.setattr(bench.Benchmark, "run_fold", lambda self, arm, seed, fold: calls.append(arm.name) or original(self, arm, seed, fold))
     run_downstream(config)
     assert calls == []
-    run_downstream(tiny_config(toy_prepared, sphere_set, tmp_path / "out", arms=["real"], augmentation=[False, True]))
+    run_downstream(tiny_config(toy_prepared, sphere_set, tmp_path / "out", arms=["real"], with_augmentation=[False, True]))
     assert calls == ["real-rall-aug", "real-rall-aug"]
 
     # a changed setting for a finished arm is refused rather than mixed in
@@ -108,6 +108,14 @@ def test_unknown_key_and_synthetic_arm_without_sets(toy_prepared):
         resolve_downstream_config({"manifest": str(toy_prepared), "arms": ["real"], "train": {"epoch": 3}})
     with pytest.raises(UserError, match="need synthetic sets"):
         resolve_downstream_config({"manifest": str(toy_prepared), "arms": ["real", "synthetic"]})
+
+
+def test_augmentation_takes_parameters_and_with_augmentation_the_arm_switches(toy_prepared):
+    config = resolve_downstream_config({"manifest": str(toy_prepared), "arms": ["real"], "with_augmentation": [False, True],
+                                        "augmentation": {"affine_prob": 1.0}})
+    assert config.with_augmentation == [False, True] and config.augmentation.affine_prob == 1.0
+    with pytest.raises(UserError, match="augmentation: .*list whether arms run without/with augmentation in with_augmentation"):
+        resolve_downstream_config({"manifest": str(toy_prepared), "arms": ["real"], "augmentation": [False, True]})
 
 
 def test_missing_synthetic_set_is_named(toy_prepared, tmp_path):

@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synthmed.downstream.stats import (bootstrap_ci, compare_with_baselines, friedman_nemenyi, holm,
-                                       nemenyi_critical_difference, wilcoxon_paired)
+from synthmed.downstream.stats import (compare_with_baselines, friedman_nemenyi, holm, nemenyi_critical_difference,
+                                       wilcoxon_paired)
 from synthmed.errors import UserError
+from synthmed.metrics.bootstrap import bootstrap_mean_ci
 
 
 def test_wilcoxon_reproduces_darwins_maize_example():
@@ -74,14 +75,14 @@ def test_holm_matches_statsmodels():
     assert np.allclose(holm(p), multipletests(p, method="holm")[1])
 
 
-def test_bootstrap_ci_matches_normal_theory_and_constants():
+def test_bootstrap_mean_ci_matches_normal_theory_and_constants():
     x = np.random.default_rng(2).normal(0.8, 0.1, 400)
-    mean, lo, hi = bootstrap_ci(x, n_resamples=4000)
+    mean, lo, hi = bootstrap_mean_ci(x, n_resamples=4000)
     half = 1.96 * x.std(ddof=1) / np.sqrt(x.size)
     assert mean == pytest.approx(x.mean())
     assert lo == pytest.approx(mean - half, abs=0.15 * half) and hi == pytest.approx(mean + half, abs=0.15 * half)
-    assert bootstrap_ci(np.full(5, 0.7)) == pytest.approx((0.7, 0.7, 0.7))
-    assert all(np.isnan(bootstrap_ci(np.array([np.nan]))))
+    assert bootstrap_mean_ci(np.full(5, 0.7)) == pytest.approx((0.7, 0.7, 0.7))
+    assert all(np.isnan(bootstrap_mean_ci(np.array([np.nan]))))
 
 
 def test_baseline_comparison_corrects_over_all_pairs():

@@ -77,8 +77,8 @@ def test_bad_feature_sets_are_clear_errors(a, b, match):
 def test_bootstrap_interval_separates_close_from_far_sets():
     rng = np.random.default_rng(6)
     a = rng.normal(size=(100, 4))
-    near = bootstrap_ci(frechet_distance, a, rng.normal(size=(100, 4)), n_bootstrap=50)
-    far = bootstrap_ci(frechet_distance, a, rng.normal(size=(100, 4)) + 2, n_bootstrap=50)
+    near = bootstrap_ci(frechet_distance, a, rng.normal(size=(100, 4)), n_resamples=50)
+    far = bootstrap_ci(frechet_distance, a, rng.normal(size=(100, 4)) + 2, n_resamples=50)
     assert near[0] <= near[1] < far[0] <= far[1]
     assert 16 - 1 < far[1] and far[0] < 16 + 4  # true distance 4 x 2^2 = 16
 

@@ -67,3 +67,18 @@ def test_bad_inputs_are_clear_errors_and_leave_nothing(toy_prepared, copied_set,
     with pytest.raises(UserError, match="Did you mean"):
         evaluate_synthetic_set(str(toy_prepared), copied_set, tmp_path / "out", EvaluateOptions(features=("radiomic",)))
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_defaults_are_the_options_defaults(monkeypatch, tmp_path, capsys):
+    import argparse
+
+    from synthmed.metrics import cli
+
+    seen = []
+    monkeypatch.setattr(cli, "evaluate_synthetic_set", lambda real, synthetic, out, options: seen.append(options) or {})
+    monkeypatch.setattr(cli, "format_table", lambda doc: "")
+    parser = argparse.ArgumentParser()
+    cli.add_evaluate_parser(parser.add_subparsers())
+    args = parser.parse_args(["evaluate", "--real", "m", "--synthetic", "s", "--out", str(tmp_path)])
+    args.func(args)
+    assert seen == [EvaluateOptions()]

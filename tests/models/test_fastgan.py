@@ -90,14 +90,14 @@ def test_skip_layer_excitation_gates_lie_in_0_1_and_change_the_output():
 
 def test_noise_changes_samples_but_sampling_stays_seeded_and_batch_independent():
     model = fastgan()
-    for noise in (m for m in model.G_ema.modules() if isinstance(m, NoiseInjection)):
+    for noise in (m for m in model.ema_net.modules() if isinstance(m, NoiseInjection)):
         noise.weight.data.fill_(0.5)  # starts at 0; give it a visible strength
     a_img, a_mask = model.sample(5, seed=3, batch_size=5)
     b_img, b_mask = model.sample(5, seed=3, batch_size=2)
     assert torch.allclose(a_img, b_img, atol=1e-5) and torch.equal(a_mask, b_mask)
     z = torch.randn(2, 8)
     with torch.no_grad():
-        assert (model.G_ema(z) - model.G_ema(z)).abs().max() > 1e-3  # fresh noise on every call
+        assert (model.ema_net(z) - model.ema_net(z)).abs().max() > 1e-3  # fresh noise on every call
     assert not any(isinstance(m, NoiseInjection) for m in fastgan(noise_injection=False).modules())
 
 

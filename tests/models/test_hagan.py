@@ -10,9 +10,11 @@ import torch
 
 from synthmed.errors import UserError
 from synthmed.models import hagan
+from synthmed.models.layers import minibatch_stddev
 from synthmed.models.registry import DataInfo, build_model
 from synthmed.train.checkpoint import list_checkpoints
-from synthmed.train.config import read_yaml, resolve_config
+from synthmed.config import read_yaml
+from synthmed.train.config import resolve_config
 from synthmed.train.loop import train
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -74,14 +76,25 @@ def test_sampling_gives_pairs_of_the_data_shape_and_is_seeded():
 
 
 @pytest.mark.parametrize("shape", [(18, 16, 16), (16, 16, 12), (16, 16, 4)])
-def test_unsupported_shapes_are_refused(shape):
-    with pytest.raises(ValueError, match="not supported"):
+def test_unsupported_shapes_are_user_errors(shape):
+    with pytest.raises(UserError, match=rf"data shape \[{shape[0]}, 16, {shape[2]}\] is not supported by hagan: "
+                                        "every side must be divisible by 4, the smallest a power of two >= 16"):
         build_model("hagan", TINY, DataInfo(shape, 1, 2))
 
 
+def test_2d_data_and_a_zconcat_shape_are_user_errors():
+    with pytest.raises(UserError, match=r"'hagan' generates 3D volumes .* shape \[32, 32\] \(2 spatial axes\)"):
+        build_model("hagan", TINY, DataInfo((32, 32), 1, 2))
+    zconcat = {**TINY, "pairing": {"layout": "zconcat", "mask_encoding": "scaled"}}
+    with pytest.raises(UserError, match=r"\[16, 16, 6\] \(the network tensor \[16, 16, 12\] of pairing.layout 'zconcat'\)"):
+        build_model("hagan", zconcat, DataInfo((16, 16, 6), 1, 2))
+
+
 def test_bad_slab_depth_and_unknown_keys_are_refused():
-    with pytest.raises(ValueError, match="slab_depth 6"):
+    with pytest.raises(UserError, match="model.params.slab_depth: 6 must be a multiple of 4"):
         build_model("hagan", {**TINY, "slab_depth": 6}, DataInfo((16, 16, 16), 1, 2))
+    with pytest.raises(UserError, match="model.params.slab_depth: 32 must be .* at most the volume's depth 16"):
+        build_model("hagan", {**TINY, "slab_depth": 32}, DataInfo((16, 16, 16), 1, 2))
     with pytest.raises(UserError, match="model.params.slab: unknown key"):
         build_model("hagan", {**TINY, "slab": 8}, DataInfo((16, 16, 16), 1, 2))
 
@@ -113,12 +126,12 @@ def test_without_the_halo_the_slabs_would_show_seams(monkeypatch):
 
 def test_minibatch_stddev_is_the_spread_within_each_group():
     same = torch.ones(4, 3, 2, 2, 2)
-    assert torch.allclose(hagan.minibatch_stddev(same), torch.full((4, 1), 1e-4))
+    assert torch.allclose(minibatch_stddev(same), torch.full((4, 1), 1e-4))
     spread = torch.tensor([0.0, 2.0, 0.0, 2.0]).view(4, 1, 1, 1, 1).expand(4, 3, 2, 2, 2)
-    assert torch.allclose(hagan.minibatch_stddev(spread), torch.ones(4, 1))
+    assert torch.allclose(minibatch_stddev(spread), torch.ones(4, 1))
     # batch 8 = two groups of 4 (samples i and i + 2, i + 4, i + 6): group 0 constant, group 1 spread
     eight = torch.tensor([5.0, 0.0, 5.0, 2.0, 5.0, 0.0, 5.0, 2.0]).view(8, 1, 1, 1, 1)
-    assert torch.allclose(hagan.minibatch_stddev(eight).squeeze(1), torch.tensor([0.0, 1.0] * 4), atol=1e-3)
+    assert torch.allclose(minibatch_stddev(eight).squeeze(1), torch.tensor([0.0, 1.0] * 4), atol=1e-3)
 
 
 def test_discriminator_options_change_its_layers():

@@ -14,7 +14,8 @@ import torch
 from synthmed.data.dataset import load_arrays
 from synthmed.data.manifest import load_manifest
 from synthmed.train.checkpoint import load_generator
-from synthmed.train.config import read_yaml, resolve_config
+from synthmed.config import read_yaml
+from synthmed.train.config import resolve_config
 from synthmed.train.loop import train
 from tests.models.hagan_toy import two_class_cases, varied_cases, write_prepared
 

@@ -2,6 +2,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from synthmed.errors import UserError
 from synthmed.models.pairing import PairCodec, PairingConfig
 
 SHAPE = (8, 8, 4)
@@ -53,3 +54,9 @@ def test_activation_gives_valid_outputs():
 def test_zconcat_requires_scaled_encoding():
     with pytest.raises(ValidationError, match="zconcat"):
         PairingConfig(layout="zconcat", mask_encoding="onehot")
+
+
+def test_fewer_than_two_labels_is_a_user_error():
+    with pytest.raises(UserError, match=r"^data: the manifest lists 1 label\(s\); image/mask pairs need at least 2"):
+        PairCodec(PairingConfig(), image_channels=1, num_labels=1)
+    assert PairCodec(PairingConfig(binarize=True), image_channels=1, num_labels=1).num_labels == 2

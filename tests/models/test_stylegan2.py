@@ -13,7 +13,8 @@ import torch
 from synthmed.data.toy2d import toy_disc, toy_image_2d
 from synthmed.errors import UserError
 from synthmed.models.registry import DataInfo, build_model
-from synthmed.models.stylegan2.layers import MinibatchStdDev, modulated_conv2d
+from synthmed.models.layers import MinibatchStdDev
+from synthmed.models.stylegan2.layers import modulated_conv2d
 from synthmed.models.stylegan2.model import StyleGAN2, StyleGAN2Params, auto_r1_gamma
 from synthmed.models.stylegan2.networks import channels_at
 
@@ -131,7 +132,7 @@ def test_params_are_validated_through_the_registry():
     with pytest.raises(UserError, match="zconcat"):
         build_model("stylegan2", {"pairing": {"layout": "zconcat", "mask_encoding": "scaled"}}, DataInfo((32, 32), 1, 2))
     model = build_model("stylegan2", {**TINY, "variant": "C-SG"}, DataInfo((32, 32), 1, 2))
-    assert model.mask_conditional and model.supports_truncation
+    assert model.capabilities.mask_conditional and model.capabilities.truncation
 
 
 def test_mask_only_codec_drops_the_image():
@@ -160,7 +161,7 @@ def test_c_sg_needs_valid_masks():
 
 def test_truncation_psi_zero_gives_w_avg_and_psi_one_is_a_no_op():
     model = tiny_model("B-SG")
-    mapping = model.G_ema.mapping
+    mapping = model.ema_net.mapping
     mapping.w_avg.copy_(torch.randn(16))  # a trained-looking centre, not zeros
     z = torch.randn(5, 16)
     centred = mapping(z, truncation=0.0)

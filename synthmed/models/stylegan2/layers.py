@@ -119,21 +119,3 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         coefficients = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [B,O]
         out = out * coefficients[:, :, None, None].to(out.dtype)
     return out
-
-
-class MinibatchStdDev(nn.Module):
-    """Appends the standard deviation of features across a group of samples as extra channels."""
-
-    def __init__(self, group_size: int = 4, num_channels: int = 1) -> None:
-        super().__init__()
-        self.group_size, self.num_channels = group_size, num_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, channels, height, width = x.shape
-        group = math.gcd(batch, self.group_size)  # a divisor of the batch, so odd per-GPU batches work
-        parts = self.num_channels
-        y = x.float().reshape(group, -1, parts, channels // parts, height, width)  # [G,n,F,c,H,W]
-        y = (y - y.mean(dim=0)).square().mean(dim=0).add(1e-8).sqrt()  # std over the group [n,F,c,H,W]
-        y = y.mean(dim=[2, 3, 4]).reshape(-1, parts, 1, 1)  # [n,F,1,1]
-        y = y.repeat(group, 1, height, width).to(x.dtype)  # [B,F,H,W]
-        return torch.cat([x, y], dim=1)

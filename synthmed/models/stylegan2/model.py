@@ -24,13 +24,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from synthmed.errors import UserError
 from synthmed.models.augment import AdaptiveAugment, AugmentConfig
-from synthmed.models.base import GenerativeModel, Phase
+from synthmed.models.base import Capabilities, GenerativeModel, Outputs, Phase
 from synthmed.models.pairing import PairCodec, PairingConfig
 from synthmed.models.registry import DataInfo, register_model
 from synthmed.models.stylegan2.networks import Discriminator, Generator
 from synthmed.models import losses
 
 Variant = Literal["B-SG", "M-SG", "C-SG"]
+OUTPUTS: dict[str, Outputs] = {"B-SG": "pairs", "M-SG": "masks", "C-SG": "images_for_masks"}
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 512
 
 
@@ -100,13 +101,11 @@ class MaskOnlyCodec(PairCodec):
 class StyleGAN2(GenerativeModel):
     """B-SG, M-SG or C-SG (``params.variant``) with ADA."""
 
-    supports_truncation = True
-
     def __init__(self, params: StyleGAN2Params, data: DataInfo) -> None:
         super().__init__()
         resolution = check_data_shape(tuple(data.shape))
         self.params, self.variant, self.shape = params, params.variant, tuple(data.shape)
-        self.mask_conditional = params.variant == "C-SG"
+        self.capabilities = Capabilities(outputs=OUTPUTS[params.variant], truncation=True)
         self.latent_dim = params.z_dim
         self.image_channels = data.image_channels
         self.r1_gamma = auto_r1_gamma(resolution) if params.r1_gamma is None else params.r1_gamma
@@ -114,7 +113,7 @@ class StyleGAN2(GenerativeModel):
             self.codec = MaskOnlyCodec(params.pairing, data.num_labels)
         else:
             self.codec = PairCodec(params.pairing, data.image_channels, data.num_labels)
-        if self.mask_conditional:  # G makes the image; the one-hot mask is the condition of G and D
+        if self.variant == "C-SG":  # G makes the image; the one-hot mask is the condition of G and D
             g_out, d_in, cond, activation = data.image_channels, data.image_channels, self.codec.num_labels, torch.tanh
         else:
             g_out = d_in = self.codec.channels
@@ -151,7 +150,7 @@ class StyleGAN2(GenerativeModel):
 
     def _split_real(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Network tensor -> (what D judges, the condition): C-SG splits off the mask as one-hot."""
-        if not self.mask_conditional:
+        if self.variant != "C-SG":
             return real, None
         _, labels = self.codec.decode(real)
         return real[:, : self.image_channels], self.one_hot(labels).to(real.dtype)
@@ -174,7 +173,7 @@ class StyleGAN2(GenerativeModel):
             phases.append(Phase("Dreg", "D", self.params.r1_interval))
         return phases
 
-    def accumulate_gradients(self, phase: str, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    def accumulate_gradients(self, phase: str, real: torch.Tensor, classes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         real, condition = self._split_real(real)
         if phase == "Gmain":
             return self._generator_main(real, condition)
@@ -187,7 +186,7 @@ class StyleGAN2(GenerativeModel):
         raise ValueError(f"unknown phase {phase!r}")
 
     def _generator_main(self, real: torch.Tensor, condition: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        fake = self.run["G"](self._z(real.shape[0], real), condition, mixing_prob=self.params.style_mixing_prob,
+        fake = self.training_nets["G"](self._z(real.shape[0], real), condition, mixing_prob=self.params.style_mixing_prob,
                              update_w_avg=True)
         critic = self.nets["D"]  # unwrapped: only G's gradients are wanted here
         critic.requires_grad_(False)
@@ -201,7 +200,7 @@ class StyleGAN2(GenerativeModel):
         """Path-length regularisation: Jacobian norms of G w.r.t. w toward their moving average."""
         n = max(real.shape[0] // self.params.pl_batch_shrink, 1)
         cond = None if condition is None else condition[:n]
-        fake, ws = self.run["G"](self._z(n, real), cond, mixing_prob=self.params.style_mixing_prob, return_ws=True)
+        fake, ws = self.training_nets["G"](self._z(n, real), cond, mixing_prob=self.params.style_mixing_prob, return_ws=True)
         noise = torch.randn_like(fake) / math.sqrt(fake.shape[2] * fake.shape[3])
         (grads,) = torch.autograd.grad((fake * noise).sum(), ws, create_graph=True)
         lengths = grads.float().square().sum(dim=2).mean(dim=1).sqrt()  # [n]
@@ -214,7 +213,7 @@ class StyleGAN2(GenerativeModel):
     def _discriminator_main(self, real: torch.Tensor, condition: torch.Tensor | None) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             fake = self.nets["G"](self._z(real.shape[0], real), condition, mixing_prob=self.params.style_mixing_prob)
-        critic = self.run["D"]
+        critic = self.training_nets["D"]
         fake_logits = self._logits(critic, fake.to(real.dtype), condition).float()
         real_logits = self._logits(critic, real, condition).float()
         self.augment.observe(real_logits.detach())
@@ -230,7 +229,7 @@ class StyleGAN2(GenerativeModel):
         augmentation; for C-SG with respect to the image, the mask being the condition.
         """
         real = real.detach().requires_grad_(True)
-        logits = self._logits(self.run["D"], real, condition)
+        logits = self._logits(self.training_nets["D"], real, condition)
         (grads,) = torch.autograd.grad(logits.float().sum(), real, create_graph=True)
         penalty = grads.float().square().sum(dim=[1, 2, 3]).mean()
         (penalty * (self.r1_gamma / 2) * self.params.r1_interval).backward()
@@ -273,7 +272,7 @@ class StyleGAN2(GenerativeModel):
                         masks: torch.Tensor | None = None, **options) -> dict:
         """Truncation psi (toward the tracked mean w) and, for C-SG, the checked masks. Noise inputs are the
         networks' fixed noise buffers (StyleGAN2's "const" noise), so results depend on the seed alone."""
-        given = self.check_masks(n, masks) if self.mask_conditional else None
+        given = self.check_masks(n, masks) if self.variant == "C-SG" else None
         return {"truncation": truncation, "masks": given}
 
     def render(self, net: nn.Module, z: torch.Tensor, part: slice, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:

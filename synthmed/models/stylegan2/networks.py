@@ -14,10 +14,10 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 
+from synthmed.models.layers import MinibatchStdDev
 from synthmed.models.stylegan2.layers import (
     EqualizedConv2d,
     EqualizedLinear,
-    MinibatchStdDev,
     lrelu,
     modulated_conv2d,
     normalize_2nd_moment,

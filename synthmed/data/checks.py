@@ -78,81 +78,96 @@ def load_checked_case(
         The case; when `problems` is non-empty, `image`/`mask` may be None and must not be used.
     """
     case = LoadedCase(record)
-    problems = case.problems
-    img = read_nifti(record.image, problems)
-    msk = read_nifti(record.label, problems)
+    img = read_nifti(record.image, case.problems)
+    msk = read_nifti(record.label, case.problems)
     if img is None or msk is None:
         return case
     image_raw, affine, zooms = img
-    mask_raw, mask_affine, _ = msk
-
-    if image_raw.shape != mask_raw.shape:
-        excess = [m - i for m, i in zip(mask_raw.shape, image_raw.shape)]
-        one_voxel = all(0 <= e <= 1 for e in excess)
-        if one_voxel and crop_to_image:
-            d, h, w = image_raw.shape
-            lost = int(np.count_nonzero(mask_raw[d:, ...]) + np.count_nonzero(mask_raw[:d, h:, :])
-                        + np.count_nonzero(mask_raw[:d, :h, w:]))
-            mask_raw = mask_raw[:d, :h, :w]
-            case.fixes.append(
-                f"mask cropped to image ({_shape(msk[0].shape)} -> {_shape(image_raw.shape)}, "
-                f"{lost} labelled voxels removed)"
-            )
-        else:
-            hint = (
-                " (the mask exceeds the image by at most one voxel per axis: pass --crop-to-image "
-                "to crop it)"
-                if one_voxel
-                else ""
-            )
-            problems.append(
-                f"{record.label}: mask shape {_shape(mask_raw.shape)} differs from image shape "
-                f"{_shape(image_raw.shape)} ({record.image.name}){hint}"
-            )
-    if not np.allclose(affine, mask_affine, rtol=0, atol=AFFINE_TOLERANCE_MM):
-        diff = float(np.abs(affine - mask_affine).max())
-        problems.append(
-            f"{record.label}: mask affine differs from image affine by up to {diff:.4g} mm "
-            f"(tolerance {AFFINE_TOLERANCE_MM} mm); expected\n      {np.round(affine, 4).tolist()}\n"
-            f"      found {np.round(mask_affine, 4).tolist()}"
-        )
-
+    mask_raw = _mask_matching_image(case, image_raw.shape, msk[0], crop_to_image)
+    _check_affines(case, affine, msk[1])
     image = np.asarray(image_raw, dtype=np.float32)
-    bad = ~np.isfinite(image)
-    if bad.any():
-        problems.append(
-            f"{record.image}: {int(np.isnan(image).sum())} NaN and {int(np.isinf(image).sum())} Inf "
-            f"voxels (expected none)"
-        )
-
-    if np.issubdtype(mask_raw.dtype, np.integer):
-        values = np.unique(mask_raw)
-    else:
-        mask_f = np.asarray(mask_raw, dtype=np.float64)
-        if not np.isfinite(mask_f).all():
-            problems.append(f"{record.label}: mask has NaN or Inf voxels (expected integer labels)")
-            return case
-        values = np.unique(mask_f)
-        non_int = values[values != np.round(values)]
-        if non_int.size:
-            problems.append(
-                f"{record.label}: mask has non-integer values {non_int[:5].tolist()} "
-                f"(expected integer labels; was it resampled with linear interpolation?)"
-            )
-            return case
-    case.labels_seen = {int(v) for v in values}
-    allowed = declared_labels if declared_labels is not None else set(range(MAX_MASK_LABEL + 1))
-    unknown = sorted(case.labels_seen - allowed)
-    if unknown:
-        expected = sorted(declared_labels) if declared_labels is not None else f"0..{MAX_MASK_LABEL}"
-        problems.append(f"{record.label}: label values {unknown} outside the declared labels {expected}")
-    if problems:
+    _check_finite(case, image)
+    labels = _mask_labels(case, mask_raw)
+    if labels is None:
+        return case
+    case.labels_seen = labels
+    _check_declared(case, declared_labels)
+    if case.problems:
         return case
     case.image = image
     case.mask = np.asarray(mask_raw).astype(np.int64)
     case.affine = affine
     case.spacing = zooms  # type: ignore[assignment]
     return case
+
+
+def _mask_matching_image(case: LoadedCase, image_shape: tuple, mask_raw: np.ndarray, crop_to_image: bool) -> np.ndarray:
+    """The mask, cropped when it exceeds the image by one voxel and `crop_to_image`; a problem otherwise."""
+    if image_shape == mask_raw.shape:
+        return mask_raw
+    record = case.record
+    excess = [m - i for m, i in zip(mask_raw.shape, image_shape)]
+    one_voxel = all(0 <= e <= 1 for e in excess)
+    if one_voxel and crop_to_image:
+        d, h, w = image_shape
+        lost = int(np.count_nonzero(mask_raw[d:, ...]) + np.count_nonzero(mask_raw[:d, h:, :])
+                    + np.count_nonzero(mask_raw[:d, :h, w:]))
+        case.fixes.append(
+            f"mask cropped to image ({_shape(mask_raw.shape)} -> {_shape(image_shape)}, "
+            f"{lost} labelled voxels removed)"
+        )
+        return mask_raw[:d, :h, :w]
+    hint = " (the mask exceeds the image by at most one voxel per axis: pass --crop-to-image to crop it)" if one_voxel else ""
+    case.problems.append(
+        f"{record.label}: mask shape {_shape(mask_raw.shape)} differs from image shape "
+        f"{_shape(image_shape)} ({record.image.name}){hint}"
+    )
+    return mask_raw
+
+
+def _check_affines(case: LoadedCase, affine: np.ndarray, mask_affine: np.ndarray) -> None:
+    if not np.allclose(affine, mask_affine, rtol=0, atol=AFFINE_TOLERANCE_MM):
+        diff = float(np.abs(affine - mask_affine).max())
+        case.problems.append(
+            f"{case.record.label}: mask affine differs from image affine by up to {diff:.4g} mm "
+            f"(tolerance {AFFINE_TOLERANCE_MM} mm); expected\n      {np.round(affine, 4).tolist()}\n"
+            f"      found {np.round(mask_affine, 4).tolist()}"
+        )
+
+
+def _check_finite(case: LoadedCase, image: np.ndarray) -> None:
+    if not np.isfinite(image).all():
+        case.problems.append(
+            f"{case.record.image}: {int(np.isnan(image).sum())} NaN and {int(np.isinf(image).sum())} Inf "
+            f"voxels (expected none)"
+        )
+
+
+def _mask_labels(case: LoadedCase, mask_raw: np.ndarray) -> set[int] | None:
+    """The integer label values of a mask; None (with a problem) for NaN/Inf or non-integer values."""
+    if np.issubdtype(mask_raw.dtype, np.integer):
+        return {int(v) for v in np.unique(mask_raw)}
+    mask_f = np.asarray(mask_raw, dtype=np.float64)
+    if not np.isfinite(mask_f).all():
+        case.problems.append(f"{case.record.label}: mask has NaN or Inf voxels (expected integer labels)")
+        return None
+    values = np.unique(mask_f)
+    non_int = values[values != np.round(values)]
+    if non_int.size:
+        case.problems.append(
+            f"{case.record.label}: mask has non-integer values {non_int[:5].tolist()} "
+            f"(expected integer labels; was it resampled with linear interpolation?)"
+        )
+        return None
+    return {int(v) for v in values}
+
+
+def _check_declared(case: LoadedCase, declared_labels: set[int] | None) -> None:
+    allowed = declared_labels if declared_labels is not None else set(range(MAX_MASK_LABEL + 1))
+    unknown = sorted(case.labels_seen - allowed)
+    if unknown:
+        expected = sorted(declared_labels) if declared_labels is not None else f"0..{MAX_MASK_LABEL}"
+        case.problems.append(f"{case.record.label}: label values {unknown} outside the declared labels {expected}")
 
 
 @dataclass

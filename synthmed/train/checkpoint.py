@@ -144,19 +144,18 @@ def _read_checkpoint(path: Path, map_location: str | torch.device) -> dict[str, 
     except pickle.UnpicklingError:  # torch's message suggests weights_only=False, which would run the file's code
         raise UserError(f"{path}: not a synthmed checkpoint (it holds Python objects that a safe load refuses; "
                         "synthmed checkpoints hold state dicts only)") from None
-    except Exception as err:  # torch raises several types for truncated or foreign files
-        raise UserError(f"{path}: not a readable synthmed checkpoint ({_why_unreadable(err)})") from None
+    except Exception:  # torch raises several types for truncated or foreign files
+        raise UserError(f"{path}: not a readable synthmed checkpoint ({_why_unreadable(path)})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path}: not a synthmed checkpoint (missing format marker)")
     state["path"] = str(path)
     return state
 
 
-def _why_unreadable(err: Exception) -> str:
-    text = str(err)
-    if "zip archive" in text or "central directory" in text or isinstance(err, EOFError):
-        return "truncated or corrupted: the file is not a complete torch archive"
-    return f"not a torch checkpoint file: {type(err).__name__}"
+def _why_unreadable(path: Path) -> str:
+    with open(path, "rb") as f:
+        is_archive = f.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
+    return "truncated or corrupted: an incomplete torch archive" if is_archive else "not a torch checkpoint file"
 
 
 def model_weights(model: GenerativeModel) -> dict[str, dict[str, torch.Tensor]]:

@@ -117,12 +117,14 @@ def check_resume(run_dir: Path, state: dict[str, Any], new_config: dict[str, Any
         changes["data.manifest"] = [old_manifest["path"], new_manifest["path"]]
     if refused:
         listed = "; ".join(f"{k}: {_show(old)} -> {_show(new)}" for k, (old, new) in refused.items())
-        sets = " ".join(f"--set {k}={_show(new, for_set=True)}" for k, (_, new) in refused.items()
-                        if k != "data.manifest") + (f" --set data.manifest={new_manifest['path']}" if "data.manifest" in refused else "")
+        sets = [f"--set {k}={_show(new, for_set=True)}" for k, (old, new) in refused.items()
+                if k != "data.manifest" and old != _ABSENT]  # a setting new to the run takes its default
+        if "data.manifest" in refused:
+            sets.append(f"--set data.manifest={new_manifest['path']}")
         raise UserError(
             f"{run_dir}: --resume continues a run exactly and cannot change what it trains on or how ({listed}); "
             f"only {', '.join(RESUMABLE_KEYS)} may change. To train with the new settings, start a new run: "
-            f"synthmed train --config {Path(run_dir) / 'config.yaml'} {sets} --out NEW_RUN_DIR")
+            f"synthmed train --config {Path(run_dir) / 'config.yaml'} {' '.join(sets)} --out NEW_RUN_DIR")
     return changes
 
 

@@ -1,7 +1,8 @@
 """Checkpoints: state dicts and plain data only, loadable with ``weights_only=True``; their writers and readers.
 
 A checkpoint holds everything ``--resume`` needs to continue a run exactly: networks, EMA generator,
-optimisers, step, RNG states and the loss accumulators of the current logging window.
+optimisers, step, RNG states and the loss accumulators of the current logging window, and the run's
+``history`` (see `synthmed.train.run_history`). Readers never fall back to an older checkpoint on their own.
 """
 
 from __future__ import annotations

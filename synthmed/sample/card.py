@@ -21,18 +21,20 @@ def build_card(
     model: str,  # model family name, e.g. "hagan"
     checkpoint_path: str | os.PathLike,  # the checkpoint the samples came from; hashed here
     manifest_sha256: str,  # sha256 of the manifest.json the generator was trained on
-    trained_on: list[str],  # ids of the cases the generator saw (the manifest's train split)
+    trained_on: list[str],  # ids of every case the generator saw (over its run's whole history)
     seed: int,  # sampling seed
     count: int,  # number of synthetic pairs
     config: dict[str, Any],  # resolved sampling / model configuration (JSON-serialisable)
     extra: dict[str, Any] | None = None,  # anything else worth recording
+    warnings: list[str] | None = None,  # what the user should know about the set (e.g. empty masks)
 ) -> dict[str, Any]:
     """Build the dataset card written next to a synthetic set (``card.json``).
 
     Keys: ``format`` ("synthmed-card"), ``format_version`` (1), ``model``, ``checkpoint``
     (``{"path", "sha256"}``), ``manifest`` (``{"sha256"}``), ``trained_on_case_ids`` (sorted; the
     downstream leakage guard reads it), ``seed``, ``count``, ``synthmed_version``, ``created``
-    (ISO 8601, UTC), ``config``, ``metrics`` and ``privacy_check``, and ``extra``.
+    (ISO 8601, UTC), ``config``, ``metrics`` and ``privacy_check``, ``warnings`` (list of
+    strings, e.g. how many masks are empty), and ``extra``.
 
     ``metrics`` (``{}``) and ``privacy_check`` (``None``) are placeholders: the sample stage does not
     measure anything; the evaluate stage fills them in.
@@ -57,6 +59,7 @@ def build_card(
         "config": config,
         "metrics": {},
         "privacy_check": None,
+        "warnings": list(warnings or []),
         "extra": dict(extra or {}),
     }
 

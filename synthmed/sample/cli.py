@@ -10,7 +10,7 @@ import argparse
 
 from synthmed.errors import UserError
 from synthmed.sample.encode import encode_to_folder
-from synthmed.sample.sampler import sample_to_folder
+from synthmed.sample.sampler import sample_to_folder, sampling_device
 
 
 def add_sample_parser(sub) -> argparse.ArgumentParser:
@@ -67,5 +67,5 @@ def add_encode_parser(subparsers) -> argparse.ArgumentParser:
 
 def _run_encode(args) -> None:
     out = encode_to_folder(args.checkpoint, args.input, args.out, mask=args.mask, manifest=args.manifest,
-                           overwrite=args.overwrite, device=args.device)
+                           overwrite=args.overwrite, device=sampling_device(args.device))
     print(f"wrote latent code and reconstruction to {out}")

@@ -21,6 +21,7 @@ from synthmed.sample.card import build_card
 from synthmed.sample.postprocess import images_to_network_units
 from synthmed.sample.writers import reference_affine, write_synthetic_set
 from synthmed.train.checkpoint import load_generator, resolve_checkpoint
+from synthmed.train.run_history import trained_case_ids
 
 
 def _read_nifti(path: Path, what: str) -> np.ndarray:
@@ -77,7 +78,7 @@ def encode_to_folder(
     z, recon = model.reconstruct(real)
     rec_image, rec_mask = model.codec.decode(recon)
     card = build_card(model=state["config"]["model"]["name"], checkpoint_path=path, manifest_sha256=data["manifest_sha256"],
-                      trained_on=data["trained_on"], seed=0, count=1,
+                      trained_on=trained_case_ids(state), seed=0, count=1,
                       config={"model": state["config"]["model"], "step": state["step"], "encoded_input": str(input_)})
     with atomic_directory(out, overwrite=overwrite) as tmp:
         np.save(tmp / "latent.npy", z[0].cpu().numpy().astype(np.float32))

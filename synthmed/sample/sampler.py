@@ -6,6 +6,7 @@ and what the manifest said about the training data (labels, intensity mapping, g
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,12 @@ from synthmed.fileio import sha256_file
 from synthmed.sample.synthetic_set import load_masks
 from synthmed.models.base import GenerativeModel
 from synthmed.sample.card import build_card
+from synthmed.sample.postprocess import clean_mask
 from synthmed.sample.writers import reference_affine, write_synthetic_set
 from synthmed.train.checkpoint import load_generator, resolve_checkpoint
+from synthmed.train.run_history import trained_case_ids, trained_manifests
+
+log = logging.getLogger(__name__)
 
 
 def sample_to_folder(
@@ -42,8 +47,9 @@ def sample_to_folder(
     from a mask-only generator (``mask_checkpoint``, M-SG): the MC-SG chain. The card then names
     both checkpoints, and its ``trained_on_case_ids`` is the union of what both generators saw.
     """
-    path = resolve_checkpoint(checkpoint)
-    model, state = load_generator(path, device)
+    device = sampling_device(device)
+    model, state = load_generator(checkpoint, device)
+    path = Path(state["path"])
     given, mask_source = _conditioning_masks(model, state, n, seed, masks_dir, mask_checkpoint, device)
     n = len(given) if given is not None else n
     if n is None or n < 1:
@@ -53,7 +59,9 @@ def sample_to_folder(
     images, masks = model.sample(n, seed=seed, use_ema=use_ema, batch_size=batch_size, truncation=truncation,
                                  masks=given, classes=classes)
     data = state["data"]
-    trained_on = sorted(set(data["trained_on"]) | set(mask_source.get("trained_on", [])))
+    trained_on = sorted(set(trained_case_ids(state)) | set(mask_source.get("trained_on", [])))
+    masks = clean_masks(masks.numpy(), min_component_size, keep_largest)
+    empty = empty_mask_warning(masks)
     card = build_card(
         model=state["config"]["model"]["name"],
         checkpoint_path=path,
@@ -64,24 +72,58 @@ def sample_to_folder(
         config={"model": state["config"]["model"], "step": state["step"], "use_ema": use_ema,
                 "truncation": truncation, "class": class_name, "min_component_size": min_component_size, "keep_largest": keep_largest,
                 "masks": {k: v for k, v in mask_source.items() if k != "trained_on"} or None},
-        extra={"manifest_path": data["manifest_path"]},
+        extra={"manifest_path": data["manifest_path"], "trained_on_manifests": trained_manifests(state)},
+        warnings=[empty] if empty else [],
     )
     preprocessing = data["preprocessing"]
     is_2d = len(state["data_info"]["shape"]) == 2
     return write_synthetic_set(
         out,
         images.numpy().astype(np.float32),
-        masks.numpy(),
+        masks,
         intensity=preprocessing["intensity"],
         labels=_effective_labels(data["labels"], model),
         affine=None if is_2d else reference_affine(preprocessing, data["train_cases"]),
         modality=preprocessing.get("modality", "image"),
         card=card,
         overwrite=overwrite,
-        min_component_size=min_component_size,
-        keep_largest=keep_largest,
         bit_depth=int(preprocessing.get("bit_depth", 8)),
     )
+
+
+def sampling_device(device: str) -> str:
+    """The ``--device`` of sample and encode, checked: "cpu", or "cuda" / "cuda:N" where CUDA is present.
+
+    Raises:
+        UserError: not a device name, or a CUDA device on a machine without one.
+    """
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise UserError(f"--device {device}: not a device (use cpu or cuda)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA device is available (use --device cpu)")
+    if kind not in ("cpu", "cuda"):
+        raise UserError(f"--device {device}: sampling runs on cpu or cuda")
+    return device
+
+
+def clean_masks(masks: np.ndarray, min_component_size: int | None, keep_largest: bool) -> np.ndarray:
+    """Every mask through `clean_mask` (components under the size dropped, or all but the largest)."""
+    if not min_component_size and not keep_largest:
+        return masks
+    return np.stack([clean_mask(m, min_size=min_component_size, keep_largest=keep_largest) for m in masks])
+
+
+def empty_mask_warning(masks: np.ndarray) -> str | None:
+    """``"K of N masks are empty ..."``, logged at WARNING, when a written set would hold masks without foreground."""
+    empty = int((masks.reshape(len(masks), -1) == 0).all(axis=1).sum())
+    if not empty:
+        return None
+    message = (f"{empty} of {len(masks)} masks are empty (background only); a segmentation model learns nothing "
+               "about the structure from those pairs")
+    log.warning(message)
+    return message
 
 
 def _requested_classes(model: GenerativeModel, state: dict, n: int, class_name: str | None) -> torch.Tensor | None:

@@ -1,13 +1,16 @@
 """Checkpoints: state dicts and plain data only, loadable with ``weights_only=True``; their writers and readers.
 
 A checkpoint holds everything ``--resume`` needs to continue a run exactly: networks, EMA generator,
-optimisers, step, RNG states and the loss accumulators of the current logging window.
+optimisers, step, RNG states and the loss accumulators of the current logging window, and the run's
+``history`` (see `synthmed.train.run_history`). Readers never fall back to an older checkpoint on their own.
 """
 
 from __future__ import annotations
 
+import pickle
 import random
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -85,15 +88,75 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    path = resolve_checkpoint(path)
+    """A checkpoint file, or a run folder's newest checkpoint (see `load_newest_checkpoint`), with ``path`` added.
+
+    Raises:
+        UserError: no checkpoint there, or one that is unreadable or not synthmed's.
+    """
+    if Path(path).is_dir():
+        return load_newest_checkpoint(path, map_location)
+    return _read_checkpoint(resolve_checkpoint(path), map_location)
+
+
+def load_newest_checkpoint(run_dir: str | Path, map_location: str | torch.device = "cpu",
+                           use_older: str = "pass that file instead of the run folder (e.g. --checkpoint {older}), "
+                                            "or delete the unreadable {newest}") -> dict[str, Any]:
+    """The newest checkpoint of a run folder. It never falls back to an older one on its own.
+
+    Args:
+        use_older: how to use the older checkpoint, when the newest is unreadable and an older one is
+            readable; ``{older}`` and ``{newest}`` are replaced by their paths.
+
+    Raises:
+        UserError: no checkpoints, or the newest is unreadable (naming the newest readable older one).
+    """
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise UserError(f"{run_dir}: no checkpoints found in {Path(run_dir) / 'checkpoints'}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt or foreign files
-        raise UserError(f"{path}: not a readable synthmed checkpoint ({type(err).__name__}: {err})") from None
+        return _read_checkpoint(found[-1], map_location)
+    except UserError as err:
+        older = _newest_readable(found[:-1])
+        if older is None:
+            raise
+        hint = use_older.format(older=older, newest=found[-1])
+        raise UserError(f"{err}; the previous checkpoint {older} (step {_step_of(older)}) is readable: {hint}") from None
+
+
+def _newest_readable(paths: list[Path]) -> Path | None:
+    for path in reversed(paths):
+        try:
+            _read_checkpoint(path, "cpu")
+        except UserError:
+            continue
+        return path
+    return None
+
+
+def _step_of(path: Path) -> int:
+    return int(_NAME.search(path.name).group(1))
+
+
+def _read_checkpoint(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about the pickle protocol of foreign files
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:  # torch's message suggests weights_only=False, which would run the file's code
+        raise UserError(f"{path}: not a synthmed checkpoint (it holds Python objects that a safe load refuses; "
+                        "synthmed checkpoints hold state dicts only)") from None
+    except Exception:  # torch raises several types for truncated or foreign files
+        raise UserError(f"{path}: not a readable synthmed checkpoint ({_why_unreadable(path)})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path}: not a synthmed checkpoint (missing format marker)")
     state["path"] = str(path)
     return state
+
+
+def _why_unreadable(path: Path) -> str:
+    with open(path, "rb") as f:
+        is_archive = f.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
+    return "truncated or corrupted: an incomplete torch archive" if is_archive else "not a torch checkpoint file"
 
 
 def model_weights(model: GenerativeModel) -> dict[str, dict[str, torch.Tensor]]:

@@ -8,6 +8,7 @@ stored in every checkpoint.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -21,7 +22,7 @@ class ModelSection(StrictModel):
 
 
 class DataSection(StrictModel):
-    manifest: str  # prepared folder or its manifest.json
+    manifest: str  # prepared folder or its manifest.json; stored resolved (absolute), see resolve_config
     split: Literal["train", "trainval"] = "train"  # generators never see val/test unless asked ("trainval")
     fold: int | None = None  # train on this fold's training part only (its validation part is held out)
     class_key: str | None = None  # manifest case field (e.g. "source") giving the class of conditional models
@@ -76,5 +77,8 @@ def resolve_config(raw: dict, overrides: Sequence[str] = (), source: str = "conf
     params = validate_params(config.model.name, config.model.params)
     # Store the model parameters with their defaults filled in, so the saved config is complete.
     config.model.params = params.model_dump(mode="json")
+    # A relative manifest path means relative to where the command runs; stored absolute, so that
+    # `--resume` and sampling work from any folder.
+    config.data.manifest = str(Path(config.data.manifest).expanduser().resolve())
     return config
 

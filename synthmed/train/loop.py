@@ -8,6 +8,7 @@ given; `Trainer` adds the data, batching, distributed replication, logging, chec
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,9 +34,12 @@ from synthmed.train.distributed import (
     shutdown_distributed,
 )
 from synthmed.train.logger import LossAccumulator, RunLogger, plot_losses
+from synthmed.train.run_history import check_resume, checkpoint_history, history_entry, write_history
 
 if TYPE_CHECKING:
     from synthmed.train.config import TrainSection
+
+log = logging.getLogger(__name__)
 
 
 class BatchSchedule:
@@ -159,6 +163,8 @@ class Trainer:
         self.run_dir = Path(config.out)
         self.env = init_distributed("cuda" if config.train.device != "cpu" and torch.cuda.is_available() else "cpu")
         self.device = select_device(config.train.device, self.env)
+        self.manifest = load_manifest(config.data.manifest)
+        resume_state = self._read_resume_state() if resume else None  # refuses a resume that changes the run
         self._load_data()
         torch.manual_seed(config.train.seed)  # identical initial weights on every rank
         self.model: GenerativeModel = build_model(config.model.name, config.model.params, self.data_info).to(self.device)
@@ -167,8 +173,8 @@ class Trainer:
         self.step_runner = TrainStep(self.model, self.optimizers, config.train)
         self.step = 0
         self.losses = LossAccumulator()
-        if resume:
-            self._restore()
+        if resume_state is not None:
+            self._restore(resume_state)
         else:
             self._start_new_run()
         self.schedule = BatchSchedule(len(self.ids), config.train.batch_size, config.train.seed, self.env)
@@ -177,7 +183,6 @@ class Trainer:
     # --- set-up ---------------------------------------------------------------------------------
     def _load_data(self) -> None:
         data = self.config.data
-        self.manifest = load_manifest(data.manifest)
         self.ids = self.manifest.split_ids(data.split, fold=data.fold)
         if not self.ids:
             raise UserError(f"{self.manifest.path}: split {data.split!r} has no cases to train on")
@@ -208,30 +213,58 @@ class Trainer:
             )
         return {k: make_optimizer(self.config.optim[k], self.model.nets[k].parameters()) for k in sorted(nets)}
 
+    def _manifest_record(self) -> dict[str, str]:
+        return {"path": str(self.manifest.path), "sha256": self.manifest.sha256}
+
     def _start_new_run(self) -> None:
         if ckpt.list_checkpoints(self.run_dir):
             raise UserError(f"{self.run_dir}: run folder already has checkpoints; pass --resume or choose another out")
-        if self.env.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / "config.yaml", config_to_yaml(self.config))
+        config = self.config.model_dump(mode="json")
+        self.history = [history_entry("start", 0, self._manifest_record(), self.ids, config=config)]
+        self._write_run_files()
         torch.manual_seed(self.config.train.seed + 1 + self.env.rank)  # different noise on every rank
 
-    def _restore(self) -> None:
-        found = ckpt.list_checkpoints(self.run_dir)
-        if not found:
+    def _read_resume_state(self) -> dict:
+        """The newest checkpoint, once `check_resume` has accepted the changes this resume makes."""
+        if not ckpt.list_checkpoints(self.run_dir):
             raise UserError(f"{self.run_dir}: nothing to resume (no checkpoints in {self.run_dir / 'checkpoints'})")
-        state = ckpt.load_checkpoint(found[-1], map_location=self.device)
+        state = ckpt.load_newest_checkpoint(
+            self.run_dir, map_location=self.device,
+            use_older="to resume from it, delete {newest} (or move it out of the checkpoints folder) and resume again")
+        self.resume_changes = check_resume(self.run_dir, state, self.config.model_dump(mode="json"), self._manifest_record())
+        return state
+
+    def _restore(self, state: dict) -> None:
         ckpt.load_model_weights(self.model, state)
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
         self.losses.load_state_dict(state["losses"])
         self.model.load_extra_state(state.get("extra", {}))
         self.step = state["step"]
+        self.history = checkpoint_history(state) + [
+            history_entry("resume", self.step, self._manifest_record(), self.ids, changes=self.resume_changes)]
+        self._write_run_files()
         if self.env.is_main:
             ckpt.restore_rng(state["rng"])
-            atomic_write_text(self.run_dir / "config.yaml", config_to_yaml(self.config))
         else:  # RNG state is saved for rank 0 only; other ranks reseed deterministically
             torch.manual_seed(self.config.train.seed + 1 + self.env.rank + 7919 * self.step)
+
+    def _write_run_files(self) -> None:
+        """``config.yaml`` (the configuration now in force) and ``history.jsonl`` (how the run got here).
+
+        Raises:
+            UserError: the run folder cannot be created or written.
+        """
+        if not self.env.is_main:
+            return
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.yaml", config_to_yaml(self.config))
+            write_history(self.run_dir, self.history)
+        except OSError as err:
+            raise UserError(f"{self.run_dir}: cannot write the run folder ({err.strerror or err})") from None
+        log.info("%s: a checkpoint every %d steps; keeping the newest %d (train.keep_checkpoints), older ones are deleted",
+                 self.run_dir, self.config.train.checkpoint_every, self.config.train.keep_checkpoints)
 
     def _wrap_networks(self) -> None:
         wrappers = []
@@ -309,6 +342,7 @@ class Trainer:
             "losses": self.losses.state_dict(),
             "extra": self.model.extra_state(),
             "rng": ckpt.capture_rng(),
+            "history": self.history,
         }
         ckpt.save_checkpoint(self.run_dir, self.step, state, keep=self.config.train.keep_checkpoints)
         plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "plots" / "losses.png")

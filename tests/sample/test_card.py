@@ -24,7 +24,7 @@ def test_card_keys_and_hash(tmp_path):
     card, ckpt = _card(tmp_path, extra={"note": "x"})
     assert set(card) == {
         "format", "format_version", "model", "checkpoint", "manifest", "trained_on_case_ids", "seed", "count",
-        "synthmed_version", "created", "config", "metrics", "privacy_check", "extra",
+        "synthmed_version", "created", "config", "metrics", "privacy_check", "warnings", "extra",
     }
     assert card["format"] == "synthmed-card" and card["format_version"] == 1
     assert card["checkpoint"] == {"path": str(ckpt), "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest()}

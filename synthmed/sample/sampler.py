@@ -12,11 +12,11 @@ import numpy as np
 import torch
 
 from synthmed.errors import UserError
-from synthmed.fileio import sha256_file
+from synthmed.fileio import check_output_folder, sha256_file
 from synthmed.sample.synthetic_set import load_masks
 from synthmed.models.base import GenerativeModel
 from synthmed.sample.card import build_card
-from synthmed.sample.writers import reference_affine, write_synthetic_set
+from synthmed.sample.writers import SAMPLE_KIND, reference_affine, write_synthetic_set
 from synthmed.train.checkpoint import load_generator, resolve_checkpoint
 
 
@@ -42,6 +42,8 @@ def sample_to_folder(
     from a mask-only generator (``mask_checkpoint``, M-SG): the MC-SG chain. The card then names
     both checkpoints, and its ``trained_on_case_ids`` is the union of what both generators saw.
     """
+    inputs = [checkpoint, masks_dir, mask_checkpoint]
+    check_output_folder(out, kind=SAMPLE_KIND, inputs=inputs, overwrite=overwrite)  # before the work
     path = resolve_checkpoint(checkpoint)
     model, state = load_generator(path, device)
     given, mask_source = _conditioning_masks(model, state, n, seed, masks_dir, mask_checkpoint, device)
@@ -78,6 +80,7 @@ def sample_to_folder(
         modality=preprocessing.get("modality", "image"),
         card=card,
         overwrite=overwrite,
+        inputs=inputs,
         min_component_size=min_component_size,
         keep_largest=keep_largest,
         bit_depth=int(preprocessing.get("bit_depth", 8)),

@@ -278,3 +278,22 @@ def test_a_truncated_case_file_is_a_user_error_naming_it(pipeline, tmp_path, cap
     code, err = cli(["evaluate", "--real", f"{prepared}:train", "--synthetic", pipeline["synthetic"],
                      "--out", tmp_path / "eval", "--features", "radiomics", "--offline"], capsys)
     assert code == 2 and str(path) in err and "Traceback" not in err
+
+
+def test_demo_replaces_only_an_earlier_demo_folder(tmp_path):
+    from synthmed.demo import replace_demo_folder
+
+    out = tmp_path / "demo_output"
+    replace_demo_folder(out, ["prepared", "run"])
+    (out / "run").mkdir()  # an interrupted demo: the marker was written first
+    replace_demo_folder(out, ["prepared", "run"])
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER]
+    (out / "mine.txt").write_text("x")
+    with pytest.raises(UserError, match=r"holds files synthmed did not write there \(mine.txt\)"):
+        replace_demo_folder(out, ["prepared", "run"])
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("x")
+    with pytest.raises(UserError, match="not written by synthmed"):
+        replace_demo_folder(home, ["prepared"])
+    assert (home / "thesis.tex").read_text() == "x" and (out / "mine.txt").exists()

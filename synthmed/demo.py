@@ -16,6 +16,8 @@ from synthmed.data.bundled import sample_dataset_path
 from synthmed.data.dataset import load_arrays
 from synthmed.data.manifest import load_manifest
 from synthmed.data.prepare import make_options, prepare_dataset
+from synthmed.errors import UserError
+from synthmed.fileio import check_output_folder, write_output_marker
 from synthmed.sample.montage import save_montage
 from synthmed.sample.sampler import sample_arrays, sample_to_folder
 from synthmed.train.config import resolve_config
@@ -23,6 +25,23 @@ from synthmed.train.loop import train
 
 DEMO_STEPS = 600
 DEMO_SAMPLES = 16
+MONTAGE = "montage.png"
+
+
+def replace_demo_folder(out: Path, entries: list[str]) -> None:
+    """Empty `out` for a new demo: only a folder an earlier demo wrote is replaced, never anything else.
+
+    Raises:
+        UserError: `out` exists but is not an earlier demo's folder, or cannot be written.
+    """
+    check_output_folder(out, kind="demo", overwrite=True)
+    try:
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        write_output_marker(out, "demo", entries)  # written first: an interrupted demo is replaced too
+    except OSError as e:
+        raise UserError(f"{out}: cannot write the demo folder ({e.strerror or e}); choose another --out") from None
 
 
 def demo_config(manifest: Path, run_dir: Path, steps: int, seed: int) -> dict:
@@ -47,10 +66,8 @@ def mask_statistics(masks: np.ndarray, labels: list[int]) -> dict[int, float]:
 def run_demo(out: Path, steps: int | None = None, seed: int = 0) -> None:
     steps = steps or DEMO_STEPS
     started = time.perf_counter()
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
     prepared, run_dir, synthetic = out / "prepared", out / "run", out / "synthetic"
+    replace_demo_folder(out, [prepared.name, run_dir.name, synthetic.name, MONTAGE])
 
     print(f"[1/4] prepare: bundled MSD Task04 Hippocampus subset -> {prepared}")
     options = make_options(intensity="percentile", spacing=(1.5, 1.5, 1.5), shape=(32, 32, 32),
@@ -69,7 +86,7 @@ def run_demo(out: Path, steps: int | None = None, seed: int = 0) -> None:
     real_images, real_masks = load_arrays(manifest, manifest.split_ids("train"))
     syn_images, syn_masks = sample_arrays(run_dir, DEMO_SAMPLES, seed=seed)
     labels = {str(k): v for k, v in manifest.labels.items()}
-    montage = save_montage(out / "montage.png", [("real (train)", real_images, real_masks),
+    montage = save_montage(out / MONTAGE, [("real (train)", real_images, real_masks),
                                                  ("synthetic", syn_images, syn_masks)], labels=labels)
     _print_summary(manifest, real_images, real_masks, syn_images, syn_masks)
     print(f"\nOutputs in {out.resolve()}:")

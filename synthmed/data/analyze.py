@@ -34,7 +34,7 @@ from synthmed.data.discover import discover_sources
 from synthmed.data.images2d import read_image_2d, read_mask_2d
 from synthmed.data.manifest import MANIFEST_NAME, load_manifest
 from synthmed.data.preprocess import affine_spacing
-from synthmed.fileio import atomic_directory, atomic_write_json
+from synthmed.fileio import atomic_directory, atomic_write_json, check_output_folder
 
 
 def _stats(values: list[float] | np.ndarray) -> dict[str, float] | None:
@@ -335,12 +335,11 @@ def analyze_dataset(
         "problems"}, ...]}``.
 
     Raises:
-        UserError: when an input cannot be discovered or `out_dir` exists without `overwrite`.
+        UserError: when an input cannot be discovered, or `out_dir` overlaps an input or exists without
+            `overwrite` (see `synthmed.fileio.check_output_folder`).
     """
-    if out_dir is not None and Path(out_dir).exists() and not overwrite:
-        from synthmed.errors import UserError
-
-        raise UserError(f"{out_dir}: output folder already exists (pass --overwrite to replace it)")
+    if out_dir is not None:
+        check_output_folder(out_dir, kind="analyze", inputs=inputs, overwrite=overwrite)
     paths = [Path(p).expanduser().resolve() for p in inputs]
     prepared = [p for p in paths if p.is_dir() and (p / MANIFEST_NAME).is_file()]
     raw = [p for p in paths if p not in prepared]
@@ -371,7 +370,7 @@ def analyze_dataset(
     if print_report:
         print(format_report(result))
     if out_dir is not None:
-        with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+        with atomic_directory(out_dir, kind="analyze", inputs=inputs, overwrite=overwrite) as tmp:
             result["plots"] = _write_plots(result, tmp)
             atomic_write_json(tmp / "analysis.json", result)
     return result

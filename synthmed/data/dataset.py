@@ -8,6 +8,9 @@ ids with `Manifest.split_ids`.
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
+from tokenize import TokenError
 
 import numpy as np
 
@@ -23,14 +26,17 @@ def load_case_arrays(manifest: Manifest, case_id: str) -> tuple[np.ndarray, np.n
     """(image float32 [C,*S], mask uint8 [*S]) of one cached case (S = (D,H,W) or (H,W)).
 
     Raises:
-        UserError: naming the cache file when it is missing or unreadable.
+        UserError: naming the cache file when it is missing, truncated or otherwise unreadable.
     """
     path = manifest.cache_path(case_id)
     try:
         with np.load(path) as z:
             return z["image"], z["mask"]
-    except (OSError, KeyError, ValueError) as e:
-        raise UserError(f"{path}: cannot read cached case {case_id!r} ({e}); run `synthmed prepare` again") from e
+    except (OSError, KeyError, ValueError, EOFError, SyntaxError, TokenError, zipfile.BadZipFile, zlib.error) as e:
+        # a truncated or damaged .npz raises BadZipFile, EOFError, zlib.error or, in its header, TokenError
+        problem = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        raise UserError(f"{path}: cannot read cached case {case_id!r} ({problem}); the prepared folder is damaged, "
+                        "run `synthmed prepare` again") from None
 
 
 def load_arrays(manifest: Manifest | str | os.PathLike, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:

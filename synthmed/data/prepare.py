@@ -34,7 +34,7 @@ from synthmed.data.slice_reader import open_slices
 from synthmed.data.splits import group_keys, make_splits, split_problems
 from synthmed.data.volume_reader import open_volumes
 from synthmed.errors import UserError
-from synthmed.fileio import atomic_directory, atomic_write_json
+from synthmed.fileio import atomic_directory, atomic_write_json, check_output_folder
 
 __all__ = ["PrepareOptions", "make_options", "prepare_dataset"]  # the options live in prepare_options
 
@@ -56,7 +56,7 @@ def prepare_dataset(
             the 3D volumes are cut into 2D cases.
         out: output folder; it appears only when everything succeeded.
         options: preprocessing and split options (defaults: `PrepareOptions()`).
-        overwrite: replace an existing `out`.
+        overwrite: replace an existing `out` written by `prepare` (see `synthmed.fileio.check_output_folder`).
         progress: show a progress bar over the cases.
 
     Returns:
@@ -64,12 +64,11 @@ def prepare_dataset(
 
     Raises:
         UserError: bad inputs (every problem of every case, listed at once) or options; `out` is
-            then left untouched and no temporary folder remains.
+            then left untouched and no temporary folder remains. Also: `out` is, contains or lies
+            inside an input, or exists and was not written by `prepare`.
     """
     options = options or PrepareOptions()
-    out = Path(out).expanduser().resolve()
-    if out.exists() and not overwrite:
-        raise UserError(f"{out}: output folder already exists (pass --overwrite to replace it)")
+    out = check_output_folder(out, kind="prepare", inputs=inputs, overwrite=overwrite)
     sources = discover_sources(list(inputs))
     reader = open_reader(sources, options, progress)  # before grouping: option errors come first
     records = [c for s in sources for c in s.cases]
@@ -77,7 +76,8 @@ def prepare_dataset(
     tally = CheckTally(len(records), split_problems(
         len(set(groups.values())), len(records), options.test_fraction, options.val_fraction, options.folds
     ))
-    with atomic_directory(out, overwrite=overwrite) as tmp:
+    case_files = [f for r in records for f in (r.image, r.label)]
+    with atomic_directory(out, kind="prepare", inputs=[*inputs, *case_files], overwrite=overwrite) as tmp:
         written = write_cases(tmp, reader, records, groups, tally, progress)
         tally.problems += reader.dataset_problems()
         tally.raise_if_any()

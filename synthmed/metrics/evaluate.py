@@ -21,7 +21,7 @@ import synthmed
 from synthmed.data.dataset import load_arrays
 from synthmed.data.manifest import Manifest, parse_real_spec
 from synthmed.errors import UserError
-from synthmed.fileio import atomic_directory, atomic_write_json
+from synthmed.fileio import atomic_directory, atomic_write_json, check_output_folder
 from synthmed.metrics import plots
 from synthmed.metrics.bootstrap import bootstrap_ci
 from synthmed.metrics.distances import frechet_distance, kernel_inception_distance
@@ -217,15 +217,18 @@ def evaluate_synthetic_set(real: str, synthetic: str | os.PathLike, out: str | o
         The ``metrics.json`` document.
 
     Raises:
-        UserError: bad options, unreadable inputs, mismatched shapes, too few cases, or `out` exists
-            without ``overwrite``. Nothing is written then.
+        UserError: bad options, unreadable inputs, mismatched shapes, too few cases, or an `out` that
+            overlaps an input or may not be replaced (see `synthmed.fileio.check_output_folder`).
+            Nothing is written then.
     """
     o = options or EvaluateOptions()
     _check_options(o)
     manifest, split = parse_real_spec(real)
     synthetic = Path(synthetic)
+    inputs = [manifest.root, synthetic]
+    check_output_folder(out, kind="evaluate", inputs=inputs, overwrite=o.overwrite)  # before loading the sets
     sets, card, names, syn_original = _load_sets(manifest, split, synthetic)
-    with atomic_directory(out, overwrite=o.overwrite) as tmp:
+    with atomic_directory(out, kind="evaluate", inputs=inputs, overwrite=o.overwrite) as tmp:
         doc = _compute(manifest, split, synthetic, sets, names, syn_original, o, tmp)
         atomic_write_json(tmp / "metrics.json", doc)
     if o.update_card:

@@ -16,7 +16,7 @@ from synthmed.data.checks import read_nifti
 from synthmed.data.dataset import load_case_arrays
 from synthmed.data.manifest import load_manifest
 from synthmed.errors import UserError
-from synthmed.fileio import atomic_directory, atomic_write_json
+from synthmed.fileio import atomic_directory, atomic_write_json, check_output_folder
 from synthmed.sample.card import build_card
 from synthmed.sample.postprocess import images_to_network_units
 from synthmed.sample.writers import reference_affine, write_synthetic_set
@@ -67,6 +67,8 @@ def encode_to_folder(
     device: str = "cpu",
 ) -> Path:
     """Map a real pair to its latent code with HA-GAN's encoders and write the code and its reconstruction."""
+    inputs = [checkpoint, mask, manifest, input_ if Path(input_).exists() else None]  # input_ may be a case id
+    check_output_folder(out, kind="encode", inputs=inputs, overwrite=overwrite)
     path = resolve_checkpoint(checkpoint)
     model, state = load_generator(path, device)
     if not model.capabilities.encoder:
@@ -80,7 +82,7 @@ def encode_to_folder(
     card = build_card(model=state["config"]["model"]["name"], checkpoint_path=path, manifest_sha256=data["manifest_sha256"],
                       trained_on=trained_case_ids(state), seed=0, count=1,
                       config={"model": state["config"]["model"], "step": state["step"], "encoded_input": str(input_)})
-    with atomic_directory(out, overwrite=overwrite) as tmp:
+    with atomic_directory(out, kind="encode", inputs=inputs, overwrite=overwrite) as tmp:
         np.save(tmp / "latent.npy", z[0].cpu().numpy().astype(np.float32))
         write_synthetic_set(tmp / "reconstruction", rec_image.cpu().numpy(), rec_mask.cpu().numpy(),
                             intensity=data["preprocessing"]["intensity"], labels=data["labels"],

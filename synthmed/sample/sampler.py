@@ -13,12 +13,12 @@ import numpy as np
 import torch
 
 from synthmed.errors import UserError
-from synthmed.fileio import sha256_file
+from synthmed.fileio import check_output_folder, sha256_file
 from synthmed.sample.synthetic_set import load_masks
 from synthmed.models.base import GenerativeModel
 from synthmed.sample.card import build_card
 from synthmed.sample.postprocess import clean_mask
-from synthmed.sample.writers import reference_affine, write_synthetic_set
+from synthmed.sample.writers import SAMPLE_KIND, reference_affine, write_synthetic_set
 from synthmed.train.checkpoint import load_generator, resolve_checkpoint
 from synthmed.train.run_history import trained_case_ids, trained_manifests
 
@@ -47,6 +47,8 @@ def sample_to_folder(
     from a mask-only generator (``mask_checkpoint``, M-SG): the MC-SG chain. The card then names
     both checkpoints, and its ``trained_on_case_ids`` is the union of what both generators saw.
     """
+    inputs = [checkpoint, masks_dir, mask_checkpoint]
+    check_output_folder(out, kind=SAMPLE_KIND, inputs=inputs, overwrite=overwrite)  # before the work
     device = sampling_device(device)
     model, state = load_generator(checkpoint, device)
     path = Path(state["path"])
@@ -87,6 +89,7 @@ def sample_to_folder(
         modality=preprocessing.get("modality", "image"),
         card=card,
         overwrite=overwrite,
+        inputs=inputs,
         bit_depth=int(preprocessing.get("bit_depth", 8)),
     )
 

@@ -31,11 +31,12 @@ from nibabel.orientations import axcodes2ornt
 from tqdm import tqdm
 
 from synthmed.errors import UserError, format_problems
-from synthmed.fileio import atomic_directory, atomic_write_json
+from synthmed.fileio import atomic_directory, atomic_write_json, check_output_folder
 from synthmed.sample.postprocess import clean_mask, images_to_original_units, intensity_range
 
 FILE_ENDING = ".nii.gz"
 PNG_ENDING = ".png"
+SAMPLE_KIND = "sample"  # the command named in a synthetic set's output marker (see synthmed.fileio)
 NIFTI_XFORM_SCANNER_ANAT = 1  # qform/sform code: the affine gives scanner-space millimetres
 
 
@@ -178,7 +179,8 @@ def write_synthetic_set(
     modality: str | Sequence[str],  # channel name(s) for dataset.json, e.g. "MRI" or "CT"
     card: dict[str, Any],  # dataset card (see synthmed.sample.card.build_card)
     prefix: str = "syn",  # file name prefix of the cases
-    overwrite: bool = False,  # replace an existing out_dir
+    overwrite: bool = False,  # replace an existing out_dir written by `synthmed sample`
+    inputs: Sequence[str | os.PathLike | None] = (),  # what the set was made from: out_dir must not overlap them
     min_component_size: int | None = None,  # clean_mask: drop components smaller than this (voxels)
     keep_largest: bool = False,  # clean_mask: keep only the largest component per label
     bit_depth: int = 8,  # 2D only: PNG bits per sample (8 or 16; RGB is always 8)
@@ -203,8 +205,8 @@ def write_synthetic_set(
 
     Raises:
         UserError: shape mismatch between images and masks, NaN or infinite image values, mask values
-            not in ``labels``, a bad affine, intensity or label set, or ``out_dir`` exists and
-            ``overwrite`` is false.
+            not in ``labels``, a bad affine, intensity or label set, or ``out_dir`` overlaps an input or
+            exists and may not be replaced (see `synthmed.fileio.check_output_folder`).
     """
     out_dir = Path(out_dir)
     images_m11 = np.asarray(images_m11)
@@ -216,8 +218,7 @@ def write_synthetic_set(
     _validate(images_m11, masks, label_map, affine)
     if is_2d and bit_depth not in (8, 16):
         raise UserError(f"bit_depth: PNG sets are 8- or 16-bit, got {bit_depth}")
-    if out_dir.exists() and not overwrite:
-        raise UserError(f"{out_dir}: output folder already exists (pass --overwrite to replace it)")
+    check_output_folder(out_dir, kind=SAMPLE_KIND, inputs=inputs, overwrite=overwrite)
     channel_names = _channel_names(modality, images_m11.shape[1]) if images_m11.shape[1] else {}
     n = images_m11.shape[0]
     bits = 8 if images_m11.shape[1] == 3 else bit_depth  # Pillow writes RGB PNG at 8 bits only
@@ -232,7 +233,7 @@ def write_synthetic_set(
     if is_2d:
         dataset["synthmed_png_intensity"] = {"bit_depth": bits, "lo": lo, "hi": hi}
 
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    with atomic_directory(out_dir, kind=SAMPLE_KIND, inputs=inputs, overwrite=overwrite) as tmp:
         (tmp / "imagesTr").mkdir()
         (tmp / "labelsTr").mkdir()
         for i in tqdm(range(n), desc="writing synthetic set", unit="case", disable=None):

@@ -32,9 +32,9 @@ from sklearn.metrics import roc_curve
 
 import synthmed
 from synthmed.errors import UserError
-from synthmed.fileio import atomic_directory, atomic_savefig, atomic_write_json, atomic_write_text
+from synthmed.fileio import atomic_directory, atomic_savefig, atomic_write_json, atomic_write_text, check_output_folder
 from synthmed.vtt import db
-from synthmed.vtt.study import ANALYSIS_DIR, Study, load_key, load_study
+from synthmed.vtt.study import ANALYSIS_DIR, VTT_ANALYZE_KIND, Study, load_key, load_study
 
 ANALYSIS_FORMAT = "synthmed-vtt-analysis"
 THRESHOLD = 5
@@ -336,22 +336,24 @@ def analyze_study(study_dir: str | os.PathLike, out: str | os.PathLike | None = 
         overwrite: replace an existing `out` given explicitly.
 
     Raises:
-        UserError: not a study, no ratings yet, or `out` exists without `overwrite`.
+        UserError: not a study, no ratings yet, or an `out` that overlaps the study (other than the
+            default) or may not be replaced (see `synthmed.fileio.check_output_folder`).
     """
     loaded = load_study_ratings(study_dir)
     study, rows, item_ids = loaded.study, loaded.rows, list(loaded.study.item_ids)
     default_out = study.folder / ANALYSIS_DIR
-    out = Path(out) if out is not None else default_out
-    overwrite = overwrite or out == default_out
-    if out.exists() and not overwrite:
-        raise UserError(f"{out}: output folder already exists (pass --overwrite to replace it)")
+    out = Path(out).expanduser().resolve() if out is not None else default_out
+    is_default = out == default_out.resolve()
+    overwrite = overwrite or is_default
+    read_from = [] if is_default else [study.folder]  # the default lies inside the study, by design
+    check_output_folder(out, kind=VTT_ANALYZE_KIND, inputs=read_from, overwrite=overwrite)
     if not rows:
         raise UserError(f"{study.folder}: no ratings yet; nothing to analyze")
     doc = {"format": ANALYSIS_FORMAT, "synthmed_version": synthmed.__version__,
            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "study_id": study.study_id,
            "n_items": len(item_ids), "progress": loaded.progress,
            **analyze_ratings(rows, item_ids)}
-    with atomic_directory(out, overwrite=overwrite) as tmp:
+    with atomic_directory(out, kind=VTT_ANALYZE_KIND, inputs=read_from, overwrite=overwrite) as tmp:
         atomic_write_json(tmp / "analysis.json", doc)
         atomic_write_text(tmp / "summary.md", f"# Visual Turing test {study.study_id}\n\n{format_table(doc)}\n\n"
                           f"Threshold rule: {doc['threshold']['rule']}.\n")

@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +34,8 @@ import synthmed
 from synthmed.data.dataset import load_arrays
 from synthmed.data.manifest import Manifest, parse_real_spec
 from synthmed.errors import UserError, format_problems
-from synthmed.fileio import atomic_directory, atomic_write_json
+from synthmed.fileio import atomic_directory, atomic_write_json, check_output_folder, refuse_partial_input
+from synthmed.sample.card import load_card
 from synthmed.sample.synthetic_set import load_synthetic_set, synthetic_case_files
 from synthmed.sample.postprocess import images_to_network_units, intensity_range
 from synthmed.vtt import db
@@ -47,6 +49,7 @@ RATER_ORDERS = ("per_rater", "shared")
 ITEM_ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
 RENDER_FILE_PATTERN = re.compile(r"^[0-9a-f]{32}\.png$")
 PANEL_SIZE_RANGE = (64, 2048)
+VTT_CREATE_KIND, VTT_ANALYZE_KIND = "vtt create", "vtt analyze"  # commands named in the output markers
 
 
 @dataclass
@@ -218,7 +221,7 @@ def _write_private_json(path: Path, obj: Any) -> None:
 
 
 def build_study(out: str | os.PathLike, pools: list[ItemPool], render: RenderOptions, options: StudyOptions,
-                inputs: dict[str, Any]) -> Path:
+                inputs: dict[str, Any], read_from: Sequence[str | os.PathLike] = ()) -> Path:
     """Shuffle the items of `pools`, render them alike and write the study folder `out`.
 
     Args:
@@ -227,6 +230,7 @@ def build_study(out: str | os.PathLike, pools: list[ItemPool], render: RenderOpt
         render: window, display spacing and size (the same for every item).
         options: seed, rater order, overwrite.
         inputs: provenance written to key.json only (paths of the manifest and the sets).
+        read_from: the folders the pools were read from; `out` must not overlap them.
 
     Returns:
         `out` as a Path.
@@ -241,7 +245,7 @@ def build_study(out: str | os.PathLike, pools: list[ItemPool], render: RenderOpt
     view_sizes = {view: list(size) for view, (_, _, size) in view_planes(
         _display_image(pools[0].images[:1], dims)[0], pools[0].masks[0], render).items()}
     out = Path(out)
-    with atomic_directory(out, overwrite=options.overwrite) as tmp:
+    with atomic_directory(out, kind=VTT_CREATE_KIND, inputs=read_from, overwrite=options.overwrite) as tmp:
         (tmp / RENDERS_DIR).mkdir()
         items, key_items = [], {}
         for item_id, (pool, i) in zip(item_ids, entries):  # written in shuffled order: file times say nothing
@@ -277,8 +281,9 @@ def create_study(real: str, synthetic: list[str | os.PathLike], out: str | os.Pa
         options: see `StudyOptions`.
 
     Raises:
-        UserError: bad options, unreadable inputs, too few cases, shapes that differ, or `out` exists
-            without ``overwrite``. Nothing is written then.
+        UserError: bad options, unreadable inputs, a synthetic set without a card or half-written
+            (``.partial``), too few cases, shapes that differ, or an `out` that overlaps an input or may not
+            be replaced (see `synthmed.fileio.check_output_folder`). Nothing is written then.
     """
     _check_options(options)
     folders = [Path(s) for s in synthetic]
@@ -286,17 +291,46 @@ def create_study(real: str, synthetic: list[str | os.PathLike], out: str | os.Pa
         raise UserError("vtt create: give at least one --synthetic folder")
     if len({f.resolve() for f in folders}) != len(folders):
         raise UserError("vtt create: the same --synthetic folder is given twice")
-    if Path(out).exists() and not options.overwrite:
-        raise UserError(f"{out}: output folder already exists (pass --overwrite to replace it)")
+    cards = _synthetic_cards(folders)
     manifest, split = parse_real_spec(real)
+    read_from = [manifest.root, *folders]
+    check_output_folder(out, kind=VTT_CREATE_KIND, inputs=read_from, overwrite=options.overwrite)
     rng = np.random.default_rng([options.seed, 0])
     pools = [_real_pool(manifest, split, options.n // 2, rng), *_synthetic_pools(manifest, folders, options.n // 2, rng)]
     render = RenderOptions(window=network_window(manifest, options.window), spacing=display_spacing(manifest),
                            panel_size=options.panel_size, interpolation=options.interpolation)
     inputs = {"real": {"manifest": str(manifest.path), "manifest_sha256": manifest.sha256, "split": split},
-              "synthetic": [{"name": p.name, "path": str(f.resolve())} for p, f in zip(pools[1:], folders)],
+              "synthetic": [{"name": p.name, "path": str(f.resolve()), "checkpoint_sha256": c["checkpoint"].get("sha256")}
+                            for p, f, c in zip(pools[1:], folders, cards)],
               "window": list(options.window) if options.window else list(intensity_range(manifest.preprocessing["intensity"]))}
-    return build_study(out, pools, render, options, inputs)
+    return build_study(out, pools, render, options, inputs, read_from=read_from)
+
+
+def _synthetic_cards(folders: list[Path]) -> list[dict[str, Any]]:
+    """The dataset card of every synthetic set: a set without one is half-written or of unknown origin.
+
+    Raises:
+        UserError: listing every folder that is a ``.partial`` leftover, has no ``card.json`` or an
+            unreadable one.
+    """
+    cards, problems = [], []
+    for folder in folders:
+        try:
+            refuse_partial_input(folder, "--synthetic")
+            if not folder.is_dir():
+                raise UserError(f"--synthetic {folder}: not a synthetic set (no such folder)")
+            if not (folder / "card.json").is_file():
+                raise UserError(f"--synthetic {folder}: no card.json, so where its pairs come from is unknown (a set "
+                                "written by `synthmed sample` always has one; rerun sample if it was interrupted)")
+            card = load_card(folder)
+            if not isinstance(card.get("checkpoint"), dict):
+                raise UserError(f"{folder / 'card.json'}: no \"checkpoint\" entry; not a card written by `synthmed sample`")
+            cards.append(card)
+        except UserError as e:
+            problems.append(str(e))
+    if problems:
+        raise UserError(format_problems("vtt create: synthetic sets refused", problems))
+    return cards
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -341,8 +375,10 @@ def load_study(folder: str | os.PathLike) -> Study:
     """Read and check ``study.json`` of a study folder.
 
     Raises:
-        UserError: missing or malformed study.json, or missing render files (every problem listed).
+        UserError: a half-written (``.partial``) folder, missing or malformed study.json, or missing
+            render files (every problem listed).
     """
+    refuse_partial_input(folder, "--study")
     folder = Path(folder).expanduser().resolve()
     data = _read_json(folder / STUDY_FILE, "study.json")
     problems = _study_problems(data, folder)

@@ -31,7 +31,7 @@ def test_analyze_raw_and_prepared(tmp_path, toy_msd, toy_prepared, capsys):
     assert case["label_mm3"]["1"] == pytest.approx(case["label_voxels"]["1"] * 1.5**3)
     assert prepared["kind"] == "prepared" and prepared["summary"]["n_cases"] == 12
     assert sorted(p.name for p in out.iterdir()) == [
-        "analysis.json", "intensity_range.png", "label_volumes.png", "shapes.png"]
+        ".synthmed-output", "analysis.json", "intensity_range.png", "label_volumes.png", "shapes.png"]
     assert json.loads((out / "analysis.json").read_text())["sources"][0]["name"] == "toy"
     with pytest.raises(UserError, match="already exists"):
         analyze_dataset([toy_msd], out_dir=out)

@@ -35,7 +35,7 @@ def test_analyze_raw_and_prepared_2d(tmp_path, toy_prepared_2d, capsys):
     case = next(iter(prepared["cases"].values()))
     assert case["label_input_px"]["1"] == case["label_voxels"]["1"]  # 1 input pixel per output pixel
     assert sorted(p.name for p in out.iterdir()) == [
-        "analysis.json", "intensity_range.png", "label_volumes.png", "shapes.png"]
+        ".synthmed-output", "analysis.json", "intensity_range.png", "label_volumes.png", "shapes.png"]
 
 
 def test_analyze_slices_reports_mm2(tmp_path, toy_msd, capsys):

@@ -144,13 +144,13 @@ def test_too_few_cases_for_split(tmp_path):
 
 def test_existing_output_refused_unless_overwrite(tmp_path, toy_msd):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("x")
+    _prepare([toy_msd], out)
+    (out / "manifest.json").write_text("stale")
     with pytest.raises(UserError, match="already exists.*--overwrite"):
         _prepare([toy_msd], out)
-    assert (out / "keep.txt").exists()
+    assert (out / "manifest.json").read_text() == "stale"
     path = prepare_dataset([toy_msd], out, PrepareOptions(**OPTS), overwrite=True, progress=False)
-    assert path.exists() and not (out / "keep.txt").exists()
+    assert json.loads(path.read_text())["cases"]  # a folder prepare wrote is replaced (see tests/test_outputs.py)
 
 
 def test_failed_overwrite_keeps_old_output(tmp_path, toy_msd):

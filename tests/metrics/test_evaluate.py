@@ -53,8 +53,9 @@ def test_a_shifted_set_is_further_than_a_near_copy(toy_prepared, tmp_path):
 def test_bad_inputs_are_clear_errors_and_leave_nothing(toy_prepared, copied_set, tmp_path):
     with pytest.raises(UserError, match="unknown split 'tets'"):
         parse_real_spec(f"{toy_prepared}:tets")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="not a synthetic set"):
-        evaluate_synthetic_set(str(toy_prepared), tmp_path, tmp_path / "out")
+        evaluate_synthetic_set(str(toy_prepared), tmp_path / "empty", tmp_path / "out")
     label = copied_set / "labelsTr" / "syn_0000.nii.gz"
     import nibabel as nib
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.uint8), np.eye(4)), label)

@@ -73,7 +73,7 @@ def test_conditional_generator_without_masks_and_options_a_model_lacks_are_refus
     with pytest.raises(UserError, match="--masks DIR"):
         sample_to_folder(runs["C-SG"], 2, tmp_path / "a")
     with pytest.raises(UserError, match="does not render images for given masks"):
-        sample_to_folder(runs["B-SG"], 2, tmp_path / "b", masks_dir=tmp_path)
+        sample_to_folder(runs["B-SG"], 2, tmp_path / "b", masks_dir=runs["C-SG"])  # not read: refused first
     folder = tmp_path / "given"
     folder.mkdir()
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(folder / "wrong_size.png")

@@ -126,11 +126,21 @@ def test_failure_during_write_leaves_no_partial(tmp_path):
 def test_existing_folder_needs_overwrite(tmp_path):
     images, masks = _pairs()
     out = tmp_path / "syn"
-    out.mkdir()
-    (out / "old.txt").write_text("x")
+    _write(out, images, masks)
+    (out / "dataset.json").write_text("stale")
     with pytest.raises(UserError, match="already exists"):
         _write(out, images, masks)
-    assert (out / "old.txt").exists()
-    _write(out, images, masks, overwrite=True)
-    assert not (out / "old.txt").exists() and (out / "dataset.json").exists()
+    assert (out / "dataset.json").read_text() == "stale"
+    _write(out, images, masks, overwrite=True)  # a set written by sample is replaced
+    assert json.loads((out / "dataset.json").read_text())["numTraining"] == len(images)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["syn"]
+
+
+def test_overwrite_keeps_a_folder_sample_did_not_write(tmp_path):
+    images, masks = _pairs()
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "old.txt").write_text("x")
+    with pytest.raises(UserError, match="not written by synthmed"):
+        _write(foreign, images, masks, overwrite=True)
+    assert (foreign / "old.txt").read_text() == "x"

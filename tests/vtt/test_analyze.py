@@ -151,7 +151,7 @@ def test_analyze_a_study_with_an_oracle_and_random_raters(study, tmp_path):
     assert -0.2 < doc["agreement"]["krippendorff_alpha"]["interval"] < 0.2  # random raters do not agree
 
     out = study / ANALYSIS_DIR
-    assert sorted(p.name for p in out.iterdir()) == ["analysis.json", "items.csv", "raters.csv", "roc.png", "scores.png", "summary.md"]
+    assert sorted(p.name for p in out.iterdir()) == [".synthmed-output", "analysis.json", "items.csv", "raters.csv", "roc.png", "scores.png", "summary.md"]
     assert json.loads((out / "analysis.json").read_text())["raters"]["oracle"]["auc"] == 1.0
     assert Image.open(out / "roc.png").size[0] > 100 and Image.open(out / "scores.png").size[0] > 100
     assert "| oracle | 8 | 1.000 | 9.000 | 1.000 | 1.000 | 0 |" in (out / "summary.md").read_text()

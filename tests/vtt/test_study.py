@@ -14,6 +14,7 @@ from PIL import Image
 
 from synthmed.data.manifest import Manifest
 from synthmed.errors import UserError
+from synthmed.fileio import OUTPUT_MARKER
 from synthmed.vtt.render import RenderOptions
 from synthmed.vtt.study import (
     DB_FILE, ITEM_ID_PATTERN, KEY_FILE, RENDER_FILE_PATTERN, RENDERS_DIR, STUDY_FILE, ItemPool, StudyOptions, build_study,
@@ -49,7 +50,7 @@ def test_study_is_balanced_shuffled_and_blind(base_study):
         sizes.add(Image.open(io.BytesIO(data)).size)
     assert sizes == {(320, 320)}  # 16³ at 1.5 mm: every view of every item has one size
 
-    assert sorted(os.listdir(base_study)) == sorted([KEY_FILE, STUDY_FILE, RENDERS_DIR, DB_FILE])
+    assert sorted(os.listdir(base_study)) == sorted([KEY_FILE, STUDY_FILE, RENDERS_DIR, DB_FILE, OUTPUT_MARKER])
     assert stat.S_IMODE(os.stat(base_study / KEY_FILE).st_mode) == 0o600
     with sqlite3.connect(base_study / DB_FILE) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -168,6 +169,9 @@ def test_display_spacing_is_one_value_for_the_whole_study(tmp_path):
         display_spacing(manifest({"spacing": [1.0, 0.0, 1.0]}, []))
 
 
+TOY_CARD = {"format": "synthmed-card", "format_version": 1, "model": "flip", "checkpoint": {"path": "none", "sha256": "0" * 64}}
+
+
 def test_2d_study_from_a_prepared_folder_and_a_png_set(toy_prepared_2d, tmp_path):
     from synthmed.data.dataset import load_arrays
     from synthmed.data.manifest import load_manifest
@@ -176,7 +180,7 @@ def test_2d_study_from_a_prepared_folder_and_a_png_set(toy_prepared_2d, tmp_path
     manifest = load_manifest(toy_prepared_2d)
     images, masks = load_arrays(manifest, manifest.split_ids("test"))
     flipped = write_synthetic_set(tmp_path / "png_set", images[:, :, ::-1].copy(), masks[:, ::-1].copy(),
-                                  intensity=manifest.preprocessing["intensity"], affine=None, modality="image", card={},
+                                  intensity=manifest.preprocessing["intensity"], affine=None, modality="image", card=TOY_CARD,
                                   labels={str(k): v for k, v in manifest.labels.items()})
     out = create_study(str(toy_prepared_2d), [flipped], tmp_path / "s", StudyOptions(n=8, seed=0))
     study = load_study(out)

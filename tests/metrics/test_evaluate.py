@@ -19,8 +19,10 @@ def test_evaluate_writes_every_figure_with_counts_and_fills_the_card(toy_prepare
     train = manifest.split_ids("train")
     syn = make_synthetic_set(toy_prepared, tmp_path / "syn", train[:3] + manifest.split_ids("test"), noise=0.002)
     doc = evaluate_synthetic_set(str(toy_prepared), syn, tmp_path / "eval", EvaluateOptions(**FAST))
-    assert "medicalnet: unavailable" in capsys.readouterr().err  # the others still ran
-    assert doc["feature_spaces"]["medicalnet"]["status"] == "unavailable"
+    assert capsys.readouterr().err == ""  # said once, in the table below
+    assert doc["feature_spaces"]["medicalnet"]["status"] == "unavailable"  # the others still ran
+    table = format_table(doc)
+    assert table.count("medicalnet: unavailable") == 1 and "real train vs real test" in table.splitlines()[0]
     fd = doc["images"]["radiomics/volume"]["synthetic_vs_real"]["frechet_distance"]
     assert fd["n_synthetic"] == 5 and fd["n_real"] == len(train) and fd["feature_space"] == "radiomics/volume"
     ref = doc["images"]["radiomics/volume"]["real_train_vs_real_test"]["frechet_distance"]
@@ -31,7 +33,17 @@ def test_evaluate_writes_every_figure_with_counts_and_fills_the_card(toy_prepare
     files = {p.name for p in (tmp_path / "eval").iterdir()}
     assert {"metrics.json", "montage.png", "intensity_histograms.png", "memorisation_closest_pairs.png",
             "tsne_images_radiomics.png"} <= files
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == json.loads(json.dumps(doc))
+    text = (tmp_path / "eval" / "metrics.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"metrics.json holds {c}")) == json.loads(json.dumps(doc))
+    assert doc["intervals"]["method"].startswith("half-sampling without replacement")
+    for key in ("frechet_distance", "kid_mean"):  # every interval holds its own estimate
+        for space, entry in doc["images"].items():
+            for figures in entry.values():
+                if key in figures and figures[key]["ci95"] is not None:
+                    low, high = figures[key]["ci95"]
+                    assert low <= figures[key]["value"] <= high, (space, key)
+    # 2 real test cases: the reference figures say why they are not to be trusted
+    assert "fewer than 10" in ref["note"] and "prdc" in doc["images"]["radiomics/volume"]["real_train_vs_real_test"]
     card = json.loads((syn / "card.json").read_text())
     assert card["privacy_check"]["fraction_flagged"] == pytest.approx(0.6)
     assert card["metrics"]["evaluation"]["images/radiomics/volume/frechet_distance"]["n_synthetic"] == 5

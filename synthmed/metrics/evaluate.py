@@ -104,48 +104,55 @@ def _as_modality(sets_images: np.ndarray, masks: np.ndarray, modality: Modality,
     return (masks[:, None].astype(np.float32) / max(num_labels - 1, 1)) * 2 - 1
 
 
-def _sample_notes(n: int, n_features: int, k: int) -> dict[str, str]:
-    """Why figures from sets of (at least) `n` samples with `n_features` features are not to be trusted."""
-    notes = {}
-    few = f"only {n} samples in a set (fewer than {MIN_MEANINGFUL_SAMPLES}): not meaningful"
-    if n <= n_features:
-        notes[MetricKey.FRECHET.value] = (f"{n} samples <= {n_features} feature dimensions: the covariance is "
-                                          "rank-deficient, so FD is dominated by small-sample bias; compare only "
-                                          "with the real-vs-real figure at similar n")
+NOTE_TEXT = {  # table footnotes, one per kind of note (metrics.json holds each figure's own numbers)
+    "few_samples": f"fewer than {MIN_MEANINGFUL_SAMPLES} samples in a set: not meaningful",
+    "rank_deficient": "no more samples than feature dimensions: the covariance is rank-deficient, so FD is "
+                      "dominated by small-sample bias; compare only with the real-vs-real figure at similar n",
+    "negative_kid": "negative: KID is the unbiased estimate of MMD² >= 0, which scatters around 0 when the sets "
+                    "are alike; read as ~0",
+    "prdc_too_few": "precision/recall need more than k samples per set (k-nearest-neighbour radii)",
+}
+
+
+def _sample_notes(n: int, n_features: int, k: int) -> dict[str, dict[str, str]]:
+    """{figure: {note kind: why}} for sets of (at least) `n` samples with `n_features` features."""
+    notes: dict[str, dict[str, str]] = {MetricKey.FRECHET.value: {}, MetricKey.KID_MEAN.value: {}, "prdc": {}}
     if n < MIN_MEANINGFUL_SAMPLES:
-        notes[MetricKey.FRECHET.value] = few + "; " + notes.get(MetricKey.FRECHET.value, "")
-        notes[MetricKey.KID_MEAN.value] = few
+        for key in (MetricKey.FRECHET.value, MetricKey.KID_MEAN.value):
+            notes[key]["few_samples"] = f"only {n} samples in a set (fewer than {MIN_MEANINGFUL_SAMPLES}): not meaningful"
+    if n <= n_features:
+        notes[MetricKey.FRECHET.value]["rank_deficient"] = (
+            f"{n} samples <= {n_features} feature dimensions: the covariance is rank-deficient, so FD is dominated "
+            "by small-sample bias; compare only with the real-vs-real figure at similar n")
     if n <= k:
-        notes["prdc"] = f"needs more than k = {k} samples per set (k-nearest-neighbour radii); the smaller set has {n}"
-    return {key: note.rstrip("; ") for key, note in notes.items()}
+        notes["prdc"]["prdc_too_few"] = f"needs more than k = {k} samples per set (k-nearest-neighbour radii); the smaller set has {n}"
+    return notes
 
 
 def _distance_figures(fake: np.ndarray, real: np.ndarray, space: str, o: EvaluateOptions, names: tuple[str, str]) -> dict:
     """Fréchet and KID with subsampling intervals, and PRDC, of `fake` against `real`.
 
-    A figure that the sample counts make unreliable carries a ``note`` saying why; PRDC with too few
-    samples is ``{"unavailable": why}``.
+    A figure that the sample counts make unreliable carries ``notes`` ({kind: why}); PRDC with too
+    few samples is ``{"unavailable": why}``. The Fréchet interval is clipped at 0 (FD >= 0).
     """
-    n = min(len(fake), len(real))
-    notes = _sample_notes(n, fake.shape[1], o.prdc_k)
+    notes = _sample_notes(min(len(fake), len(real)), fake.shape[1], o.prdc_k)
     fd = frechet_distance(fake, real)
     kid = kernel_inception_distance(fake, real, o.kid_subsets, o.kid_subset_size, seed=o.seed)
     fd_ci = subsample_ci(frechet_distance, fake, real, fd, o.n_bootstrap, seed=o.seed)
     kid_ci = subsample_ci(mmd2_unbiased, fake, real, kid.mean, o.n_bootstrap, seed=o.seed, max_size=o.kid_subset_size)
     counts = {f"n_{names[0]}": len(fake), f"n_{names[1]}": len(real), "feature_space": space, "n_features": fake.shape[1]}
+    if kid.mean < 0:
+        notes[MetricKey.KID_MEAN.value]["negative_kid"] = NOTE_TEXT["negative_kid"]
     out = {
-        MetricKey.FRECHET.value: {"value": fd, "ci95": None if fd_ci is None else list(fd_ci), **counts},
+        MetricKey.FRECHET.value: {"value": fd, "ci95": None if fd_ci is None else [max(fd_ci[0], 0.0), fd_ci[1]], **counts},
         MetricKey.KID_MEAN.value: {"value": kid.mean, "std": kid.std, "ci95": None if kid_ci is None else list(kid_ci),
                                     "subset_size": kid.subset_size, "subsets": o.kid_subsets, **counts},
     }
     for key in (MetricKey.FRECHET.value, MetricKey.KID_MEAN.value):
-        if key in notes:
-            out[key]["note"] = notes[key]
-    if kid.mean < 0:
-        out[MetricKey.KID_MEAN.value]["negative_note"] = (
-            "negative: KID is the unbiased estimate of MMD² >= 0, which scatters around 0 when the sets are alike; read as ~0")
-    if "prdc" in notes:
-        out["prdc"] = {"unavailable": notes["prdc"]}
+        if notes[key]:
+            out[key]["notes"] = notes[key]
+    if notes["prdc"]:
+        out["prdc"] = {"unavailable": notes["prdc"]["prdc_too_few"], "notes": notes["prdc"]}
     else:
         prdc = precision_recall_density_coverage(real, fake, o.prdc_k)
         out.update({k: {"value": v, "k": o.prdc_k, **counts} for k, v in prdc.items()})
@@ -420,16 +427,14 @@ def format_table(doc: dict[str, Any]) -> str:
     for modality, space, syn, ref in _compared_spaces(doc):
         fd, kid = syn[MetricKey.FRECHET.value], syn[MetricKey.KID_MEAN.value]
         ci = "" if fd["ci95"] is None else f" [{fd['ci95'][0]:.3g}, {fd['ci95'][1]:.3g}]"
-        fd_text = _fmt(fd["value"]) + ci + _marks(notes, fd.get("note"))
-        kid_text = _fmt(kid["value"]) + _marks(notes, kid.get("note"), kid.get("negative_note"))
         p, r = syn.get(MetricKey.PRECISION.value, {}).get("value"), syn.get(MetricKey.RECALL.value, {}).get("value")
-        prdc_mark = _marks(notes, syn.get("prdc", {}).get("unavailable"))
-        r_fd = ref.get(MetricKey.FRECHET.value, {})
-        r_kid = ref.get(MetricKey.KID_MEAN.value, {})
-        ref_fd = _fmt(r_fd.get("value")) + _marks(notes, r_fd.get("note"), ref.get("unavailable"))
-        ref_kid = _fmt(r_kid.get("value")) + _marks(notes, r_kid.get("note"), r_kid.get("negative_note"))
-        lines.append(f"{modality.value:8} {space:22} {fd_text:>30} {kid_text:>12} {_fmt(p, 2) + prdc_mark:>5} "
-                     f"{_fmt(r, 2) + prdc_mark:>5} | {'':24} {ref_fd:>8} {ref_kid:>10}")
+        prdc_mark = _marks(notes, syn.get("prdc", {}))
+        r_fd, r_kid = ref.get(MetricKey.FRECHET.value, {}), ref.get(MetricKey.KID_MEAN.value, {})
+        ref_fd = _fmt(r_fd.get("value")) + _marks(notes, r_fd) + (_marks(notes, {"notes": {"unavailable": ref["unavailable"]}})
+                                                                  if "unavailable" in ref else "")
+        lines.append(f"{modality.value:8} {space:22} {_fmt(fd['value']) + ci + _marks(notes, fd):>30} "
+                     f"{_fmt(kid['value']) + _marks(notes, kid):>12} {_fmt(p, 2) + prdc_mark:>5} "
+                     f"{_fmt(r, 2) + prdc_mark:>5} | {'':24} {ref_fd:>8} {_fmt(r_kid.get('value')) + _marks(notes, r_kid):>10}")
     lines += [f"  [{i}] {note}" for i, note in enumerate(notes, 1)]
     n = doc["synthetic"]["n"]
     lines.append(f"(n synthetic = {n}, n real = {doc['real']['n']} [{doc['real']['split']}]; real train vs real test: "
@@ -449,14 +454,14 @@ def format_table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _marks(notes: list[str], *texts: str | None) -> str:
-    """Footnote marks ``[i]`` for the given texts, each note numbered once in `notes`."""
+def _marks(notes: list[str], figure: dict) -> str:
+    """Footnote marks ``[i]`` for a figure's notes; each kind of note is numbered once in `notes`."""
     marks = ""
-    for text in texts:
-        if text:
-            if text not in notes:
-                notes.append(text)
-            marks += f"[{notes.index(text) + 1}]"
+    for kind, text in figure.get("notes", {}).items():
+        text = NOTE_TEXT.get(kind, text)
+        if text not in notes:
+            notes.append(text)
+        marks += f"[{notes.index(text) + 1}]"
     return marks
 
 

@@ -75,7 +75,7 @@ def synthetic_case_files(folder: str | os.PathLike) -> list[tuple[str, Path, Pat
         raise UserError(f"{folder}: an unfinished output folder (*.partial, left by an interrupted run), "
                         f"not a synthetic set; sample again or use the finished folder")
     if not folder.is_dir():
-        raise UserError(f"{folder}: synthetic set folder not found")
+        raise UserError(f"{folder}: not a synthetic set (folder not found)")
     if not (folder / "imagesTr").is_dir() or not (folder / "labelsTr").is_dir():
         raise UserError(f"{folder}: not a synthetic set (expected imagesTr/ and labelsTr/ from `synthmed sample`)")
     ending = set_ending(folder)

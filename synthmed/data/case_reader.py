@@ -108,6 +108,42 @@ def declared_labels(sources: list[Source], options: PrepareOptions) -> dict[int,
     return dict(sorted(merged.items())) or None
 
 
+RARE_LABEL_CASE_FRACTION = 0.01  # an undeclared label value in fewer cases than this share ...
+RARE_LABEL_ELEMENTS = 10  # ... or on fewer voxels/pixels than this, in all, is likely noise
+
+
+def warn_rare_labels(ids: list[str], label_counts: list[np.ndarray], element: str) -> list[int]:
+    """Warn (one line) about label values so rare that they look like noise rather than a class.
+
+    Only for undeclared labels, where every value seen becomes a class: a value in fewer than 1% of
+    the cases or on fewer than 10 voxels in all is named with its voxels and cases.
+
+    Args:
+        ids: case ids; label_counts: per case, the voxels of each value 0..255; element: "voxel" or "pixel".
+
+    Returns:
+        The rare values (empty when none).
+    """
+    if not label_counts:
+        return []
+    counts = np.stack(label_counts)
+    rare, described = [], []
+    for value in np.flatnonzero(counts[:, 1:].sum(0)) + 1:
+        cases = np.flatnonzero(counts[:, value])
+        total = int(counts[:, value].sum())
+        if len(cases) < RARE_LABEL_CASE_FRACTION * len(ids) or total < RARE_LABEL_ELEMENTS:
+            rare.append(int(value))
+            names = ", ".join(ids[i] for i in cases[:3]) + (", ..." if len(cases) > 3 else "")
+            described.append(f"{value} ({total} {element}s in {len(cases)} of {len(ids)} cases: {names})")
+    if rare:
+        log.warning(
+            "no labels declared, so every mask value is a class, and %d value(s) are rare enough to be noise: %s; "
+            "check those masks, or pass --labels to declare the classes (other values are then refused)",
+            len(rare), "; ".join(described),
+        )
+    return rare
+
+
 def volume_modality(sources: list[Source], options: PrepareOptions) -> str:
     """The modality of 3D volumes: ``options.modality``, else the one the sources declare, else CT.
 

@@ -74,6 +74,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         seed=args.seed,
         crop_to_image=args.crop_to_image,
         channels=args.channels,
+        mask_threshold=args.mask_threshold,
         slices=args.slices,
         mosaic=tuple(args.mosaic) if args.mosaic else None,
         foreground_slices_only=args.foreground_slices_only,
@@ -135,6 +136,9 @@ def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--channels", type=int, choices=[1, 3], default=None,
                    help="2D image channels: 1 turns colour into luminance, 3 repeats grayscale (default: 3 "
                    "if any image has colour, else 1)")
+    g.add_argument("--mask-threshold", type=float, default=None, metavar="T",
+                   help="PNG/TIFF masks are binary: label 1 where the value is above T (e.g. 127 for 8-bit masks "
+                   "with stray grey values); JPEG masks are always thresholded at 127")
     g.add_argument("--slices", type=_slice_axis, default=None, metavar="AXIS",
                    help="cut 3D volumes into one 2D case per slice along AXIS: axial, coronal, sagittal "
                    "(or RAS axis 2, 1, 0); slices of one volume share its group")

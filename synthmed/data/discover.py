@@ -18,7 +18,8 @@ Accepted inputs:
   case's default group, so frames of one sequence never straddle splits.
 - a datalist JSON file (MONAI style): ``{"labels": {...} (optional), "training": [{"image": rel,
   "label": rel, "id"?, "source"?, "group"?}, ...]}``, paths relative to the JSON file. The source
-  of an entry is its ``"source"``, else the JSON file's stem.
+  of an entry is its ``"source"``, else the JSON file's stem. ``"validation"`` and ``"testing"``
+  lists are not read (prepare splits ``"training"`` itself); a warning names them and their counts.
 
 Case ids come from file names. 2D file names often hold spaces or brackets (``benign (1).png``):
 characters other than letters, digits, ``.``, ``_`` and ``-`` are replaced by ``_`` for 2D files
@@ -31,6 +32,7 @@ as one `UserError`.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,9 @@ IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")  # compared in lo
 MASK_NAME_SUFFIXES = ("_mask", "_segmentation", "_seg", "_label")  # 2D masks named after their image
 MASK_FOLDER_NAMES = ("labels", "masks")  # mask folder next to images/ (first found wins)
 SOURCE_KINDS = ("msd", "folders", "datalist")
+UNUSED_DATALIST_KEYS = ("validation", "testing")  # MONAI datalist lists that prepare does not read
+
+log = logging.getLogger(__name__)
 ID_PATTERN = r"[A-Za-z0-9._-]+"
 
 
@@ -313,9 +318,22 @@ def _discover_datalist(path: Path, problems: list[str]) -> list[Source]:
         )
     if not raw["training"]:
         problems.append(f"{path}: 'training' list is empty")
+    _warn_unused_lists(path, raw)
     for src in sources.values():
         src.dims = _source_dims(src.cases, path, problems)
     return list(sources.values())
+
+
+def _warn_unused_lists(path: Path, raw: dict) -> dict[str, int]:
+    """Warn (one line) that a datalist's 'validation' / 'testing' entries are not used; {key: entries}."""
+    unused = {k: len(raw[k]) if isinstance(raw[k], list) else 1 for k in UNUSED_DATALIST_KEYS if raw.get(k)}
+    if unused:
+        listed = " and ".join(f"{k!r} ({n} entr{'y' if n == 1 else 'ies'})" for k, n in unused.items())
+        log.warning(
+            "%s: %s not used: prepare reads only 'training' and makes its own train/val/test split from it "
+            "(--test-fraction, --val-fraction); move entries into 'training' to include them", path, listed,
+        )
+    return unused
 
 
 def discover_sources(inputs: list[str | Path]) -> list[Source]:

@@ -131,6 +131,21 @@ def _pixel_type_problem(types: dict[str, list[Path]]) -> list[str]:
     return [f"images mix pixel types: {parts}; convert them to one bit depth"]
 
 
+STRAY_NAMED = 5  # masks named in the stray-values message; the rest are counted
+
+
+def _stray_mask_problem(stray: list[tuple[Path, str]], n_masks: int) -> list[str]:
+    """One problem naming (some of) the masks that look binary with stray values, or none."""
+    if not stray:
+        return []
+    named = "; ".join(f"{path} ({why})" for path, why in stray[:STRAY_NAMED])
+    more = f"; and {len(stray) - STRAY_NAMED} more" if len(stray) > STRAY_NAMED else ""
+    return [f"{len(stray)} of {n_masks} masks look like binary masks with stray values (faint values or "
+            f"JPEG-like edges), each stray value would become a label: {named}{more}. Pass "
+            f"--mask-threshold T (label = value > T, e.g. 127) to binarise every mask, or --labels to declare "
+            f"the values as labels"]
+
+
 def _expand_gray_to_rgb(tmp: Path, entries: list[dict]) -> None:
     """Repeat the one channel of grayscale cases over R, G, B (the dataset has colour images)."""
     for e in entries:
@@ -184,20 +199,24 @@ class ImageReader(CaseReader):
     element = "pixel"
     pixel_types: dict[str, list[Path]] = field(default_factory=dict)  # pixel type -> images of that type
     masks: MaskReadingTally = field(default_factory=MaskReadingTally)
+    stray_masks: list[tuple[Path, str]] = field(default_factory=list)  # (mask, why) that look binary with stray values
     any_color: bool = False
     n_prepared: int = 0
     n_empty: int = 0
 
     def check(self, record: CaseRecord) -> ImagePair:
-        pair = check_image_pair(record, set(self.declared) if self.declared is not None else None)
+        pair = check_image_pair(record, set(self.declared) if self.declared is not None else None,
+                                self.options.mask_threshold)
         if not pair.problems:
-            assert pair.image is not None
+            assert pair.image is not None and pair.mask is not None
             self.pixel_types.setdefault(pair.image.pixel_type, []).append(record.image)
             self.masks.add(pair)
+            if pair.mask.stray and self.declared is None:  # declared labels: the values were checked against them
+                self.stray_masks.append((record.label, pair.mask.stray))
         return pair
 
     def prepare(self, pair: ImagePair) -> list[PreparedCase]:
-        if len(self.pixel_types) > 1:  # refused at the end: only check the remaining pairs
+        if len(self.pixel_types) > 1 or self.stray_masks:  # refused at the end: only check the remaining pairs
             return []
         assert pair.image is not None and pair.mask is not None
         unit, lo, hi = self._to_unit(pair.image)
@@ -239,7 +258,7 @@ class ImageReader(CaseReader):
         return unit, lo, hi
 
     def dataset_problems(self) -> list[str]:
-        problems = _pixel_type_problem(self.pixel_types)
+        problems = _pixel_type_problem(self.pixel_types) + _stray_mask_problem(self.stray_masks, self.n_pairs)
         if 0 < self.n_prepared == self.n_pairs and self.n_empty == self.n_prepared:
             problems.append(
                 f"all {self.n_prepared} masks are empty after reading (mask rules: {dict(self.masks.rules)}); "
@@ -267,7 +286,7 @@ class ImageReader(CaseReader):
             "spacing_unit": "pixel",
             "modality": self.modality,
             "intensity": intensity,
-            "masks": self.masks.manifest_entry(),
+            "masks": {**self.masks.manifest_entry(), "threshold": self.options.mask_threshold},
         }
 
     def summary(self, n_empty: int) -> SummaryText:

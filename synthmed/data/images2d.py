@@ -8,7 +8,11 @@ channels are equal is grayscale (`Image2D.color` is False).
 Masks hold integer labels, read by these rules:
 - PNG/TIFF (lossless): one channel, or RGB(A) with identical channels (one channel is kept); palette
   PNGs give their palette indices. A mask whose values are exactly {0, 255} (or {0, 65535} for 16-bit)
-  is binary and becomes {0, 1}; any other values are kept as labels (at most 255).
+  is binary and becomes {0, 1}; any other values are kept as labels (at most 255). With a threshold
+  (``--mask-threshold T``) every lossless mask is binary instead: label = value > T. A mask that looks
+  like a binary mask with stray values (`stray_values`: at least `MIN_STRAY_DISTINCT` distinct values,
+  the most common nonzero one >= 128, and the others on at most `MAX_STRAY_FRACTION` of the pixels,
+  e.g. faint values and JPEG-like edges) is reported by its reader rather than read as many labels.
 - JPEG (lossy, so noisy around 0 and 255): only binary masks. The gray level is the luminance
   ``L = 0.299 R + 0.587 G + 0.114 B`` (Pillow's "L" conversion, also for grayscale JPEGs) and
   **label = 1 where L > 127, else 0**. Pixels with 64 <= L <= 191 are "mid-grey": neither clearly
@@ -37,6 +41,8 @@ MIDGREY_LEVELS = (64, 191)  # JPEG mask luminance counted as mid-grey (inclusive
 MAX_MIDGREY_FRACTION = 0.01  # a JPEG mask with more mid-grey pixels than this is refused
 MAX_JPEG_CHANNEL_SPREAD = 96  # larger R/G/B differences in a JPEG mask mean colour-coded labels
 MAX_MASK_LABEL = 255  # masks are stored as uint8
+MIN_STRAY_DISTINCT = 5  # a lossless mask with this many distinct values may be a binary one with stray values
+MAX_STRAY_FRACTION = 0.05  # ... when the values other than 0 and its main foreground cover at most this share
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R 601-2, as Pillow's RGB -> L
 
 
@@ -54,9 +60,10 @@ class Mask2D:
     """The labels of one 2D mask file, and how they were read."""
 
     labels: np.ndarray  # uint8 [H,W]
-    rule: str  # "labels", "binary_255" (0/255 -> 0/1) or "jpeg_threshold"
+    rule: str  # "labels", "binary_255" (0/255 -> 0/1), "threshold" (value > T) or "jpeg_threshold"
     midgrey_pixels: int = 0  # JPEG only: pixels with 64 <= L <= 191
     notes: list[str] = field(default_factory=list)
+    stray: str | None = None  # "labels" masks only: why the values look like a binary mask with stray values
 
 
 @dataclass
@@ -239,7 +246,21 @@ def _read_jpeg_mask(path: Path, data: np.ndarray, problems: list[str]) -> Mask2D
     return Mask2D(labels=labels, rule="jpeg_threshold", midgrey_pixels=midgrey)
 
 
-def _read_lossless_mask(path: Path, data: np.ndarray, problems: list[str]) -> Mask2D | None:
+def stray_values(data: np.ndarray) -> str | None:
+    """Why a lossless mask looks like a binary mask with stray values (see the module docstring), or None."""
+    values, counts = np.unique(data, return_counts=True)
+    if len(values) < MIN_STRAY_DISTINCT:
+        return None
+    nonzero = values > 0
+    main = values[nonzero][np.argmax(counts[nonzero])]
+    stray = int(counts[(values != 0) & (values != main)].sum())
+    if main < 128 or stray > MAX_STRAY_FRACTION * data.size:
+        return None
+    return (f"{len(values)} distinct values; {100 * stray / data.size:.1f}% of pixels are neither 0 nor "
+            f"{int(main)} (the main foreground value)")
+
+
+def _read_lossless_mask(path: Path, data: np.ndarray, problems: list[str], threshold: float | None = None) -> Mask2D | None:
     if data.ndim == 3:
         spread = channel_spread(data)
         if spread:
@@ -260,6 +281,8 @@ def _read_lossless_mask(path: Path, data: np.ndarray, problems: list[str]) -> Ma
     if values.min() < 0:
         problems.append(f"{path}: mask has negative values {values[values < 0][:5].tolist()}")
         return None
+    if threshold is not None:
+        return Mask2D(labels=(data > threshold).astype(np.uint8), rule="threshold")
     full = 65535 if data.dtype == np.uint16 else 255
     if values.max() == full and set(values.tolist()) <= {0, full}:
         return Mask2D(labels=(data == full).astype(np.uint8), rule="binary_255")
@@ -269,11 +292,15 @@ def _read_lossless_mask(path: Path, data: np.ndarray, problems: list[str]) -> Ma
             f"only a mask of exactly 0 and {full} is read as binary)"
         )
         return None
-    return Mask2D(labels=data.astype(np.uint8), rule="labels")
+    return Mask2D(labels=data.astype(np.uint8), rule="labels", stray=stray_values(data))
 
 
-def read_mask_2d(path: Path, problems: list[str]) -> Mask2D | None:
-    """Read one 2D mask by the rules in the module docstring; None with problems appended when unusable."""
+def read_mask_2d(path: Path, problems: list[str], threshold: float | None = None) -> Mask2D | None:
+    """Read one 2D mask by the rules in the module docstring; None with problems appended when unusable.
+
+    Args:
+        threshold: PNG/TIFF masks become binary, label = value > threshold (JPEG masks: always > 127).
+    """
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
             data = _read_tiff(path)
@@ -290,7 +317,7 @@ def read_mask_2d(path: Path, problems: list[str]) -> Mask2D | None:
         return None
     if path.suffix.lower() in JPEG_SUFFIXES:
         return _read_jpeg_mask(path, data, problems)
-    return _read_lossless_mask(path, data, problems)
+    return _read_lossless_mask(path, data, problems, threshold)
 
 
 def read_size(path: Path) -> tuple[int, int] | None:
@@ -309,12 +336,14 @@ def read_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def check_image_pair(record: CaseRecord, declared_labels: set[int] | None) -> ImagePair:
-    """Read `record`'s image and mask and check them: readable (see `read_image_2d`, `read_mask_2d`), the
-    same size, and mask values among `declared_labels` (None: any value a mask may hold)."""
+def check_image_pair(record: CaseRecord, declared_labels: set[int] | None,
+                     mask_threshold: float | None = None) -> ImagePair:
+    """Read `record`'s image and mask and check them: readable (see `read_image_2d`, `read_mask_2d`, which
+    takes `mask_threshold`), the same size, and mask values among `declared_labels` (None: any value a mask
+    may hold)."""
     pair = ImagePair(record)
     pair.image = read_image_2d(record.image, pair.problems)
-    pair.mask = read_mask_2d(record.label, pair.problems)
+    pair.mask = read_mask_2d(record.label, pair.problems, mask_threshold)
     if pair.image is None or pair.mask is None:
         return pair
     labels = pair.mask.labels

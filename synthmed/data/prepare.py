@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 import synthmed
-from synthmed.data.case_reader import CaseReader, PreparedCase
+from synthmed.data.case_reader import CaseReader, PreparedCase, warn_rare_labels
 from synthmed.data.checks import CheckTally, checked_cases
 from synthmed.data.discover import CaseRecord, Source, discover_sources
 from synthmed.data.image_reader import open_images
@@ -82,6 +82,8 @@ def prepare_dataset(
         tally.problems += reader.dataset_problems()
         tally.raise_if_any()
         warn_empty_masks(written.empty, len(written.entries), reader.element)
+        if reader.declared is None:
+            warn_rare_labels([e["id"] for e in written.entries], written.label_counts, reader.element)
         preprocessing = reader.finish(tmp, written.entries)
         splits = write_manifest(
             tmp, sources, written.entries, written.label_counts, reader.declared, tally.labels_seen, options,

@@ -56,6 +56,7 @@ class PrepareOptions(BaseModel):
     crop_to_image: bool = False  # crop masks exceeding their image by <= 1 voxel per axis
     # --- 2D ---
     channels: Literal[1, 3] | None = None  # image channels; None: 3 if any image has colour, else 1
+    mask_threshold: float | None = Field(None, ge=0)  # PNG/TIFF masks: label = value > this (binary); None: values are labels
     slices: Literal["axial", "coronal", "sagittal"] | None = None  # 2D cases from slices of 3D volumes
     mosaic: tuple[int, int] | None = None  # (rows, cols): one slice mosaic per volume instead
     foreground_slices_only: bool = False  # keep only slices holding labelled voxels

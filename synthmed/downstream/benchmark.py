@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -38,28 +39,51 @@ from synthmed.downstream.report import write_reports
 from synthmed.downstream.trainer import SegTrainer, predict_probabilities
 from synthmed.errors import UserError
 from synthmed.fileio import atomic_torch_save, atomic_write_json, atomic_write_text
+from synthmed.metrics.json_safe import json_safe
 from synthmed.sample.card import load_card
 from synthmed.train.distributed import select_device
 
 log = logging.getLogger(__name__)
 
 
+def check_writable_folder(folder: Path) -> None:
+    """Refuse an output folder that cannot be created or written.
+
+    Raises:
+        UserError: naming the folder (or the existing part of its path that blocks it).
+    """
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"out {folder}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"out {folder}: cannot write in {existing} (permission denied); choose another --out")
+
+
 class Benchmark:
-    """The state shared by all arms of one benchmark run (data, folds, output folder)."""
+    """The state shared by all arms of one benchmark run (data, folds, output folder).
+
+    Building one checks everything a run needs before any training (also for ``--dry-run``): the
+    manifest and its folds, every synthetic set (files and card) and the leakage guard, the counts,
+    and that the output folder can be written. The real test cases are loaded by `run`.
+    """
 
     def __init__(self, config: DownstreamConfig, allow_leakage: bool = False):
         self.config = config
         self.manifest: Manifest = load_manifest(config.manifest)
+        self.set_sizes = {name: len(synthetic_case_files(Path(p))) for name, p in config.synthetic.items()}
         self.warnings = check_leakage(self.manifest, config.synthetic, allow_leakage)
         self.allow_leakage = allow_leakage
         self.arms = expand_arms(config)
         self.folds = self.resolve_folds()
         self.labels = {0: "background", 1: "foreground"} if config.binarize else dict(sorted(self.manifest.labels.items()))
         self.num_classes = max(self.labels) + 1
-        self.set_sizes = {name: len(synthetic_case_files(Path(p))) for name, p in config.synthetic.items()}
+        self.hd95_unit = "px" if int(self.manifest.preprocessing.get("dims", 3)) == 2 else "mm"
         self.check_sizes()
         self.out = Path(config.out)
-        self.test = load_real(self.manifest, self.manifest.split_ids("test"), config.binarize)
+        check_writable_folder(self.out)
+        self.test: CaseArrays  # the real test cases, loaded by `run`
         self._synthetic_cache: dict[tuple[str, int], CaseArrays] = {}
 
     def resolve_folds(self) -> list[int]:
@@ -170,7 +194,7 @@ class Benchmark:
             done = json.loads(ensemble_path.read_text())
             if done.get("fingerprint") == fingerprint:
                 return done
-        ensemble = self.evaluate_ensemble(arm, seed, folds, fingerprint)
+        ensemble = json_safe(self.evaluate_ensemble(arm, seed, folds, fingerprint))
         atomic_write_json(ensemble_path, ensemble)
         return ensemble
 
@@ -185,20 +209,32 @@ class Benchmark:
             "n_real": folds[0]["n_real"], "n_synthetic": folds[0]["n_synthetic"],
             "case_ids": list(self.test.ids),
             "labels": {str(k): v for k, v in self.labels.items() if k > 0},
-            "dice": scores["dice"].tolist(), "hd95": scores["hd95"].tolist(),
+            "dice": scores["dice"].tolist(), "hd95": scores["hd95"].tolist(), "hd95_unit": self.hd95_unit,
             "train_wall_s": float(sum(f["train_wall_s"] for f in folds)),
             "inference_wall_s": float(sum(f["inference_wall_s"] for f in folds)),
             "epochs_run": int(sum(f["epochs_run"] for f in folds)),
             "history": [f["history"] for f in folds],
         }
 
+    def finished_folds(self) -> int:
+        """How many arm/seed/fold results the output folder already holds (reused by `run`)."""
+        return sum(self.fold_path(arm, seed, fold).is_file()
+                   for arm in self.arms for seed in self.config.seeds for fold in self.folds)
+
     def run(self) -> Path:
-        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"out {self.out}: cannot create the output folder ({e.strerror or e})") from None
+        reused = self.finished_folds()
+        if reused:
+            print(f"reusing {reused} finished fold(s) from {self.out} (--overwrite starts again)")
+        self.test = load_real(self.manifest, self.manifest.split_ids("test"), self.config.binarize)
         atomic_write_text(self.out / "config.yaml", config_to_yaml(self.config))
         log.info("downstream: %d arms x %d seeds x %d folds on %d real test cases, device %s", len(self.arms),
                  len(self.config.seeds), len(self.folds), len(self.test), select_device(self.config.train.device))
         ensembles = [self.run_seed(arm, seed) for arm in self.arms for seed in self.config.seeds]
-        write_reports(self.out, self.config, self.manifest, self.arms, ensembles, self.warnings)
+        write_reports(self.out, self.config, self.manifest, self.arms, ensembles, self.warnings, self.hd95_unit)
         return self.out
 
 

@@ -20,22 +20,27 @@ def add_downstream_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     p.add_argument("--allow-leakage", action="store_true",
                    help="run even when a generator saw test cases; the results then carry a loud warning")
     p.add_argument("--overwrite", action="store_true", help="discard finished arms in the output folder")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved configuration and the arms, then stop")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the inputs (manifest, synthetic sets, leakage guard, counts, --out), print the resolved "
+                        "configuration and the arms, then stop")
     p.set_defaults(func=run_downstream_command)
     return p
 
 
 def run_downstream_command(args: argparse.Namespace) -> None:
-    from synthmed.downstream.arms import expand_arms
-    from synthmed.downstream.benchmark import run_downstream
     from synthmed.config import config_to_yaml
+    from synthmed.downstream.benchmark import Benchmark, run_downstream
     from synthmed.downstream.config import load_downstream_config
 
     overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
     config = load_downstream_config(args.config, overrides)
     if args.dry_run:
+        benchmark = Benchmark(config, allow_leakage=args.allow_leakage)  # every check a run makes before training
         print(config_to_yaml(config), end="")
-        print("arms:\n" + "\n".join(f"  {a.name} ({a.category})" for a in expand_arms(config)))
+        print("arms:\n" + "\n".join(f"  {a.name} ({a.category})" for a in benchmark.arms))
+        print(f"checked: manifest, {len(config.synthetic)} synthetic set(s) "
+              f"({', '.join(f'{k}: {n} cases' for k, n in benchmark.set_sizes.items()) or 'none'}), leakage guard"
+              f"{' (' + str(len(benchmark.warnings)) + ' warning(s))' if benchmark.warnings else ''}, counts, --out")
         return
     out = run_downstream(config, allow_leakage=args.allow_leakage, overwrite=args.overwrite)
     print(f"results: {out / 'results.json'}")

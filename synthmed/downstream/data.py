@@ -94,7 +94,8 @@ def check_leakage(manifest: Manifest, synthetic: dict[str, str], allow_leakage: 
         manifest-hash mismatch without overlap).
 
     Raises:
-        UserError: a card is missing or unreadable, or (without `allow_leakage`) a test case is among
+        UserError: a card is missing (even with `allow_leakage`: provenance is not optional) or
+            unreadable, or (without `allow_leakage`) a test case is among
             the generator's training cases, or the card names another manifest.
     """
     test_ids = set(manifest.split_ids("test"))
@@ -103,6 +104,10 @@ def check_leakage(manifest: Manifest, synthetic: dict[str, str], allow_leakage: 
                         "(prepare with a test fraction > 0)")
     problems, warnings, leaking = [], [], {}
     for name, path in synthetic.items():
+        if not (Path(path) / "card.json").is_file():
+            raise UserError(f"synthetic set {name!r} ({path}): no card.json; downstream needs the set's provenance "
+                            "(the generator's training cases and manifest) to guard against leakage: use the folder "
+                            "that `synthmed sample` wrote, with its card")
         card = load_card(Path(path))
         seen = set(card.get("trained_on_case_ids") or [])
         overlap = sorted(seen & test_ids)

@@ -1,4 +1,5 @@
-"""Per-case scores of predicted test masks: Dice per label and HD95 (mm) per label."""
+"""Per-case scores of predicted test masks: Dice per label and HD95 per label (in the unit of the spacings:
+mm for 3D manifests, original-image pixels for 2D ones)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from synthmed.downstream.trainer import dice_per_label
 
 def hd95_per_label(pred: np.ndarray, truth: np.ndarray, num_classes: int,
                    spacings: list[tuple[float, ...]]) -> np.ndarray:
-    """95th-percentile Hausdorff distance in mm [N, num_classes-1] of every foreground label.
+    """95th-percentile Hausdorff distance [N, num_classes-1] of every foreground label, in the unit of `spacings`.
 
-    Both masks empty: 0. Exactly one empty: the volume's diagonal in mm, the largest possible
+    Both masks empty: 0. Exactly one empty: the volume's diagonal in that unit, the largest possible
     distance, so that a missed structure counts as the worst score rather than vanishing from the mean
     (as in the Medical Segmentation Decathlon evaluation).
     """

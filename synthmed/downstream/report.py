@@ -20,6 +20,7 @@ from synthmed.downstream.config import ArmKind, DownstreamConfig  # noqa: E402
 from synthmed.downstream.stats import compare_with_baselines, friedman_nemenyi  # noqa: E402
 from synthmed.fileio import atomic_savefig, atomic_write_json, atomic_write_text  # noqa: E402
 from synthmed.metrics.bootstrap import bootstrap_mean_ci  # noqa: E402
+from synthmed.metrics.json_safe import json_safe  # noqa: E402
 
 log = logging.getLogger(__name__)
 PRIMARY = "dice_mean"  # per-case mean foreground Dice: the score every test is run on
@@ -89,8 +90,8 @@ def statistical_tests(frame: pd.DataFrame, arms: list[ArmSpec], alpha: float) ->
     return tests
 
 
-def summary_table(summaries: list[dict], tests: dict[str, Any]) -> pd.DataFrame:
-    """The medigan-vocabulary table: one row per arm."""
+def summary_table(summaries: list[dict], tests: dict[str, Any], hd95_unit: str = "mm") -> pd.DataFrame:
+    """The medigan-vocabulary table: one row per arm; HD95 in `hd95_unit` ("mm" 3D, "px" 2D), named so."""
     wil = tests["wilcoxon_vs_real_only"]
     rows = []
     for s in summaries:
@@ -99,7 +100,7 @@ def summary_table(summaries: list[dict], tests: dict[str, Any]) -> pd.DataFrame:
         rows.append({"category": s["category"], "arm": s["name"], "real_size": s["real_size"],
                      "n_synthetic": s["n_synthetic"], "augment": s["augment"],
                      "dice": round(d["mean"], 4), "dice_ci": f"[{d['ci_low']:.3f}, {d['ci_high']:.3f}]",
-                     "hd95_mm": round(h["mean"], 2), "p_vs_real_only_holm": w.get("p_holm"),
+                     f"hd95_{hd95_unit}": round(h["mean"], 2), "p_vs_real_only_holm": w.get("p_holm"),
                      "train_s": round(s["wall_s"]["train"], 1)})
     return pd.DataFrame(rows)
 
@@ -168,14 +169,22 @@ def plot_learning_curves(ensembles: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+HD95_UNITS = {"mm": "millimetres (the manifest's voxel spacing)",
+              "px": "pixels of the original 2D images (the manifest's pixel spacing)"}
+
+
 def write_reports(out: Path, config: DownstreamConfig, manifest: Manifest, arms: list[ArmSpec],
-                  ensembles: list[dict], warnings: list[str]) -> dict[str, Any]:
-    """Write per_case.csv, summary.csv, results.json and plots/; return the results document."""
+                  ensembles: list[dict], warnings: list[str], hd95_unit: str = "mm") -> dict[str, Any]:
+    """Write per_case.csv, summary.csv, results.json and plots/; return the results document.
+
+    HD95 is named by its unit in the CSVs (``hd95_mm`` for 3D, ``hd95_px`` for 2D) and given as
+    ``hd95_unit`` in results.json; non-finite numbers are written as null.
+    """
     frame = per_case_frame(ensembles)
-    summaries = arm_summaries(frame, arms, ensembles, config)
+    summaries = [{**s, "hd95_unit": hd95_unit} for s in arm_summaries(frame, arms, ensembles, config)]
     tests = statistical_tests(frame, arms, config.stats.alpha)
-    table = summary_table(summaries, tests)
-    atomic_write_text(out / "per_case.csv", frame.to_csv(index=False))
+    table = summary_table(summaries, tests, hd95_unit)
+    atomic_write_text(out / "per_case.csv", frame.rename(columns={"hd95": f"hd95_{hd95_unit}"}).to_csv(index=False))
     atomic_write_text(out / "summary.csv", table.to_csv(index=False))
     plots = out / "plots"
     plot_dice_vs_n(summaries, plots / "dice_vs_n_synthetic.png")
@@ -184,11 +193,13 @@ def write_reports(out: Path, config: DownstreamConfig, manifest: Manifest, arms:
     results = {
         "format": "synthmed-downstream-results", "format_version": 1, "synthmed_version": synthmed.__version__,
         "leakage_warning": bool(warnings), "warnings": warnings,
+        "hd95_unit": hd95_unit, "hd95_unit_meaning": HD95_UNITS[hd95_unit],
         "manifest": {"path": str(manifest.path), "sha256": manifest.sha256,
                      "test_cases": manifest.split_ids("test")},
         "config": config.model_dump(mode="json"),
         "arms": summaries, "tests": tests, "summary_table": table.to_dict(orient="records"),
     }
+    results = json_safe(results)
     atomic_write_json(out / "results.json", results)
     if warnings:
         log.warning("results carry %d warning(s): %s", len(warnings), " | ".join(warnings))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ from synthmed.data.manifest import Manifest, parse_real_spec
 from synthmed.errors import UserError
 from synthmed.fileio import atomic_directory, atomic_write_json, check_output_folder
 from synthmed.metrics import plots
-from synthmed.metrics.bootstrap import bootstrap_ci
-from synthmed.metrics.distances import frechet_distance, kernel_inception_distance
+from synthmed.metrics.bootstrap import CI_LEVEL, SUBSAMPLE_METHOD, subsample_ci
+from synthmed.metrics.distances import frechet_distance, kernel_inception_distance, mmd2_unbiased
 from synthmed.metrics.diversity import ms_ssim_diversity
 from synthmed.metrics.extractors.base import (
     FeatureExtractor,
@@ -36,6 +35,7 @@ from synthmed.metrics.extractors.base import (
 )
 from synthmed.metrics.inception_score import inception_score
 from synthmed.metrics.intensity import intensity_wasserstein, sample_voxels
+from synthmed.metrics.json_safe import json_safe
 from synthmed.metrics.keys import Comparison, MetricKey, Modality
 from synthmed.metrics.mask_stats import compare_mask_statistics
 from synthmed.metrics.memorisation import memorisation_audit, pixel_features
@@ -47,6 +47,9 @@ from synthmed.sample.postprocess import images_to_network_units, images_to_origi
 
 METRICS_FORMAT = "synthmed-evaluation"
 DEFAULT_FEATURES = ("radiomics", "autoencoder", "medicalnet", "inception")  # 3D data; 2D twins swapped in
+MIN_MEANINGFUL_SAMPLES = 10  # fewer cases per set: distances are noted as not meaningful
+NO_CARD = ("no card.json: the generator's training cases are unknown, so the privacy (memorisation) audit "
+           "and the leakage check are skipped and no card is updated")
 
 
 @dataclass
@@ -54,7 +57,7 @@ class EvaluateOptions:
     """What `evaluate_synthetic_set` computes; the defaults are also the ``synthmed evaluate`` CLI's."""
 
     features: tuple[str, ...] = DEFAULT_FEATURES  # feature spaces, in order; the first available gives the headline
-    n_bootstrap: int = 100  # bootstrap resamples for Fréchet confidence intervals
+    n_bootstrap: int = 100  # subsamples for the Fréchet and KID confidence intervals (see bootstrap.subsample_ci)
     kid_subsets: int = 100
     kid_subset_size: int = 1000  # capped at the smaller set
     prdc_k: int = PRDC_K
@@ -80,6 +83,7 @@ class Sets:
     test: tuple[np.ndarray, np.ndarray]  # real held-out cases (reference figures)
     num_labels: int
     train_ids: list[str]
+    has_card: bool = True  # False: the set has no card.json (training cases unknown)
 
 
 def _check_options(o: EvaluateOptions) -> None:
@@ -100,23 +104,56 @@ def _as_modality(sets_images: np.ndarray, masks: np.ndarray, modality: Modality,
     return (masks[:, None].astype(np.float32) / max(num_labels - 1, 1)) * 2 - 1
 
 
-def _distance_figures(fake: np.ndarray, real: np.ndarray, space: str, o: EvaluateOptions, names: tuple[str, str]) -> dict:
-    """Fréchet (bootstrap CI), KID (subset interval) and PRDC of `fake` against `real`.
+NOTE_TEXT = {  # table footnotes, one per kind of note (metrics.json holds each figure's own numbers)
+    "few_samples": f"fewer than {MIN_MEANINGFUL_SAMPLES} samples in a set: not meaningful",
+    "rank_deficient": "no more samples than feature dimensions: the covariance is rank-deficient, so FD is "
+                      "dominated by small-sample bias; compare only with the real-vs-real figure at similar n",
+    "negative_kid": "negative: KID is the unbiased estimate of MMD² >= 0, which scatters around 0 when the sets "
+                    "are alike; read as ~0",
+    "prdc_too_few": "precision/recall need more than k samples per set (k-nearest-neighbour radii)",
+}
 
-    The Fréchet interval is a percentile bootstrap resampling each set independently. Fréchet
-    distance is biased upwards at small N and resampling adds duplicates, so the interval can lie
-    above the point estimate; compare it with the reference interval, computed the same way.
+
+def _sample_notes(n: int, n_features: int, k: int) -> dict[str, dict[str, str]]:
+    """{figure: {note kind: why}} for sets of (at least) `n` samples with `n_features` features."""
+    notes: dict[str, dict[str, str]] = {MetricKey.FRECHET.value: {}, MetricKey.KID_MEAN.value: {}, "prdc": {}}
+    if n < MIN_MEANINGFUL_SAMPLES:
+        for key in (MetricKey.FRECHET.value, MetricKey.KID_MEAN.value):
+            notes[key]["few_samples"] = f"only {n} samples in a set (fewer than {MIN_MEANINGFUL_SAMPLES}): not meaningful"
+    if n <= n_features:
+        notes[MetricKey.FRECHET.value]["rank_deficient"] = (
+            f"{n} samples <= {n_features} feature dimensions: the covariance is rank-deficient, so FD is dominated "
+            "by small-sample bias; compare only with the real-vs-real figure at similar n")
+    if n <= k:
+        notes["prdc"]["prdc_too_few"] = f"needs more than k = {k} samples per set (k-nearest-neighbour radii); the smaller set has {n}"
+    return notes
+
+
+def _distance_figures(fake: np.ndarray, real: np.ndarray, space: str, o: EvaluateOptions, names: tuple[str, str]) -> dict:
+    """Fréchet and KID with subsampling intervals, and PRDC, of `fake` against `real`.
+
+    A figure that the sample counts make unreliable carries ``notes`` ({kind: why}); PRDC with too
+    few samples is ``{"unavailable": why}``. The Fréchet interval is clipped at 0 (FD >= 0).
     """
+    notes = _sample_notes(min(len(fake), len(real)), fake.shape[1], o.prdc_k)
     fd = frechet_distance(fake, real)
-    ci = bootstrap_ci(frechet_distance, fake, real, o.n_bootstrap, seed=o.seed)
     kid = kernel_inception_distance(fake, real, o.kid_subsets, o.kid_subset_size, seed=o.seed)
-    counts = {f"n_{names[0]}": len(fake), f"n_{names[1]}": len(real), "feature_space": space}
+    fd_ci = subsample_ci(frechet_distance, fake, real, fd, o.n_bootstrap, seed=o.seed)
+    kid_ci = subsample_ci(mmd2_unbiased, fake, real, kid.mean, o.n_bootstrap, seed=o.seed, max_size=o.kid_subset_size)
+    counts = {f"n_{names[0]}": len(fake), f"n_{names[1]}": len(real), "feature_space": space, "n_features": fake.shape[1]}
+    if kid.mean < 0:
+        notes[MetricKey.KID_MEAN.value]["negative_kid"] = NOTE_TEXT["negative_kid"]
     out = {
-        MetricKey.FRECHET.value: {"value": fd, "ci95": list(ci), **counts},
-        MetricKey.KID_MEAN.value: {"value": kid.mean, "std": kid.std, "ci95": list(np.percentile(kid.subset_values, [2.5, 97.5])),
+        MetricKey.FRECHET.value: {"value": fd, "ci95": None if fd_ci is None else [max(fd_ci[0], 0.0), fd_ci[1]], **counts},
+        MetricKey.KID_MEAN.value: {"value": kid.mean, "std": kid.std, "ci95": None if kid_ci is None else list(kid_ci),
                                     "subset_size": kid.subset_size, "subsets": o.kid_subsets, **counts},
     }
-    if min(len(fake), len(real)) > o.prdc_k:
+    for key in (MetricKey.FRECHET.value, MetricKey.KID_MEAN.value):
+        if notes[key]:
+            out[key]["notes"] = notes[key]
+    if notes["prdc"]:
+        out["prdc"] = {"unavailable": notes["prdc"]["prdc_too_few"], "notes": notes["prdc"]}
+    else:
         prdc = precision_recall_density_coverage(real, fake, o.prdc_k)
         out.update({k: {"value": v, "k": o.prdc_k, **counts} for k, v in prdc.items()})
     return out
@@ -137,13 +174,34 @@ def _standardised(views: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str
     return out
 
 
-def _build(name: str, o: EvaluateOptions, data_dims: int) -> FeatureExtractor:
-    cls = look_up_feature_extractor(name)
-    if cls.spatial_dims == 3 and data_dims == 2:
-        twin = f"{name}_2d"
-        if twin not in available_feature_extractors():
-            raise UserError(f"feature space {name!r} is 3D only; these images are 2D")
-        name = twin
+def _resolve_features(names: tuple[str, ...], data_dims: int) -> tuple[dict[str, str], dict[str, str]]:
+    """({requested name: extractor to build}, {requested name: why skipped}) for data of `data_dims`.
+
+    A 3D feature space on 2D data becomes its 2D twin (``<name>_2d``); one without a twin is skipped,
+    before any work, with a one-line reason.
+
+    Raises:
+        UserError: no requested feature space applies to the data.
+    """
+    use, skipped = {}, {}
+    for name in names:
+        cls = look_up_feature_extractor(name)
+        if cls.spatial_dims == 3 and data_dims == 2:
+            twin = f"{name}_2d"
+            if twin not in available_feature_extractors():
+                skipped[name] = "3D only (no 2D twin); these images are 2D"
+                continue
+            name_built = twin
+        else:
+            name_built = name
+        use[name] = name_built
+    if not use:
+        raise UserError(f"evaluate: none of the feature spaces {list(names)} applies to {data_dims}D images "
+                        f"({'; '.join(f'{k}: {v}' for k, v in skipped.items())})")
+    return use, skipped
+
+
+def _build(name: str, o: EvaluateOptions) -> FeatureExtractor:
     kwargs = dict(o.extractor_kwargs.get(name, {}))
     if name.startswith("autoencoder"):
         kwargs.setdefault("steps", o.ae_steps)
@@ -154,8 +212,7 @@ def _build(name: str, o: EvaluateOptions, data_dims: int) -> FeatureExtractor:
 
 def _feature_space_metrics(name: str, sets: Sets, o: EvaluateOptions, modality: Modality) -> tuple[dict, dict]:
     """Distances for one feature space and modality: ``({view: figures}, {view: features by set})``."""
-    data_dims = sets.real[0].ndim - 2
-    extractor = _build(name, o, data_dims)
+    extractor = _build(name, o)
     by_set = {k: _as_modality(*getattr(sets, k), modality, sets.num_labels) for k in ("real", "synthetic", "train", "test")}
     if extractor.needs_fit:
         extractor.fit(by_set["train"], seed=o.seed)
@@ -194,7 +251,8 @@ def _load_sets(manifest: Manifest, split: str, synthetic_dir: Path) -> tuple[Set
     intensity = manifest.preprocessing["intensity"]
     shape = tuple(manifest.preprocessing["shape"])
     syn_images, syn_masks, names = load_synthetic_set(synthetic_dir, shape)
-    card = load_card(synthetic_dir)
+    has_card = (synthetic_dir / "card.json").exists()
+    card = load_card(synthetic_dir) if has_card else {}
     train_ids = [i for i in card.get("trained_on_case_ids", []) if i in {c["id"] for c in manifest.cases}]
     train_ids = train_ids or manifest.split_ids("train")
     real_ids = manifest.split_ids(split)
@@ -204,7 +262,7 @@ def _load_sets(manifest: Manifest, split: str, synthetic_dir: Path) -> tuple[Set
     sets = Sets(
         real=load_arrays(manifest, real_ids), train=load_arrays(manifest, train_ids), test=load_arrays(manifest, test_ids),
         synthetic=(images_to_network_units(syn_images, intensity), syn_masks),
-        num_labels=max(max(manifest.labels) + 1, 2), train_ids=train_ids,
+        num_labels=max(max(manifest.labels) + 1, 2), train_ids=train_ids, has_card=has_card,
     )
     return sets, card, names, syn_images
 
@@ -224,20 +282,21 @@ def evaluate_synthetic_set(real: str, synthetic: str | os.PathLike, out: str | o
     o = options or EvaluateOptions()
     _check_options(o)
     manifest, split = parse_real_spec(real)
+    features, skipped = _resolve_features(o.features, int(manifest.preprocessing.get("dims", 3)))
     synthetic = Path(synthetic)
     inputs = [manifest.root, synthetic]
     check_output_folder(out, kind="evaluate", inputs=inputs, overwrite=o.overwrite)  # before loading the sets
     sets, card, names, syn_original = _load_sets(manifest, split, synthetic)
     with atomic_directory(out, kind="evaluate", inputs=inputs, overwrite=o.overwrite) as tmp:
-        doc = _compute(manifest, split, synthetic, sets, names, syn_original, o, tmp)
+        doc = _compute(manifest, split, synthetic, sets, names, syn_original, o, tmp, features, skipped)
         atomic_write_json(tmp / "metrics.json", doc)
-    if o.update_card:
+    if o.update_card and sets.has_card:
         _update_card(synthetic, card, doc, Path(out))
     return doc
 
 
 def _compute(manifest: Manifest, split: str, synthetic: Path, sets: Sets, names: list[str], syn_original: np.ndarray,
-             o: EvaluateOptions, folder: Path) -> dict[str, Any]:
+             o: EvaluateOptions, folder: Path, features: dict[str, str], skipped: dict[str, str]) -> dict[str, Any]:
     labels = sorted(manifest.labels)
     doc: dict[str, Any] = {
         "format": METRICS_FORMAT, "synthmed_version": synthmed.__version__,
@@ -246,15 +305,17 @@ def _compute(manifest: Manifest, split: str, synthetic: Path, sets: Sets, names:
         "synthetic": {"folder": str(synthetic.resolve()), "n": len(names)},
         "reference": {"n_real_train": len(sets.train[0]), "n_real_test": len(sets.test[0])},
         "options": {k: v for k, v in asdict(o).items() if k != "extractor_kwargs"},
-        "feature_spaces": {}, Modality.IMAGES.value: {}, Modality.MASKS.value: {},
+        "intervals": {"method": SUBSAMPLE_METHOD, "replicates": o.n_bootstrap, "confidence": CI_LEVEL},
+        "card": None if sets.has_card else {"status": "missing", "note": NO_CARD},
+        "feature_spaces": {name: {"status": "skipped", "reason": why} for name, why in skipped.items()},
+        Modality.IMAGES.value: {}, Modality.MASKS.value: {},
     }
     tsne_inputs = {}
-    for name in o.features:
+    for name, built in features.items():
         for modality in Modality:
             try:
-                results, info = _feature_space_metrics(name, sets, o, modality)
-            except WeightsUnavailable as e:
-                print(f"{name}: unavailable ({e})", file=sys.stderr)
+                results, info = _feature_space_metrics(built, sets, o, modality)
+            except WeightsUnavailable as e:  # reported once, by the table and metrics.json
                 doc["feature_spaces"][name] = {"status": "unavailable", "reason": str(e)}
                 break
             doc["feature_spaces"][name] = {"status": "ok", **info["describe"]}
@@ -266,9 +327,10 @@ def _compute(manifest: Manifest, split: str, synthetic: Path, sets: Sets, names:
     voxel_volume = float(np.prod(spacing)) if spacing else 1.0
     doc["mask_statistics"] = {"volume_unit": "mm3" if spacing else "voxels", "n_real": len(sets.real[1]), "n_synthetic": len(sets.synthetic[1]),
                               "statistics": compare_mask_statistics(sets.real[1], sets.synthetic[1], labels, voxel_volume)}
-    doc["memorisation"] = _memorisation(manifest, sets, names, syn_original, o, folder)
+    doc["memorisation"] = (_memorisation(manifest, sets, names, syn_original, o, folder) if sets.has_card
+                           else {"skipped": NO_CARD})
     doc["plots"] = _plots(manifest, sets, syn_original, tsne_inputs, o, folder)
-    return doc
+    return json_safe(doc)
 
 
 def _diversity(sets: Sets, o: EvaluateOptions) -> dict:
@@ -302,9 +364,9 @@ def _memorisation(manifest: Manifest, sets: Sets, names: list[str], syn_original
     for i in closest:
         j = int(audit.nearest_index[i])
         t_name = sets.train_ids[j]
-        pairs.append((f"{names[i]} (ratio {audit.ratio[i]:.2f})", syn_original[i, 0], sets.synthetic[1][i], t_name, train_original[j, 0], sets.train[1][j]))
+        pairs.append((f"{names[i]} (ratio {audit.ratio[i]:.2f})", syn_original[i], sets.synthetic[1][i], t_name, train_original[j], sets.train[1][j]))
     if pairs:
-        plots.save_closest_pairs(folder / "memorisation_closest_pairs.png", pairs)
+        plots.save_closest_pairs(folder / "memorisation_closest_pairs.png", pairs, sets.num_labels)
     return {
         "feature_space": "pixels (image + scaled mask, average-pooled)", "threshold_ratio": audit.threshold,
         "typical_real_nn_distance": audit.typical_real_distance, "n_synthetic": len(names), "n_train": len(train_f),
@@ -361,27 +423,49 @@ def _update_card(synthetic: Path, card: dict, doc: dict, out: Path) -> None:
 
 
 def format_table(doc: dict[str, Any]) -> str:
-    """A short terminal summary: one line per modality and feature space, plus diversity and memorisation."""
-    lines = [f"{'modality':8} {'feature space':22} {'FD [95% CI]':>28} {'ref FD':>10} {'KID':>10} {'ref KID':>10} {'prec':>5} {'rec':>5}"]
+    """A short terminal summary: one line per modality and feature space, footnotes, diversity and memorisation."""
+    lines = [f"{'modality':8} {'feature space':22} {'FD [95% CI]':>30} {'KID':>12} {'prec':>5} {'rec':>5}"
+             f" | {'real train vs real test:':>24} {'FD':>8} {'KID':>10}"]
+    notes: list[str] = []
     for modality, space, syn, ref in _compared_spaces(doc):
         fd, kid = syn[MetricKey.FRECHET.value], syn[MetricKey.KID_MEAN.value]
-        ci = f"{fd['value']:.4g} [{fd['ci95'][0]:.3g}, {fd['ci95'][1]:.3g}]"
-        r_fd = ref.get(MetricKey.FRECHET.value, {}).get("value")
-        r_kid = ref.get(MetricKey.KID_MEAN.value, {}).get("value")
+        ci = "" if fd["ci95"] is None else f" [{fd['ci95'][0]:.3g}, {fd['ci95'][1]:.3g}]"
         p, r = syn.get(MetricKey.PRECISION.value, {}).get("value"), syn.get(MetricKey.RECALL.value, {}).get("value")
-        lines.append(f"{modality.value:8} {space:22} {ci:>28} {_fmt(r_fd):>10} {_fmt(kid['value']):>10} {_fmt(r_kid):>10} {_fmt(p, 2):>5} {_fmt(r, 2):>5}")
+        prdc_mark = _marks(notes, syn.get("prdc", {}))
+        r_fd, r_kid = ref.get(MetricKey.FRECHET.value, {}), ref.get(MetricKey.KID_MEAN.value, {})
+        ref_fd = _fmt(r_fd.get("value")) + _marks(notes, r_fd) + (_marks(notes, {"notes": {"unavailable": ref["unavailable"]}})
+                                                                  if "unavailable" in ref else "")
+        lines.append(f"{modality.value:8} {space:22} {_fmt(fd['value']) + ci + _marks(notes, fd):>30} "
+                     f"{_fmt(kid['value']) + _marks(notes, kid):>12} {_fmt(p, 2) + prdc_mark:>5} "
+                     f"{_fmt(r, 2) + prdc_mark:>5} | {'':24} {ref_fd:>8} {_fmt(r_kid.get('value')) + _marks(notes, r_kid):>10}")
+    lines += [f"  [{i}] {note}" for i, note in enumerate(notes, 1)]
     n = doc["synthetic"]["n"]
-    lines.append(f"(n synthetic = {n}, n real = {doc['real']['n']} [{doc['real']['split']}]; reference: "
-                 f"{doc['reference']['n_real_test']} real test vs {doc['reference']['n_real_train']} real train)")
+    lines.append(f"(n synthetic = {n}, n real = {doc['real']['n']} [{doc['real']['split']}]; real train vs real test: "
+                 f"the same figure between {doc['reference']['n_real_train']} real train and "
+                 f"{doc['reference']['n_real_test']} real test cases, for scale; CI: {doc['intervals']['method']})")
     div = doc["diversity"][Modality.IMAGES.value][MetricKey.MS_SSIM.value]
     lines.append(f"MS-SSIM (images, lower = more diverse): synthetic {_fmt((div['synthetic'] or {}).get('mean'))}, real {_fmt((div['real'] or {}).get('mean'))}")
     memo = doc["memorisation"]
-    lines.append(f"memorisation: {memo[MetricKey.FRACTION_FLAGGED.value]:.1%} of {memo['n_synthetic']} synthetic samples flagged "
-                 f"(ratio < {memo['threshold_ratio']:g})")
+    if "skipped" in memo:
+        lines.append(f"memorisation: skipped ({memo['skipped']})")
+    else:
+        lines.append(f"memorisation: {memo[MetricKey.FRACTION_FLAGGED.value]:.1%} of {memo['n_synthetic']} synthetic samples flagged "
+                     f"(ratio < {memo['threshold_ratio']:g})")
     for name, info in doc["feature_spaces"].items():
         if info["status"] != "ok":
-            lines.append(f"{name}: unavailable ({info['reason']})")
+            lines.append(f"{name}: {info['status']} ({info['reason']})")
     return "\n".join(lines)
+
+
+def _marks(notes: list[str], figure: dict) -> str:
+    """Footnote marks ``[i]`` for a figure's notes; each kind of note is numbered once in `notes`."""
+    marks = ""
+    for kind, text in figure.get("notes", {}).items():
+        text = NOTE_TEXT.get(kind, text)
+        if text not in notes:
+            notes.append(text)
+        marks += f"[{notes.index(text) + 1}]"
+    return marks
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:

@@ -13,7 +13,9 @@ import numpy as np  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
 from synthmed.fileio import atomic_savefig  # noqa: E402
-from synthmed.sample.montage import central_slice  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from synthmed.sample.montage import display_pair, label_colour, label_rgb  # noqa: E402
 
 TSNE_PERPLEXITY = 10.0  # as in the thesis
 TSNE_LEARNING_RATE = 200.0
@@ -65,25 +67,36 @@ def save_histograms(path: str | os.PathLike, values: dict[str, np.ndarray], unit
         plt.close(fig)
 
 
-def save_closest_pairs(path: str | os.PathLike, pairs: list[tuple[str, np.ndarray, np.ndarray, str, np.ndarray, np.ndarray]]) -> Path:
-    """One row per pair: synthetic image, its nearest training image, both masks (central axial slices).
+def save_closest_pairs(path: str | os.PathLike, pairs: list[tuple[str, np.ndarray, np.ndarray, str, np.ndarray, np.ndarray]],
+                       num_labels: int | None = None) -> Path:
+    """One row per pair: synthetic image, its nearest training image, both masks (central axial slices for 3D).
+
+    Images are oriented as in the montage (`display_pair`: 2D as stored, RGB in colour); masks are
+    drawn with one fixed colour per label in every panel (`label_rgb`), with a legend.
 
     Args:
-        pairs: ``(synthetic title, image [(D,) H, W], mask, training title, image, mask)`` per row.
+        pairs: ``(synthetic title, image [C, (D,) H, W], mask [(D,) H, W], training title, image, mask)`` per row.
+        num_labels: labels 0..num_labels-1 in the legend (default: those drawn).
     """
-    fig, axes = plt.subplots(len(pairs), 4, figsize=(8, 2 * len(pairs)), squeeze=False)
+    fig, axes = plt.subplots(len(pairs), 4, figsize=(8, 2 * len(pairs) + 0.4), squeeze=False)
     try:
+        drawn: set[int] = set()
         for row, (s_title, s_img, s_mask, t_title, t_img, t_mask) in enumerate(pairs):
-            panels = [(s_title, *central_slice(s_img, s_mask)), (t_title, *central_slice(t_img, t_mask))]
-            for col, (title, img, mask) in enumerate(panels):
-                axes[row, 2 * col].imshow(img.T, cmap="gray", origin="lower")
+            for col, (title, img, mask) in enumerate(((s_title, s_img, s_mask), (t_title, t_img, t_mask))):
+                pixels, mask_slice, origin = display_pair(np.asarray(img), np.asarray(mask))
+                axes[row, 2 * col].imshow(pixels, cmap="gray", origin=origin, interpolation="nearest")
                 axes[row, 2 * col].set_title(title, fontsize=8)
-                axes[row, 2 * col + 1].imshow(mask.T, cmap="viridis", origin="lower", interpolation="nearest")
+                axes[row, 2 * col + 1].imshow(label_rgb(mask_slice), origin=origin, interpolation="nearest")
                 axes[row, 2 * col + 1].set_title("mask", fontsize=8)
+                drawn |= {int(v) for v in np.unique(mask_slice) if v > 0}
         for ax in axes.ravel():
             ax.set_xticks([])
             ax.set_yticks([])
-        fig.tight_layout()
+        shown = range(1, num_labels) if num_labels else sorted(drawn)
+        handles = [Patch(color=label_colour(v), label=f"label {v}") for v in shown]
+        if handles:
+            fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8)
+        fig.tight_layout(rect=(0, 0.04 if handles else 0, 1, 1))
         return atomic_savefig(fig, path, dpi=100)
     finally:
         plt.close(fig)

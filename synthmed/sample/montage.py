@@ -39,10 +39,12 @@ def central_slice(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def _as_cases(title: str, images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Images as ``[N, C, (D,) H, W]`` (a channel axis added when missing) and masks ``[N, (D,) H, W]``."""
     images, masks = np.asarray(images), np.asarray(masks)
-    if images.ndim == masks.ndim + 1:  # [N, C, ...]: show the first channel
-        images = images[:, 0]
-    if images.shape != masks.shape or masks.ndim not in (3, 4):
+    if images.ndim == masks.ndim:  # [N, (D,) H, W]: one channel
+        images = images[:, None]
+    if images.ndim != masks.ndim + 1 or images.shape[2:] != masks.shape[1:] or masks.ndim not in (3, 4) \
+            or len(images) != len(masks):
         raise UserError(
             f"montage row {title!r}: expected images [N, C, (D,) H, W] and masks [N, (D,) H, W] with the "
             f"same spatial shape, got images {list(np.shape(images))} and masks {list(masks.shape)}"
@@ -50,28 +52,61 @@ def _as_cases(title: str, images: np.ndarray, masks: np.ndarray) -> tuple[np.nda
     return images, masks
 
 
-def _draw_panel(ax: plt.Axes, image: np.ndarray, mask: np.ndarray) -> None:
-    image_slice, mask_slice = central_slice(image, mask)
-    finite = image_slice[np.isfinite(image_slice)]
+def display_pair(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """(pixels, mask, origin) of one case, ready for ``imshow(..., origin=origin)``.
+
+    3D (``image [C, D, H, W]``): the central axial slice of channel 0, transposed so that array axis 0
+    (R in RAS) runs left to right and axis 1 (A) upwards (origin "lower"). 2D (``image [C, H, W]``):
+    as stored, row 0 at the top (origin "upper"), like any image viewer; 3 channels are shown as RGB,
+    scaled to [0, 1] by their joint 0.5-99.5 percentiles; otherwise channel 0 in grey.
+    """
+    if mask.ndim == 3:
+        pixels, mask_slice = central_slice(image[0], mask)
+        return pixels.T, mask_slice.T, "lower"
+    if image.shape[0] != 3:
+        return image[0], mask, "upper"
+    rgb = np.moveaxis(image, 0, -1).astype(np.float64)
+    lo, hi = _percentile_range(rgb)
+    return np.clip((rgb - lo) / (hi - lo), 0.0, 1.0), mask, "upper"
+
+
+def _percentile_range(pixels: np.ndarray) -> tuple[float, float]:
+    finite = pixels[np.isfinite(pixels)]
     lo, hi = np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0)
-    if hi <= lo:
-        hi = lo + 1.0
-    # Transpose and origin="lower": array axis 0 (R in RAS) runs left to right, axis 1 (A) upwards.
-    ax.imshow(image_slice.T, cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
+    return float(lo), float(hi if hi > lo else lo + 1.0)
+
+
+def label_colour(label: int) -> tuple[float, float, float]:
+    """The one colour of a foreground label in every figure (label 1 gets tab10's first)."""
+    return LABEL_COLOURS[(int(label) - 1) % len(LABEL_COLOURS)]
+
+
+def label_rgb(mask: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` image of a 2D label mask: background black, each label its fixed `label_colour`."""
+    out = np.zeros((*mask.shape, 3))
+    for label in np.unique(mask):
+        if label > 0:
+            out[mask == label] = label_colour(label)
+    return out
+
+
+def _draw_panel(ax: plt.Axes, image: np.ndarray, mask: np.ndarray) -> None:
+    pixels, mask_slice, origin = display_pair(image, mask)
+    if pixels.ndim == 3:  # RGB, already in [0, 1]
+        ax.imshow(pixels, origin=origin, interpolation="nearest")
+    else:
+        lo, hi = _percentile_range(pixels)
+        ax.imshow(pixels, cmap="gray", vmin=lo, vmax=hi, origin=origin, interpolation="nearest")
     for label in np.unique(mask_slice):
         if label <= 0:
             continue
-        colour = LABEL_COLOURS[(int(label) - 1) % len(LABEL_COLOURS)]
-        region = (mask_slice == label).T
-        ax.imshow(
-            np.ma.masked_where(~region, region),
-            cmap=ListedColormap([colour]),
-            alpha=OVERLAY_ALPHA,
-            origin="lower",
-            interpolation="nearest",
-        )
+        colour = label_colour(label)
+        region = mask_slice == label
+        ax.imshow(np.ma.masked_where(~region, region), cmap=ListedColormap([colour]), alpha=OVERLAY_ALPHA,
+                  origin=origin, interpolation="nearest")
         if region.any() and not region.all():
-            ax.contour(region.astype(float), levels=[0.5], colors=[colour], linewidths=0.8, origin="lower")
+            # no `origin` here: contour's default puts Z[i, j] at (j, i), where imshow draws that pixel either way
+            ax.contour(region.astype(float), levels=[0.5], colors=[colour], linewidths=0.8)
 
 
 def save_montage(
@@ -82,8 +117,9 @@ def save_montage(
 ) -> Path:
     """Save a grid of central axial slices with the masks overlaid, one row per set.
 
-    Each panel shows one case: the axial slice (last array axis, S in RAS) through the mask centroid
-    (the middle slice when the mask is empty), in grayscale scaled to its own 0.5-99.5 percentiles,
+    Each panel shows one case: for 3D, the axial slice (last array axis, S in RAS) through the mask
+    centroid (the middle slice when the mask is empty); for 2D, the image as stored (row 0 on top),
+    RGB in colour (see `display_pair`); grey levels scaled to the panel's own 0.5-99.5 percentiles,
     with every foreground label as a translucent fill plus a contour in its own colour. The row title
     ("real", "synthetic", ...) is written on the left. The PNG is written to a temporary name and
     renamed, so a reader never sees a half-written file.
@@ -92,7 +128,7 @@ def save_montage(
         path: output file; the format follows its suffix (``.png`` normally).
         rows: ``(title, images, masks)`` per row; ``images`` ``[N, C, D, H, W]`` (channel 0 is shown)
             or ``[N, D, H, W]``, in any intensity range; ``masks`` ``[N, D, H, W]`` integer labels.
-            2D data (``[N, C, H, W]`` and ``[N, H, W]``) works too.
+            2D data (``[N, C, H, W]`` and ``[N, H, W]``) works too; C = 3 is drawn as RGB.
         n_cols: at most this many cases per row (the first ones).
         labels: optional manifest labels (str(int) -> name) for a colour legend.
 
@@ -129,7 +165,7 @@ def save_montage(
             from matplotlib.patches import Patch
 
             handles = [
-                Patch(color=LABEL_COLOURS[(int(v) - 1) % len(LABEL_COLOURS)], label=name)
+                Patch(color=label_colour(int(v)), label=name)
                 for v, name in sorted(labels.items(), key=lambda kv: int(kv[0]))
                 if int(v) > 0
             ]

@@ -67,9 +67,15 @@ def synthetic_case_files(folder: str | os.PathLike) -> list[tuple[str, Path, Pat
     """(case id, channel-0 image file, label file) of every case of a synthetic set, sorted by id.
 
     Raises:
-        UserError: the folder, its labelsTr/ or its label files are missing, or a label has no image.
+        UserError: the folder is a ``*.partial`` leftover, its imagesTr/, labelsTr/ or label files are
+            missing, or a label has no image or an image no label (every such file named).
     """
     folder = Path(folder)
+    if folder.name.endswith(".partial"):
+        raise UserError(f"{folder}: an unfinished output folder (*.partial, left by an interrupted run), "
+                        f"not a synthetic set; sample again or use the finished folder")
+    if not folder.is_dir():
+        raise UserError(f"{folder}: not a synthetic set (folder not found)")
     if not (folder / "imagesTr").is_dir() or not (folder / "labelsTr").is_dir():
         raise UserError(f"{folder}: not a synthetic set (expected imagesTr/ and labelsTr/ from `synthmed sample`)")
     ending = set_ending(folder)
@@ -80,6 +86,11 @@ def synthetic_case_files(folder: str | os.PathLike) -> list[tuple[str, Path, Pat
         if not image.is_file():
             missing.append(f"{image}: image missing for label {label.name}")
         cases.append((case_id, image, label))
+    labelled = {case_id for case_id, _, _ in cases}
+    for image in sorted((folder / "imagesTr").glob(f"*_0000{ending}")):
+        case_id = image.name[: -len(f"_0000{ending}")]
+        if case_id not in labelled:
+            missing.append(f"{folder / 'labelsTr' / (case_id + ending)}: mask missing for image {image.name}")
     if missing:
         raise UserError(format_problems(f"{folder}: incomplete synthetic set", missing))
     return cases

@@ -53,7 +53,9 @@ def test_tiny_end_to_end_run_writes_results_and_resumes(toy_prepared, sphere_set
 
     per_case = pd.read_csv(out / "per_case.csv")
     assert len(per_case) == 3 * len(test_ids) * 2  # arms x cases x foreground labels
-    assert per_case.dice.between(0, 1).all() and (per_case.hd95 >= 0).all()
+    assert per_case.dice.between(0, 1).all() and (per_case.hd95_mm >= 0).all()
+    assert "hd95_mm" in pd.read_csv(out / "summary.csv").columns and results["hd95_unit"] == "mm"
+    json.loads((out / "results.json").read_text(), parse_constant=lambda c: pytest.fail(f"results.json holds {c}"))
     assert sorted(per_case.case_id.unique()) == sorted(test_ids)
     for name in ("dice_vs_n_synthetic", "dice_vs_real_size", "learning_curves"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 1000
@@ -153,3 +155,47 @@ def test_parser_dry_run_lists_arms(toy_prepared, sphere_set, tmp_path, capsys):
     with pytest.raises(UserError, match="seeds: Value error, needs at least one value"):
         args = parser.parse_args(["downstream", "--config", str(preset), "--set", "seeds=[]", "--dry-run"])
         args.func(args)
+
+
+def _dry_run(preset_dict, tmp_path, *extra):
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(yaml.safe_dump(preset_dict))
+    parser = argparse.ArgumentParser()
+    add_downstream_parser(parser.add_subparsers())
+    args = parser.parse_args(["downstream", "--config", str(preset), "--dry-run", *extra])
+    return args.func(args)
+
+
+def test_dry_run_checks_synthetic_sets_leakage_and_out(toy_prepared, sphere_set, tmp_path, capsys):
+    manifest = load_manifest(toy_prepared)
+    base = {"manifest": str(toy_prepared), "arms": ["real", "synthetic"], "n_synthetic": [2], "out": str(tmp_path / "out")}
+    _dry_run({**base, "synthetic": {"toy": str(sphere_set)}}, tmp_path)
+    assert "checked: manifest, 1 synthetic set(s) (toy: 4 cases), leakage guard, counts, --out" in capsys.readouterr().out
+    leaking = write_sphere_set(tmp_path / "leak", toy_prepared, 2, trained_on=manifest.split_ids("test"))
+    with pytest.raises(UserError, match="LEAKAGE"):
+        _dry_run({**base, "synthetic": {"toy": str(leaking)}}, tmp_path)
+    (leaking / "card.json").unlink()
+    with pytest.raises(UserError, match=r"synthetic set 'toy' \(.*leak\): no card.json; downstream needs the set's provenance"):
+        _dry_run({**base, "synthetic": {"toy": str(leaking)}}, tmp_path, "--allow-leakage")
+    with pytest.raises(UserError, match=r"\.partial.*unfinished output folder"):
+        _dry_run({**base, "synthetic": {"toy": str(sphere_set.rename(tmp_path / ".syn.x.partial"))}}, tmp_path)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(UserError, match=r"out .*a_file/results: .*a_file is not a folder"):
+        _dry_run({**base, "arms": ["real"], "out": str(blocker / "results")}, tmp_path)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_2d_run_names_hd95_in_pixels_writes_valid_json_and_says_it_reuses_folds(toy_prepared_2d, tmp_path, capsys):
+    config = resolve_downstream_config({"manifest": str(toy_prepared_2d), "arms": ["real"], "folds": 2, "seeds": [0],
+                                        "train": dict(TINY_TRAIN, epochs=1), "stats": {"bootstrap": 200},
+                                        "out": str(tmp_path / "out")})
+    out = run_downstream(config)
+    text = (out / "results.json").read_text()
+    results = json.loads(text, parse_constant=lambda c: pytest.fail(f"results.json holds {c}"))
+    assert results["hd95_unit"] == "px" and results["arms"][0]["hd95_unit"] == "px"
+    assert "hd95_px" in pd.read_csv(out / "summary.csv").columns and "hd95_px" in pd.read_csv(out / "per_case.csv").columns
+    capsys.readouterr()
+    run_downstream(config)
+    assert f"reusing 2 finished fold(s) from {out}" in capsys.readouterr().out

@@ -3,8 +3,13 @@ import pytest
 from scipy import ndimage
 
 from synthmed.errors import UserError
-from synthmed.metrics.bootstrap import bootstrap_ci
-from synthmed.metrics.distances import frechet_distance, frechet_distance_gaussians, kernel_inception_distance
+from synthmed.metrics.bootstrap import percentile_interval, subsample_ci
+from synthmed.metrics.distances import (
+    frechet_distance,
+    frechet_distance_gaussians,
+    kernel_inception_distance,
+    mmd2_unbiased,
+)
 from synthmed.metrics.inception_score import inception_score
 from synthmed.metrics.extractors.radiomics import RadiomicsExtractor
 
@@ -74,13 +79,47 @@ def test_bad_feature_sets_are_clear_errors(a, b, match):
         kernel_inception_distance(a, b)
 
 
-def test_bootstrap_interval_separates_close_from_far_sets():
+def test_subsampling_interval_separates_close_from_far_sets():
     rng = np.random.default_rng(6)
     a = rng.normal(size=(100, 4))
-    near = bootstrap_ci(frechet_distance, a, rng.normal(size=(100, 4)), n_resamples=50)
-    far = bootstrap_ci(frechet_distance, a, rng.normal(size=(100, 4)) + 2, n_resamples=50)
+    b_near, b_far = rng.normal(size=(100, 4)), rng.normal(size=(100, 4)) + 2
+    near = subsample_ci(frechet_distance, a, b_near, frechet_distance(a, b_near), n_resamples=50)
+    far = subsample_ci(frechet_distance, a, b_far, frechet_distance(a, b_far), n_resamples=50)
     assert near[0] <= near[1] < far[0] <= far[1]
     assert 16 - 1 < far[1] and far[0] < 16 + 4  # true distance 4 x 2^2 = 16
+
+
+def test_intervals_contain_their_estimate_where_the_resampling_bootstrap_did_not():
+    # 20 samples of 8 features: FD's small-sample bias is large, and resamples with replacement
+    # (duplicates) inflate it further: their percentile interval lay wholly above the estimate
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(20, 8)), rng.normal(size=(20, 8)) + 0.3
+    fd = frechet_distance(a, b)
+    draw = np.random.default_rng(0)
+    old = percentile_interval([frechet_distance(a[draw.integers(0, 20, 20)], b[draw.integers(0, 20, 20)])
+                               for _ in range(200)], 0.95)
+    assert old[0] > fd  # the defect, reproduced
+    low, high = subsample_ci(frechet_distance, a, b, fd, n_resamples=200)
+    assert low <= fd <= high
+    kid = kernel_inception_distance(a, b, subsets=10).mean
+    low, high = subsample_ci(mmd2_unbiased, a, b, kid, n_resamples=200)
+    assert low <= kid <= high and high - low > 0
+
+
+def test_subsampling_interval_covers_the_true_distance_about_as_often_as_it_claims():
+    # two 3-d Gaussians 0.6 apart per axis: true FD = 3 x 0.36; 60 repetitions of n = 80
+    rng = np.random.default_rng(1)
+    covered = 0
+    for rep in range(60):
+        a, b = rng.normal(size=(80, 3)), rng.normal(size=(80, 3)) + 0.6
+        low, high = subsample_ci(frechet_distance, a, b, frechet_distance(a, b), n_resamples=60, seed=rep)
+        covered += low <= 3 * 0.36 <= high
+    assert 0.85 <= covered / 60 <= 1.0
+
+
+def test_subsampling_needs_three_samples_per_set():
+    a = np.zeros((2, 3))
+    assert subsample_ci(frechet_distance, a, np.ones((10, 3)), 0.0) is None
 
 
 def test_inception_score_of_confident_uniform_classes_is_the_class_count():

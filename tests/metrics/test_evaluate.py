@@ -19,8 +19,10 @@ def test_evaluate_writes_every_figure_with_counts_and_fills_the_card(toy_prepare
     train = manifest.split_ids("train")
     syn = make_synthetic_set(toy_prepared, tmp_path / "syn", train[:3] + manifest.split_ids("test"), noise=0.002)
     doc = evaluate_synthetic_set(str(toy_prepared), syn, tmp_path / "eval", EvaluateOptions(**FAST))
-    assert "medicalnet: unavailable" in capsys.readouterr().err  # the others still ran
-    assert doc["feature_spaces"]["medicalnet"]["status"] == "unavailable"
+    assert capsys.readouterr().err == ""  # said once, in the table below
+    assert doc["feature_spaces"]["medicalnet"]["status"] == "unavailable"  # the others still ran
+    table = format_table(doc)
+    assert table.count("medicalnet: unavailable") == 1 and "real train vs real test" in table.splitlines()[0]
     fd = doc["images"]["radiomics/volume"]["synthetic_vs_real"]["frechet_distance"]
     assert fd["n_synthetic"] == 5 and fd["n_real"] == len(train) and fd["feature_space"] == "radiomics/volume"
     ref = doc["images"]["radiomics/volume"]["real_train_vs_real_test"]["frechet_distance"]
@@ -31,7 +33,17 @@ def test_evaluate_writes_every_figure_with_counts_and_fills_the_card(toy_prepare
     files = {p.name for p in (tmp_path / "eval").iterdir()}
     assert {"metrics.json", "montage.png", "intensity_histograms.png", "memorisation_closest_pairs.png",
             "tsne_images_radiomics.png"} <= files
-    assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == json.loads(json.dumps(doc))
+    text = (tmp_path / "eval" / "metrics.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"metrics.json holds {c}")) == json.loads(json.dumps(doc))
+    assert doc["intervals"]["method"].startswith("half-sampling without replacement")
+    for key in ("frechet_distance", "kid_mean"):  # every interval holds its own estimate
+        for space, entry in doc["images"].items():
+            for figures in entry.values():
+                if key in figures and figures[key]["ci95"] is not None:
+                    low, high = figures[key]["ci95"]
+                    assert low <= figures[key]["value"] <= high, (space, key)
+    # 2 real test cases: the reference figures say why they are not to be trusted
+    assert "fewer than 10" in ref["notes"]["few_samples"] and "prdc" in doc["images"]["radiomics/volume"]["real_train_vs_real_test"]
     card = json.loads((syn / "card.json").read_text())
     assert card["privacy_check"]["fraction_flagged"] == pytest.approx(0.6)
     assert card["metrics"]["evaluation"]["images/radiomics/volume/frechet_distance"]["n_synthetic"] == 5
@@ -83,3 +95,42 @@ def test_cli_defaults_are_the_options_defaults(monkeypatch, tmp_path, capsys):
     args = parser.parse_args(["evaluate", "--real", "m", "--synthetic", "s", "--out", str(tmp_path)])
     args.func(args)
     assert seen == [EvaluateOptions()]
+
+
+def _set_2d(manifest_path, out, with_card: bool):
+    from synthmed.data.dataset import load_arrays
+    from synthmed.sample.writers import write_synthetic_set
+
+    manifest = load_manifest(manifest_path)
+    images, masks = load_arrays(manifest, manifest.split_ids("train")[:12])
+    card = {"format": "synthmed-card", "format_version": 1, "trained_on_case_ids": manifest.split_ids("train")}
+    folder = write_synthetic_set(out, images, masks, intensity=manifest.preprocessing["intensity"],
+                                 labels={str(k): v for k, v in manifest.labels.items()}, affine=None,
+                                 modality="image", card=card)
+    if not with_card:
+        (folder / "card.json").unlink()
+    return folder
+
+
+def test_2d_set_without_card_skips_3d_only_spaces_and_privacy_and_says_so(toy_prepared_2d, tmp_path):
+    syn = _set_2d(toy_prepared_2d, tmp_path / "syn", with_card=False)
+    options = EvaluateOptions(**{**FAST, "features": ("radiomics", "medicalnet")})
+    doc = evaluate_synthetic_set(str(toy_prepared_2d), syn, tmp_path / "eval", options)
+    assert doc["feature_spaces"]["medicalnet"] == {"status": "skipped", "reason": "3D only (no 2D twin); these images are 2D"}
+    assert doc["feature_spaces"]["radiomics"]["name"] == "radiomics_2d"
+    assert "no card.json" in doc["memorisation"]["skipped"] and doc["card"]["status"] == "missing"
+    table = format_table(doc)
+    assert "memorisation: skipped (no card.json" in table and table.count("medicalnet: skipped") == 1
+    assert not (syn / "card.json").exists() and not (tmp_path / "eval" / "memorisation_closest_pairs.png").exists()
+    with pytest.raises(UserError, match="none of the feature spaces.*medicalnet: 3D only"):
+        evaluate_synthetic_set(str(toy_prepared_2d), syn, tmp_path / "eval2", EvaluateOptions(features=("medicalnet",)))
+
+
+def test_a_missing_mask_or_an_unfinished_folder_is_refused(copied_set, toy_prepared, tmp_path):
+    (copied_set / "labelsTr" / "syn_0001.nii.gz").unlink()
+    with pytest.raises(UserError, match=r"labelsTr/syn_0001.nii.gz: mask missing for image syn_0001_0000.nii.gz"):
+        evaluate_synthetic_set(str(toy_prepared), copied_set, tmp_path / "out")
+    partial = make_synthetic_set(toy_prepared, tmp_path / ".syn.x1.partial", load_manifest(toy_prepared).split_ids("test"))
+    with pytest.raises(UserError, match=r"\.partial.*unfinished output folder"):
+        evaluate_synthetic_set(str(toy_prepared), partial, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

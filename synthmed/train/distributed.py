@@ -42,8 +42,13 @@ def init_distributed(device_kind: str) -> DistEnv:
     env = DistEnv(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world_size)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
-        atexit.register(dist.destroy_process_group)
+        atexit.register(_destroy_process_group)
     return env
+
+
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def select_device(requested: str, env: DistEnv = DistEnv()) -> torch.device:

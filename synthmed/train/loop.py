@@ -29,9 +29,9 @@ from synthmed.train.config import RunConfig
 from synthmed.train.distributed import (
     DistEnv,
     init_distributed,
-    max_parameter_divergence,
+    max_replica_divergence,
     select_device,
-    shutdown_distributed,
+    synchronize_batch_norm,
 )
 from synthmed.train.logger import LossAccumulator, RunLogger, plot_losses
 from synthmed.train.run_history import check_resume, checkpoint_history, history_entry, write_history
@@ -267,9 +267,11 @@ class Trainer:
                  self.run_dir, self.config.train.checkpoint_every, self.config.train.keep_checkpoints)
 
     def _wrap_networks(self) -> None:
+        """Distributed: batch norm over the global batch (in place, so unwrapped calls share it), then DDP."""
         wrappers = []
         if self.env.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
+            wrappers.append(lambda net: synchronize_batch_norm(net, self.device))
             wrappers.append(lambda net: nn.parallel.DistributedDataParallel(net, device_ids=ids))
         if self.config.train.compile:
             wrappers.append(torch.compile)
@@ -317,7 +319,6 @@ class Trainer:
             plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "plots" / "losses.png")
             ckpt.export_generator(self.model, self.config.model_dump(mode="json"), self._data_info_record(),
                                   self.run_dir / "generator.safetensors")
-        shutdown_distributed(self.env)
         return self.run_dir
 
     def _record(self, started: float, window_start: int) -> dict:
@@ -353,7 +354,7 @@ class Trainer:
 
     def _check_replicas_in_sync(self) -> None:
         if self.env.enabled:
-            divergence = max_parameter_divergence(self.model.nets)
+            divergence = max_replica_divergence(self.model.nets)
             if divergence > 1e-4:
                 raise RuntimeError(f"replicas diverged across processes (max checksum difference {divergence})")
 

@@ -207,7 +207,9 @@ class StyleGAN2(GenerativeModel):
         with torch.no_grad():
             self.pl_mean.copy_(self.pl_mean.lerp(lengths.mean(), self.params.pl_decay))
         penalty = (lengths - self.pl_mean).square().mean()
-        (penalty * self.params.pl_weight * self.params.pl_interval).backward()
+        # "+ fake.sum() * 0": see _r1. Today every G parameter also gets a gradient from the penalty, but
+        # only through the nonlinear output activation (a linear one would leave the last bias out).
+        (penalty * self.params.pl_weight * self.params.pl_interval + fake.float().sum() * 0).backward()
         return {"pl_penalty": penalty.detach(), "pl_mean": self.pl_mean.detach().clone()}
 
     def _discriminator_main(self, real: torch.Tensor, condition: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -232,7 +234,11 @@ class StyleGAN2(GenerativeModel):
         logits = self._logits(self.training_nets["D"], real, condition)
         (grads,) = torch.autograd.grad(logits.float().sum(), real, create_graph=True)
         penalty = grads.float().square().sum(dim=[1, 2, 3]).mean()
-        (penalty * (self.r1_gamma / 2) * self.params.r1_interval).backward()
+        # "+ logits.sum() * 0" adds nothing but puts every parameter of D in this backward pass, as in
+        # StyleGAN2-ADA: a DistributedDataParallel wrapper averages the gradients of a backward pass only
+        # once every parameter has received one, and the penalty reaches only those the input gradient
+        # depends on (not D's last bias), so DDP stops with "Expected to have finished reduction".
+        (penalty * (self.r1_gamma / 2) * self.params.r1_interval + logits.float().sum() * 0).backward()
         return {"r1": penalty.detach()}
 
     # --- state outside the networks ------------------------------------------------------------------

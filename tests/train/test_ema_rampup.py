@@ -53,3 +53,39 @@ def test_short_run_ema_is_closer_to_the_generator_with_rampup():
     # 0.5 ** (48 / 500) = 94 % the random initial weights; with ramp-up its half-life is at most 2.4 images.
     with_rampup, without = _ema_distance_after_short_run(0.05), _ema_distance_after_short_run(None)
     assert with_rampup < 0.5 * without
+
+
+def _tiny_run(manifest, out, ema_rampup):
+    from synthmed.train.config import resolve_config
+    from synthmed.train.loop import train
+
+    return train(resolve_config({
+        "model": {"name": "dcgan2d", "params": {"latent_dim": 8, "base_channels": 4, "max_channels": 16}},
+        "data": {"manifest": str(manifest)},
+        "optim": {"G": {}, "D": {}},
+        "train": {"steps": 2, "batch_size": 4, "ema_kimg": 0.5, "ema_rampup": ema_rampup, "checkpoint_every": 2,
+                  "progress": False},
+        "out": str(out),
+    }))
+
+
+def test_sampling_warns_once_when_the_run_is_shorter_than_its_ema_half_life(toy_prepared_2d, tmp_path, caplog):
+    import json
+    import logging
+
+    from synthmed.cli import main
+
+    without = _tiny_run(toy_prepared_2d, tmp_path / "without", ema_rampup=None)  # 8 images, half-life 500
+    with caplog.at_level(logging.WARNING):
+        assert main(["sample", "--checkpoint", str(without), "-n", "2", "--out", str(tmp_path / "a")]) == 0
+    warnings = [r.getMessage() for r in caplog.records if "EMA half-life" in r.getMessage()]
+    assert len(warnings) == 1 and "8 training images" in warnings[0] and "--no-ema" in warnings[0]
+    assert json.loads((tmp_path / "a" / "card.json").read_text())["extra"]["warnings"] == warnings
+
+    caplog.clear()
+    ramped = _tiny_run(toy_prepared_2d, tmp_path / "ramped", ema_rampup=0.05)  # half-life 0.4 images at the end
+    with caplog.at_level(logging.WARNING):
+        assert main(["sample", "--checkpoint", str(ramped), "-n", "2", "--out", str(tmp_path / "b")]) == 0
+        assert main(["sample", "--checkpoint", str(without), "-n", "2", "--out", str(tmp_path / "c"), "--no-ema"]) == 0
+    assert not [r for r in caplog.records if "EMA half-life" in r.getMessage()]
+    assert json.loads((tmp_path / "b" / "card.json").read_text())["extra"]["warnings"] == []

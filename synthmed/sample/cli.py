@@ -27,9 +27,14 @@ def add_sample_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--trunc", type=float, default=1.0, metavar="PSI",
                    help="truncation psi for StyleGAN2 (1 = none; lower = more typical, less diverse)")
     p.add_argument("--masks", default=None, metavar="DIR",
-                   help="mask-conditional models (C-SG): render images for these masks (a folder or a synthetic set)")
+                   help="mask-conditional models (C-SG): render images for these masks (a folder or a synthetic set; "
+                        "default: the generator's training masks, randomly deformed)")
     p.add_argument("--mask-checkpoint", default=None, metavar="RUN",
                    help="MC-SG: draw the masks from this mask-only generator (M-SG run or checkpoint)")
+    p.add_argument("--deform-strength", type=float, default=None, metavar="S",
+                   help="mask-conditional models without --masks: images are rendered for the generator's training "
+                        "masks, randomly deformed (rotation 10 deg, scale 10 %%, small elastic, each times S; "
+                        "default 1, 0 = the training masks as they are)")
     p.add_argument("--class", dest="class_name", default=None, metavar="NAME",
                    help="class-conditional models (HA-GAN with num_classes): draw every pair of this class "
                         "(default: classes drawn uniformly)")
@@ -47,7 +52,7 @@ def _run_sample(args) -> None:
                            use_ema=not args.no_ema, min_component_size=args.min_component_size,
                            keep_largest=args.keep_largest, overwrite=args.overwrite, device=args.device,
                            truncation=args.trunc, masks_dir=args.masks, mask_checkpoint=args.mask_checkpoint,
-                           class_name=args.class_name)
+                           class_name=args.class_name, deform_strength=args.deform_strength)
     count = len(list((out / "labelsTr").iterdir()))
     print(f"wrote {count} synthetic pairs to {out}")
 

@@ -21,6 +21,8 @@ from synthmed.sample.postprocess import clean_mask
 from synthmed.sample.writers import SAMPLE_KIND, reference_affine, write_synthetic_set
 from synthmed.train.checkpoint import load_generator, resolve_checkpoint
 from synthmed.train.run_history import trained_case_ids, trained_manifests
+from synthmed.sample.mask_sources import Deformation, deformed_training_masks
+from synthmed.train.loop import ema_half_life
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +42,22 @@ def sample_to_folder(
     masks_dir: str | Path | None = None,  # mask-conditional models: render images for these masks
     mask_checkpoint: str | Path | None = None,  # MC-SG: draw the masks from this mask-only generator
     class_name: str | None = None,  # class-conditional models: every pair of this class (None: drawn uniformly)
+    deform_strength: float | None = None,  # mask-conditional models without given masks: scales the deformation
 ) -> Path:
     """Sample a checkpoint and write the pairs with a dataset card.
 
-    A mask-conditional generator (C-SG) renders images for masks read from ``masks_dir`` or drawn
-    from a mask-only generator (``mask_checkpoint``, M-SG): the MC-SG chain. The card then names
-    both checkpoints, and its ``trained_on_case_ids`` is the union of what both generators saw.
+    A mask-conditional generator (C-SG) renders images for masks read from ``masks_dir``, drawn from a
+    mask-only generator (``mask_checkpoint``, M-SG: the MC-SG chain; the card then names both
+    checkpoints, and its ``trained_on_case_ids`` is the union of what both generators saw), or, given
+    neither, for its own training masks randomly deformed (the card lists each pair's source case and
+    deformation seed).
     """
     inputs = [checkpoint, masks_dir, mask_checkpoint]
     check_output_folder(out, kind=SAMPLE_KIND, inputs=inputs, overwrite=overwrite)  # before the work
     device = sampling_device(device)
     model, state = load_generator(checkpoint, device)
     path = Path(state["path"])
-    given, mask_source = _conditioning_masks(model, state, n, seed, masks_dir, mask_checkpoint, device)
+    given, mask_source = _conditioning_masks(model, state, n, seed, masks_dir, mask_checkpoint, device, deform_strength)
     n = len(given) if given is not None else n
     if n is None or n < 1:
         raise UserError(f"-n must be at least 1, got {n}")
@@ -60,6 +65,9 @@ def sample_to_folder(
     model.check_sampling_options(truncation, given, classes)
     images, masks = model.sample(n, seed=seed, use_ema=use_ema, batch_size=batch_size, truncation=truncation,
                                  masks=given, classes=classes)
+    ema_warning = _short_ema_warning(path, state) if use_ema else None
+    if ema_warning:
+        log.warning(ema_warning)
     data = state["data"]
     trained_on = sorted(set(trained_case_ids(state)) | set(mask_source.get("trained_on", [])))
     masks = clean_masks(masks.numpy(), min_component_size, keep_largest)
@@ -75,7 +83,7 @@ def sample_to_folder(
                 "truncation": truncation, "class": class_name, "min_component_size": min_component_size, "keep_largest": keep_largest,
                 "masks": {k: v for k, v in mask_source.items() if k != "trained_on"} or None},
         extra={"manifest_path": data["manifest_path"], "trained_on_manifests": trained_manifests(state)},
-        warnings=[empty] if empty else [],
+        warnings=[w for w in (empty, ema_warning) if w],
     )
     preprocessing = data["preprocessing"]
     is_2d = len(state["data_info"]["shape"]) == 2
@@ -129,6 +137,19 @@ def empty_mask_warning(masks: np.ndarray) -> str | None:
     return message
 
 
+def _short_ema_warning(path: Path, state: dict) -> str | None:
+    """A warning when the run saw fewer images than its EMA half-life at the end: the EMA generator is then
+    still mostly the random initial weights (runs without ramp-up, ``train.ema_rampup: null`` or older runs)."""
+    train = state["config"]["train"]
+    images_seen = state["step"] * train["batch_size"]
+    half_life = ema_half_life(images_seen, train["ema_kimg"], train.get("ema_rampup"))
+    if images_seen >= half_life:
+        return None
+    return (f"{path}: the run saw {images_seen} training images, fewer than its EMA half-life ({half_life:.0f} "
+            "images), so its EMA generator is still mostly the random initial weights; sample with --no-ema "
+            "or train longer")
+
+
 def _requested_classes(model: GenerativeModel, state: dict, n: int, class_name: str | None) -> torch.Tensor | None:
     """Class indices for ``--class NAME``, named as in the training run's ``data.classes``.
 
@@ -145,20 +166,35 @@ def _requested_classes(model: GenerativeModel, state: dict, n: int, class_name: 
 
 
 def _conditioning_masks(model: GenerativeModel, state: dict, n: int | None, seed: int, masks_dir: str | Path | None,
-                        mask_checkpoint: str | Path | None, device: str) -> tuple[torch.Tensor | None, dict]:
-    """Masks to render images for (or None) and a record of where they came from.
+                        mask_checkpoint: str | Path | None, device: str,
+                        deform_strength: float | None = None) -> tuple[torch.Tensor | None, dict]:
+    """Masks to render images for (or None) and a record of where they came from (its ``kind``).
+
+    A mask-conditional model renders for the masks of ``masks_dir``, for masks drawn from the mask-only
+    generator ``mask_checkpoint``, or, given neither, for its own training masks randomly deformed
+    (`synthmed.sample.mask_sources`; ``deform_strength`` scales the deformation, 0: the masks as they are).
 
     Raises:
-        UserError: masks a model needs but lacks or cannot use, unreadable or mismatched masks, or a mask
-            checkpoint whose model does not draw masks on its own.
+        UserError: masks a model cannot use, unreadable or mismatched masks, a mask checkpoint whose model
+            does not draw masks on its own, or training masks that are gone or changed.
     """
     if masks_dir is not None and mask_checkpoint is not None:
         raise UserError("--masks and --mask-checkpoint are alternatives; give one")
     if masks_dir is None and mask_checkpoint is None:
-        if model.capabilities.mask_conditional:
-            raise UserError(f"{state['path']}: this generator renders images for given masks; pass --masks DIR "
-                            "(a folder of masks or a synthetic set) or --mask-checkpoint RUN (a mask-only generator)")
-        return None, {}
+        if not model.capabilities.mask_conditional:
+            if deform_strength is not None:
+                raise UserError("--deform-strength: only for a mask-conditional model sampled without --masks")
+            return None, {}
+        if n is None:
+            raise UserError("-n is needed (how many of the generator's training masks to deform and render)")
+        if deform_strength is not None and deform_strength < 0:
+            raise UserError(f"--deform-strength must be at least 0, got {deform_strength}")
+        deformation = Deformation().scaled(1.0 if deform_strength is None else deform_strength)
+        masks, record = deformed_training_masks(state["data"], n, seed, model.codec.config.binarize, deformation)
+        return torch.from_numpy(masks), record
+    if deform_strength is not None:
+        raise UserError("--deform-strength: deforms the generator's training masks; it does not apply to "
+                        "--masks or --mask-checkpoint")
     model.check_sampling_options(masks=torch.zeros(0))  # refuses given masks for models that cannot use them
     shape = tuple(state["data_info"]["shape"])
     if masks_dir is not None:
@@ -166,7 +202,8 @@ def _conditioning_masks(model: GenerativeModel, state: dict, n: int | None, seed
         if n is not None and n > len(masks):
             raise UserError(f"{masks_dir}: -n {n} but only {len(masks)} masks")
         masks = masks[:n] if n is not None else masks
-        return torch.from_numpy(masks), {"folder": str(Path(masks_dir).resolve()), "names": names[: len(masks)]}
+        return torch.from_numpy(masks), {"kind": "folder", "folder": str(Path(masks_dir).resolve()),
+                                         "names": names[: len(masks)]}
     if n is None:
         raise UserError("-n is needed with --mask-checkpoint (how many masks to draw)")
     mask_path = resolve_checkpoint(mask_checkpoint)
@@ -179,7 +216,7 @@ def _conditioning_masks(model: GenerativeModel, state: dict, n: int | None, seed
                         f"the image generator needs {list(shape)}")
     # the mask generator gets its own seed stream, so image noise and mask noise are independent
     _, masks = mask_model.sample(n, seed=seed + 1_000_003)
-    record = {"checkpoint": {"path": str(mask_path), "sha256": sha256_file(mask_path)},
+    record = {"kind": "mask_generator", "checkpoint": {"path": str(mask_path), "sha256": sha256_file(mask_path)},
               "model": mask_state["config"]["model"]["name"], "trained_on": mask_state["data"]["trained_on"]}
     return masks, record
 

@@ -42,6 +42,9 @@ class TrainSection(StrictModel):
     batch_size: int = Field(8, ge=1)  # global batch, split across processes
     seed: int = 0
     ema_kimg: float = Field(0.5, ge=0)  # generator EMA half-life in thousands of images; 0 = no averaging
+    # EMA ramp-up (StyleGAN2-ADA's): the half-life is at most this fraction of the images seen so far, so
+    # a short run's EMA is not the random initial weights; null = the full half-life from step 0
+    ema_rampup: float | None = Field(0.05, gt=0)
     log_every: int = Field(10, ge=1)  # steps between metrics.jsonl lines
     checkpoint_every: int = Field(500, ge=1)  # steps between checkpoints (and the last step)
     keep_checkpoints: int = Field(2, ge=1)  # newest checkpoints kept on disk

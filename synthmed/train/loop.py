@@ -73,9 +73,25 @@ def make_optimizer(section, params) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(params, lr=section.lr, eps=section.eps, weight_decay=section.weight_decay)
 
 
-def ema_beta(batch_size: int, ema_kimg: float) -> float:
-    """Per-step EMA decay for a half-life of ``ema_kimg`` thousand images (StyleGAN2-ADA's convention)."""
-    return 0.0 if ema_kimg <= 0 else 0.5 ** (batch_size / (ema_kimg * 1000.0))
+def ema_half_life(images_seen: int, ema_kimg: float, ema_rampup: float | None = None) -> float:
+    """The generator EMA's half-life in images after ``images_seen`` training images.
+
+    StyleGAN2-ADA's ramp-up (NVlabs/stylegan2-ada-pytorch, training/training_loop.py, "Update G_ema"):
+    ``ema_nimg = min(ema_kimg * 1000, cur_nimg * ema_rampup)``, with ``cur_nimg`` the images seen before
+    the step, so the half-life grows with training up to ``ema_kimg`` and a short run's EMA is not
+    dominated by the random initial weights. ``ema_rampup=None``: the full half-life from the start.
+    """
+    half_life = ema_kimg * 1000.0
+    if ema_rampup is not None:
+        half_life = min(half_life, images_seen * ema_rampup)
+    return half_life
+
+
+def ema_beta(batch_size: int, ema_kimg: float, ema_rampup: float | None = None, images_seen: int = 0) -> float:
+    """Per-step EMA decay for the half-life `ema_half_life` gives (StyleGAN2-ADA's convention:
+    ``beta = 0.5 ** (batch_size / max(ema_nimg, 1e-8))``); 0 (the EMA copies the network) at a zero half-life."""
+    half_life = ema_half_life(images_seen, ema_kimg, ema_rampup)
+    return 0.0 if half_life <= 0 else 0.5 ** (batch_size / max(half_life, 1e-8))
 
 
 def case_classes(manifest: Manifest, ids: list[str], key: str, classes: list[str] | None) -> tuple[list[str], torch.Tensor]:
@@ -114,14 +130,20 @@ class TrainStep:
     """One training step of a model on a batch the caller gives: no data, run folder or logging.
 
     Every phase due at the step runs with its optimiser (under bf16 autocast for batches on CUDA when
-    ``train.amp``); then the EMA of ``model.ema_target`` advances once, if a phase updated that network.
+    ``train.amp``); then the EMA of ``model.ema_target`` advances once, if a phase updated that network, with
+    the decay of the images seen so far (`ema_beta`, ramped up as in StyleGAN2-ADA).
     `Trainer` runs it for real runs, the benchmarks time it.
     """
 
     def __init__(self, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer], train: TrainSection) -> None:
         self.model, self.optimizers = model, optimizers
         self.amp = train.amp
-        self.ema_beta = ema_beta(train.batch_size, train.ema_kimg)
+        self.batch_size, self.ema_kimg, self.ema_rampup = train.batch_size, train.ema_kimg, train.ema_rampup
+
+    def ema_beta(self, step: int) -> float:
+        """The EMA decay at step ``step``: a function of the images seen before it (step x batch), so a resumed
+        run averages exactly as an uninterrupted one."""
+        return ema_beta(self.batch_size, self.ema_kimg, self.ema_rampup, images_seen=step * self.batch_size)
 
     def __call__(self, step: int, real: torch.Tensor, classes: torch.Tensor | None = None) -> list[dict[str, torch.Tensor]]:
         """Run training step ``step`` (which phases are due depends on it).
@@ -146,7 +168,7 @@ class TrainStep:
             self.model.after_optimizer_step(phase.name)
             ema_source_stepped |= phase.optimizer == self.model.ema_target
         if ema_source_stepped:  # once per step, even when a lazy regulariser also updated the network
-            self.model.update_ema(self.ema_beta)
+            self.model.update_ema(self.ema_beta(step))
         return losses
 
     def _autocast(self, device: torch.device):

@@ -70,8 +70,9 @@ def test_mc_sg_chain_records_both_generators(runs, tmp_path):
 
 
 def test_conditional_generator_without_masks_and_options_a_model_lacks_are_refused(runs, tmp_path):
-    with pytest.raises(UserError, match="--masks DIR"):
-        sample_to_folder(runs["C-SG"], 2, tmp_path / "a")
+    # (C-SG without masks now renders for its deformed training masks: tests/sample/test_mask_sources.py)
+    with pytest.raises(UserError, match="--deform-strength"):
+        sample_to_folder(runs["B-SG"], 2, tmp_path / "a", deform_strength=0.5)
     with pytest.raises(UserError, match="does not render images for given masks"):
         sample_to_folder(runs["B-SG"], 2, tmp_path / "b", masks_dir=runs["C-SG"])  # not read: refused first
     folder = tmp_path / "given"

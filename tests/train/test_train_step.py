@@ -21,7 +21,7 @@ def test_phases_follow_their_intervals_and_the_ema_advances_only_with_its_networ
     real = model.codec.encode(torch.rand(2, 1, 16, 16, 16) * 2 - 1, torch.randint(0, 2, (2, 16, 16, 16)))
     phases_run = [[set(losses) & {"loss/D", "loss/G"} for losses in step(i, real)] for i in range(4)]
     assert phases_run == [[{"loss/D"}, {"loss/G"}], [{"loss/D"}], [{"loss/D"}, {"loss/G"}], [{"loss/D"}]]
-    assert ema_updates == [step.ema_beta] * 2  # steps 0 and 2, where G was updated
+    assert ema_updates == [step.ema_beta(0), step.ema_beta(2)]  # steps 0 and 2, where G was updated
 
 
 def test_class_conditional_models_get_the_batch_classes():

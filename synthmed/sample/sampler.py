@@ -35,6 +35,8 @@ def sample_to_folder(
     masks_dir: str | Path | None = None,  # mask-conditional models: render images for these masks
     mask_checkpoint: str | Path | None = None,  # MC-SG: draw the masks from this mask-only generator
     class_name: str | None = None,  # class-conditional models: every pair of this class (None: drawn uniformly)
+    sampler: str | None = None,  # diffusion models: sampling loop (ddpm, ddim, rflow; None: the model's default)
+    steps: int | None = None,  # diffusion models: sampling steps (None: the model's default)
 ) -> Path:
     """Sample a checkpoint and write the pairs with a dataset card.
 
@@ -49,9 +51,9 @@ def sample_to_folder(
     if n is None or n < 1:
         raise UserError(f"-n must be at least 1, got {n}")
     classes = _requested_classes(model, state, n, class_name)
-    model.check_sampling_options(truncation, given, classes)
+    model.check_sampling_options(truncation, given, classes, sampler, steps)
     images, masks = model.sample(n, seed=seed, use_ema=use_ema, batch_size=batch_size, truncation=truncation,
-                                 masks=given, classes=classes)
+                                 masks=given, classes=classes, sampler=sampler, steps=steps)
     data = state["data"]
     trained_on = sorted(set(data["trained_on"]) | set(mask_source.get("trained_on", [])))
     card = build_card(
@@ -62,7 +64,7 @@ def sample_to_folder(
         seed=seed,
         count=n,
         config={"model": state["config"]["model"], "step": state["step"], "use_ema": use_ema,
-                "truncation": truncation, "class": class_name, "min_component_size": min_component_size, "keep_largest": keep_largest,
+                "truncation": truncation, "class": class_name, "sampler": sampler, "steps": steps, "min_component_size": min_component_size, "keep_largest": keep_largest,
                 "masks": {k: v for k, v in mask_source.items() if k != "trained_on"} or None},
         extra={"manifest_path": data["manifest_path"]},
     )

@@ -12,9 +12,9 @@ TINY = {"channels": [8, 16], "attention_levels": [False, True], "num_head_channe
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def diffusion(shape=(32, 32), labels=3, channels=1, **params):
+def diffusion(shape=(32, 32), labels=3, image_channels=1, **params):
     torch.manual_seed(0)
-    return build_model("diffusion", {**TINY, **params}, DataInfo(shape, channels, labels))
+    return build_model("diffusion", {**TINY, **params}, DataInfo(shape, image_channels, labels))
 
 
 def given_masks(n, shape, labels=3):

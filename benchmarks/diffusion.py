@@ -4,7 +4,7 @@ Per preset (``configs/diffusion_*.yaml``): median seconds per training step (the
 `synthmed.train.loop.TrainStep`: the denoising phase and the EMA; bf16 autocast on CUDA) at the preset's
 batch size, peak memory (max allocated on CUDA, max RSS on the CPU, imports included), and seconds per
 sampled volume at 10, 25 and 50 steps for each sampler: ``ddpm`` and ``ddim`` with the preset's
-network, ``rflow`` with the same network trained as rectified flow (the cost of a step does not depend
+network trained with DDPM, ``rflow`` with the same network trained as rectified flow (the cost of a step does not depend
 on the weights, so untrained networks are timed). Every preset runs in a fresh process so that its peak
 memory is its own. Synthetic tensors: one image channel, 3 labels in 3D (hippocampus), 2 in 2D.
 
@@ -71,8 +71,10 @@ def measure(preset: str, device_name: str, steps: int, sample_n: int) -> dict:
     result = {"preset": preset, "shape": list(model.shape), "batch": batch, "device": device_name,
               "parameters_m": sum(p.numel() for p in model.nets.parameters()) / 1e6,
               "sec_per_step": statistics.median(times), "peak_mb": peak_mib(device), "sampling": {}}
+    # each sampler with the network of the training it samples (the preset's own, or its twin)
+    ddpm, _ = build(preset, device, scheduler="ddpm", sampler=None)
     flow, _ = build(preset, device, scheduler="rflow", prediction=None, sampler=None)
-    for sampler, net in (("ddpm", model), ("ddim", model), ("rflow", flow)):
+    for sampler, net in (("ddpm", ddpm), ("ddim", ddpm), ("rflow", flow)):
         for n_steps in SAMPLING_STEPS:
             result["sampling"][f"{sampler}_{n_steps}"] = sampling_seconds(net, sample_n, sampler, n_steps)
     return result

@@ -42,12 +42,15 @@ class Capabilities:
             many classes, and ``sample(classes=...)`` picks each sample's class.
         truncation: ``sample(truncation=psi)`` is meaningful (StyleGAN2's W-space truncation).
         encoder: ``reconstruct(real)`` maps real network tensors to codes and back (HA-GAN's encoders).
+        samplers: the sampling loops ``sample(sampler=..., steps=...)`` may pick (a diffusion model's
+            ``ddpm``, ``ddim`` or ``rflow``); empty for one-pass generators.
     """
 
     outputs: Outputs = "pairs"
     num_classes: int = 0
     truncation: bool = False
     encoder: bool = False
+    samplers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.outputs not in get_args(Outputs) or self.num_classes < 0:
@@ -141,7 +144,8 @@ class GenerativeModel(nn.Module):
         return torch.randn(n, self.latent_dim, generator=generator)
 
     def check_sampling_options(self, truncation: float = 1.0, masks: torch.Tensor | None = None,
-                               classes: torch.Tensor | list[int] | None = None) -> None:
+                               classes: torch.Tensor | list[int] | None = None, sampler: str | None = None,
+                               steps: int | None = None) -> None:
         """Refuse options this model cannot honour, instead of silently ignoring them.
 
         Raises:
@@ -154,26 +158,35 @@ class GenerativeModel(nn.Module):
             raise UserError(f"--masks: {name} does not render images for given masks (a mask-conditional model does)")
         if classes is not None and not can.class_conditional:
             raise UserError(f"--class: this {name} is not class-conditional (it was trained without classes)")
+        if (sampler is not None or steps is not None) and not can.samplers:
+            raise UserError(f"--sampler/--steps: {name} draws in one pass; only diffusion models take them")
+        if sampler is not None and sampler not in can.samplers:
+            raise UserError(f"--sampler {sampler}: this {name} offers {', '.join(can.samplers)}")
+        if steps is not None and steps < 1:
+            raise UserError(f"--steps must be at least 1, got {steps}")
 
     @torch.no_grad()
     def sample(
         self, n: int, seed: int, use_ema: bool = True, batch_size: int = 8, truncation: float = 1.0,
         masks: torch.Tensor | None = None, classes: torch.Tensor | list[int] | None = None,
+        sampler: str | None = None, steps: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``n`` pairs: images float32 [N,C,*S] in [-1,1] and masks int64 [N,*S], on the CPU.
 
         Latents (then whatever `sampling_inputs` draws) come from ``seed`` up front, so the result does not
         depend on ``batch_size``. ``truncation`` (psi, 1 = none), ``masks`` (int64 [N,*S]) and ``classes``
-        (one index per sample) are for the models whose ``capabilities`` include them.
+        (one index per sample), ``sampler`` and ``steps`` (the sampling loop; None: the model's default) are
+        for the models whose ``capabilities`` include them.
         """
-        self.check_sampling_options(truncation, masks, classes)
+        self.check_sampling_options(truncation, masks, classes, sampler, steps)
         net = self.ema_net if use_ema else self.nets[self.ema_target]
         was_training = net.training
         net.eval()
         device = next(net.parameters()).device
         rng = torch.Generator().manual_seed(seed)
         z_all = self.latent(n, rng)
-        inputs = self.sampling_inputs(n, rng, truncation=truncation, masks=masks, classes=classes)
+        inputs = self.sampling_inputs(n, rng, truncation=truncation, masks=masks, classes=classes, sampler=sampler,
+                                      steps=steps)
         images, labels = [], []
         try:
             for start in range(0, n, batch_size):

@@ -101,3 +101,14 @@ class PairCodec:
         if self.config.mask_encoding == "scaled":
             return image, self._unscale(x[:, c])
         return image, x[:, c:].argmax(dim=1)
+
+
+class MaskOnlyCodec(PairCodec):
+    """The network tensor of mask-only models (M-SG, diffusion ``mask_only``): the mask channels alone;
+    decoded images have zero channels."""
+
+    def __init__(self, config: PairingConfig, num_labels: int) -> None:
+        super().__init__(config, image_channels=0, num_labels=num_labels)
+
+    def encode(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return super().encode(image[:, :0], mask)

@@ -70,6 +70,7 @@ def build_model(name: str, params: dict, data_info: DataInfo):
 def _import_families() -> None:
     # Importing a family module registers it.
     from synthmed.models import dcgan  # noqa: F401
+    from synthmed.models import diffusion  # noqa: F401
     from synthmed.models import fastgan  # noqa: F401
     from synthmed.models import hagan  # noqa: F401
     from synthmed.models import stylegan2  # noqa: F401

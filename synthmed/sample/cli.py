@@ -38,6 +38,10 @@ def add_sample_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--class", dest="class_name", default=None, metavar="NAME",
                    help="class-conditional models (HA-GAN with num_classes): draw every pair of this class "
                         "(default: classes drawn uniformly)")
+    p.add_argument("--sampler", default=None, choices=["ddpm", "ddim", "rflow"],
+                   help="diffusion models: sampling loop (default: the model's; ddpm/ddim after DDPM training, rflow after rectified flow)")
+    p.add_argument("--steps", type=int, default=None, metavar="N",
+                   help="diffusion models: sampling steps (default: the model's sample_steps; fewer = faster, coarser)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_run_sample)
     return p
@@ -52,7 +56,8 @@ def _run_sample(args) -> None:
                            use_ema=not args.no_ema, min_component_size=args.min_component_size,
                            keep_largest=args.keep_largest, overwrite=args.overwrite, device=args.device,
                            truncation=args.trunc, masks_dir=args.masks, mask_checkpoint=args.mask_checkpoint,
-                           class_name=args.class_name, deform_strength=args.deform_strength)
+                           class_name=args.class_name, deform_strength=args.deform_strength,
+                           sampler=args.sampler, steps=args.steps)
     count = len(list((out / "labelsTr").iterdir()))
     print(f"wrote {count} synthetic pairs to {out}")
 

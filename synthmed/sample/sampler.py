@@ -43,6 +43,8 @@ def sample_to_folder(
     mask_checkpoint: str | Path | None = None,  # MC-SG: draw the masks from this mask-only generator
     class_name: str | None = None,  # class-conditional models: every pair of this class (None: drawn uniformly)
     deform_strength: float | None = None,  # mask-conditional models without given masks: scales the deformation
+    sampler: str | None = None,  # diffusion models: sampling loop (ddpm, ddim, rflow; None: the model's default)
+    steps: int | None = None,  # diffusion models: sampling steps (None: the model's default)
 ) -> Path:
     """Sample a checkpoint and write the pairs with a dataset card.
 
@@ -62,9 +64,9 @@ def sample_to_folder(
     if n is None or n < 1:
         raise UserError(f"-n must be at least 1, got {n}")
     classes = _requested_classes(model, state, n, class_name)
-    model.check_sampling_options(truncation, given, classes)
+    model.check_sampling_options(truncation, given, classes, sampler, steps)
     images, masks = model.sample(n, seed=seed, use_ema=use_ema, batch_size=batch_size, truncation=truncation,
-                                 masks=given, classes=classes)
+                                 masks=given, classes=classes, sampler=sampler, steps=steps)
     ema_warning = _short_ema_warning(path, state) if use_ema else None
     if ema_warning:
         log.warning(ema_warning)
@@ -80,7 +82,7 @@ def sample_to_folder(
         seed=seed,
         count=n,
         config={"model": state["config"]["model"], "step": state["step"], "use_ema": use_ema,
-                "truncation": truncation, "class": class_name, "min_component_size": min_component_size, "keep_largest": keep_largest,
+                "truncation": truncation, "class": class_name, "sampler": sampler, "steps": steps, "min_component_size": min_component_size, "keep_largest": keep_largest,
                 "masks": {k: v for k, v in mask_source.items() if k != "trained_on"} or None},
         extra={"manifest_path": data["manifest_path"], "trained_on_manifests": trained_manifests(state)},
         warnings=[w for w in (empty, ema_warning) if w],

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from synthmed.errors import UserError
 from synthmed.models.augment import AdaptiveAugment, AugmentConfig
 from synthmed.models.base import Capabilities, GenerativeModel, Outputs, Phase
-from synthmed.models.pairing import PairCodec, PairingConfig
+from synthmed.models.pairing import MaskOnlyCodec, PairCodec, PairingConfig
 from synthmed.models.registry import DataInfo, register_model
 from synthmed.models.stylegan2.networks import Discriminator, Generator
 from synthmed.models import losses
@@ -86,16 +86,6 @@ def check_data_shape(shape: tuple[int, ...]) -> int:
                         f"a power-of-two side from {MIN_RESOLUTION} to {MAX_RESOLUTION} (e.g. 64x64, 256x256). "
                         f"Prepare the data with such a --shape")
     return height
-
-
-class MaskOnlyCodec(PairCodec):
-    """M-SG's network tensor: the mask channels alone; decoded images have zero channels."""
-
-    def __init__(self, config: PairingConfig, num_labels: int) -> None:
-        super().__init__(config, image_channels=0, num_labels=num_labels)
-
-    def encode(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return super().encode(image[:, :0], mask)
 
 
 class StyleGAN2(GenerativeModel):

@@ -1,0 +1,193 @@
+"""Diffusion and flow models for image/mask pairs, 2D and 3D, on MONAI's ``DiffusionModelUNet``; registered
+as ``diffusion`` with ``params.variant``:
+
+- ``joint``: noise -> image and mask channels together (the `PairCodec` tensor; one-hot mask channels are
+  mapped from {0, 1} to {-1, 1} so that every channel lies in [-1, 1]); the mask is their argmax.
+- ``mask_conditional``: the image for a given mask. The mask's one-hot channels (in {-1, 1}) are
+  concatenated to the noisy image at the network's input at every step, as in Med-DDPM; ``sample(masks=...)``
+  renders any mask a user brings.
+- ``mask_only``: masks alone; chained into ``mask_conditional`` it makes pairs as MC-SG does.
+
+The spatial dimensions (2 or 3) come from the data. One phase (``denoise``) updates the U-Net; the trainer's
+EMA of it samples. The noise process (training scheduler, prediction target, sampling loop) is
+`synthmed.models.diffusion.process`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from monai.networks.nets import DiffusionModelUNet
+from pydantic import Field, model_validator
+from torch import nn
+
+from synthmed.errors import UserError
+from synthmed.models.base import Capabilities, GenerativeModel, Outputs, Phase
+from synthmed.models.diffusion.process import NoiseConfig, NoiseProcess
+from synthmed.models.pairing import MaskOnlyCodec, PairCodec, PairingConfig
+from synthmed.models.registry import DataInfo, register_model
+
+Variant = Literal["joint", "mask_conditional", "mask_only"]
+OUTPUTS: dict[str, Outputs] = {"joint": "pairs", "mask_conditional": "images_for_masks", "mask_only": "masks"}
+
+
+class DiffusionParams(NoiseConfig):
+    """The U-Net (MONAI ``DiffusionModelUNet``) and the noise process (`NoiseConfig`)."""
+
+    variant: Variant = "joint"
+    channels: list[int] = [32, 64, 64]  # feature maps per resolution level (each level halves the size)
+    attention_levels: list[bool] = [False, False, True]  # self-attention at these levels
+    num_res_blocks: int = Field(1, ge=1)  # residual blocks per level
+    num_head_channels: int = Field(32, ge=1)  # channels per attention head
+    norm_num_groups: int = Field(8, ge=1)  # GroupNorm groups; must divide every width
+    pairing: PairingConfig = PairingConfig()
+
+    @model_validator(mode="after")
+    def _unet_shape(self) -> "DiffusionParams":
+        if len(self.attention_levels) != len(self.channels):
+            raise ValueError(f"attention_levels has {len(self.attention_levels)} entries, channels {len(self.channels)}")
+        if any(c % self.norm_num_groups for c in self.channels):
+            raise ValueError(f"every entry of channels {self.channels} must be divisible by norm_num_groups {self.norm_num_groups}")
+        if any(a and c % self.num_head_channels for c, a in zip(self.channels, self.attention_levels)):
+            raise ValueError(f"channels with attention must be divisible by num_head_channels {self.num_head_channels}")
+        if self.pairing.layout != "channel":
+            raise ValueError("pairing.layout must be 'channel' for diffusion models")
+        return self
+
+
+def check_data_shape(shape: tuple[int, ...], levels: int) -> int:
+    """The spatial dimensions (2 or 3) of data the U-Net can take.
+
+    Raises:
+        UserError: data neither 2D nor 3D, or a side the U-Net's downsampling cannot halve ``levels - 1`` times.
+    """
+    if len(shape) not in (2, 3):
+        raise UserError(f"model diffusion: data of shape {list(shape)} is neither 2D nor 3D")
+    factor = 2 ** (levels - 1)
+    if any(side % factor for side in shape):
+        raise UserError(f"model diffusion: every side of the data shape {list(shape)} must be divisible by {factor} "
+                        f"(the U-Net's {levels} levels halve it {levels - 1} times); prepare the data with such a "
+                        f"--shape or use fewer model.params.channels")
+    return len(shape)
+
+
+class Diffusion(GenerativeModel):
+    """A denoising U-Net with a noise process: ``joint`` pairs, ``mask_conditional`` images, or ``mask_only`` masks."""
+
+    ema_target = "unet"
+
+    def __init__(self, params: DiffusionParams, data: DataInfo) -> None:
+        super().__init__()
+        spatial_dims = check_data_shape(tuple(data.shape), len(params.channels))
+        self.params, self.variant, self.shape = params, params.variant, tuple(data.shape)
+        self.process = NoiseProcess(params, spatial_dims)  # no weights: a plain attribute
+        self.capabilities = Capabilities(outputs=OUTPUTS[params.variant], samplers=self.process.samplers)
+        if self.variant == "mask_only":
+            self.codec = MaskOnlyCodec(params.pairing, data.num_labels)
+        else:
+            self.codec = PairCodec(params.pairing, data.image_channels, data.num_labels)
+        if self.variant == "mask_conditional":
+            self.sample_channels, condition = data.image_channels, self.codec.num_labels
+        else:
+            self.sample_channels, condition = self.codec.channels, 0
+        self.latent_dim = self.sample_channels * math.prod(self.shape)  # x_T, flattened
+        self.nets = nn.ModuleDict({"unet": DiffusionModelUNet(
+            spatial_dims=spatial_dims, in_channels=self.sample_channels + condition, out_channels=self.sample_channels,
+            num_res_blocks=params.num_res_blocks, channels=params.channels, attention_levels=params.attention_levels,
+            norm_num_groups=params.norm_num_groups, num_head_channels=params.num_head_channels,
+        )})
+        self.init_ema()
+
+    # --- network tensor <-> diffusion space -----------------------------------------------------
+    def _onehot_to_signed(self, x: torch.Tensor, first_mask_channel: int) -> torch.Tensor:
+        """One-hot mask channels {0, 1} -> {-1, 1}; image and scaled-mask channels already lie in [-1, 1]."""
+        if self.codec.config.mask_encoding != "onehot":
+            return x
+        c = first_mask_channel
+        return torch.cat([x[:, :c], x[:, c:] * 2 - 1], dim=1)
+
+    def condition_of(self, labels: torch.Tensor) -> torch.Tensor:
+        """int masks [B, *S] -> the signed one-hot condition [B, L, *S] in {-1, 1} (binarised if the pairing says so)."""
+        labels = (labels > 0).long() if self.codec.config.binarize else labels.long()
+        return F.one_hot(labels, self.codec.num_labels).movedim(-1, 1).float() * 2 - 1
+
+    def _split_real(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Network tensor -> (what the process noises, the condition or None)."""
+        if self.variant != "mask_conditional":
+            return self._onehot_to_signed(real, self.codec.image_channels), None
+        _, labels = self.codec.decode(real)
+        return real[:, : self.codec.image_channels], self.condition_of(labels).to(real.dtype)
+
+    @staticmethod
+    def _predictor(net: nn.Module, condition: torch.Tensor | None):
+        if condition is None:
+            return lambda x, t: net(x, t)
+        return lambda x, t: net(torch.cat([x, condition.to(x.dtype)], dim=1), t)
+
+    # --- training ----------------------------------------------------------------------------------
+    def phases(self) -> list[Phase]:
+        return [Phase("denoise", "unet")]
+
+    def accumulate_gradients(self, phase: str, real: torch.Tensor, classes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if phase != "denoise":
+            raise ValueError(f"unknown phase {phase!r}")
+        clean, condition = self._split_real(real)
+        noisy, timesteps, target = self.process.training_example(clean)
+        output = self._predictor(self.training_nets["unet"], condition)(noisy, timesteps)
+        loss = F.mse_loss(output.float(), target.float())
+        loss.backward()
+        return {"loss/denoise": loss.detach()}
+
+    # --- sampling ------------------------------------------------------------------------------------
+    def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x_T: standard normal noise [n, C, *S] in the diffusion space."""
+        return torch.randn(n, self.sample_channels, *self.shape, generator=generator)
+
+    def check_masks(self, n: int, masks: torch.Tensor | None) -> torch.Tensor:
+        """Validate the masks a mask-conditional model renders images for: int [n, *S] with labels it knows.
+
+        Raises:
+            UserError: masks missing, of the wrong shape or count, or with unknown labels.
+        """
+        if masks is None:
+            raise UserError("a mask-conditional diffusion model renders images for given masks: pass --masks DIR "
+                            "(a folder of masks or a synthetic set) or --mask-checkpoint RUN (a mask-only generator)")
+        if tuple(masks.shape) != (n, *self.shape):
+            raise UserError(f"--masks: the model needs {n} masks of shape {list(self.shape)} (the training shape), "
+                            f"got an array of shape {list(masks.shape)}")
+        if masks.is_floating_point() and not torch.equal(masks, masks.round()):
+            raise UserError("--masks: masks must hold integer labels")
+        masks = masks.long()
+        top = self.codec.num_labels - 1
+        if not self.codec.config.binarize and (masks.min() < 0 or masks.max() > top):
+            raise UserError(f"--masks: labels must lie in 0..{top} (the model's labels); "
+                            f"found {int(masks.min())}..{int(masks.max())}")
+        return masks
+
+    def sampling_inputs(self, n: int, rng: torch.Generator, masks: torch.Tensor | None = None,
+                        sampler: str | None = None, steps: int | None = None, **options) -> dict:
+        """The checked masks (mask-conditional), the sampling loop, and one seed per sample for the noise the
+        ``ddpm`` sampler adds at every step (drawn after x_T, so samples do not depend on ``batch_size``)."""
+        given = self.check_masks(n, masks) if self.variant == "mask_conditional" else None
+        if steps is not None and steps > self.process.num_train_timesteps:
+            raise UserError(f"--steps {steps}: at most {self.process.num_train_timesteps} (the training timesteps)")
+        seeds = torch.randint(0, 2**62, (n,), generator=rng)
+        return {"masks": given, "sampler": sampler, "steps": steps, "seeds": seeds}
+
+    def render(self, net: nn.Module, z: torch.Tensor, part: slice, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images [B, C, *S] in [-1, 1] (C = 0 for ``mask_only``) and masks [B, *S], from x_T = ``z``."""
+        mask = None if inputs["masks"] is None else inputs["masks"][part]
+        condition = None if mask is None else self.condition_of(mask).to(z.device)
+        generators = [torch.Generator(device=z.device).manual_seed(int(s)) for s in inputs["seeds"][part]]
+        x = self.process.sample(self._predictor(net, condition), z, inputs["sampler"], inputs["steps"], generators)
+        if mask is None:
+            return self.codec.decode(x)
+        return x.float(), (mask > 0).long() if self.codec.config.binarize else mask
+
+
+@register_model("diffusion", DiffusionParams)
+def build_diffusion(params: DiffusionParams, data: DataInfo) -> Diffusion:
+    return Diffusion(params, data)

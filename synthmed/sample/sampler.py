@@ -219,7 +219,7 @@ def _conditioning_masks(model: GenerativeModel, state: dict, n: int | None, seed
     # the mask generator gets its own seed stream, so image noise and mask noise are independent
     _, masks = mask_model.sample(n, seed=seed + 1_000_003)
     record = {"kind": "mask_generator", "checkpoint": {"path": str(mask_path), "sha256": sha256_file(mask_path)},
-              "model": mask_state["config"]["model"]["name"], "trained_on": mask_state["data"]["trained_on"]}
+              "model": mask_state["config"]["model"]["name"], "trained_on": trained_case_ids(mask_state)}
     return masks, record
 
 

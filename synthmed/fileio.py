@@ -109,10 +109,7 @@ def check_output_folder(final: PathLike, *, kind: str, inputs: Iterable[PathLike
             it exists but was not written by synthmed's `kind` command (no marker, or another one),
             or holds files that command did not write (see `foreign_entries`).
     """
-    final = Path(final).expanduser().resolve()
-    for given in inputs:
-        if given is not None:
-            _refuse_overlap(final, Path(given).expanduser().resolve())
+    final = refuse_overlap(final, inputs)
     if not (final.exists() or final.is_symlink()):
         return final
     if not overwrite:
@@ -156,16 +153,92 @@ def foreign_entries(folder: Path, marker: dict[str, Any]) -> list[str]:
     return foreign
 
 
-def _refuse_overlap(final: Path, given: Path) -> None:
+def _refuse_overlap(final: Path, given: Path, allow_containing: bool = False) -> None:
     if final == given:
         relation = "is"
     elif given in final.parents:
         relation = "lies inside"
-    elif final in given.parents:
+    elif final in given.parents and not allow_containing:
         relation = "contains"
     else:
         return
     raise UserError(f"--out {final} {relation} the input {given}; choose an output folder outside every input")
+
+
+def refuse_overlap(final: PathLike, inputs: Iterable[PathLike | None], allow_containing: bool = False) -> Path:
+    """Refuse an output folder that is, lies inside or (unless `allow_containing`) contains an input; return it resolved.
+
+    Raises:
+        UserError: naming both folders.
+    """
+    final = Path(final).expanduser().resolve()
+    for given in inputs:
+        if given is not None:
+            _refuse_overlap(final, Path(given).expanduser().resolve(), allow_containing)
+    return final
+
+
+def check_resumable_folder(folder: PathLike, *, kind: str, entries: list[str], inputs: Iterable[PathLike | None] = (),
+                           overwrite: bool = False) -> Path:
+    """Check an output folder that the command `kind` writes in place and resumes on a rerun; return it resolved.
+
+    A new or empty folder is fine. An existing one is resumed (or, with `overwrite`, emptied of its
+    `entries`) only when synthmed's `kind` wrote it (its `OUTPUT_MARKER`) and it holds nothing else. A
+    folder without the marker holding only `entries` (written before markers existed) may be resumed,
+    never overwritten.
+
+    Args:
+        folder: the output folder (``--out``).
+        kind: the command writing it, recorded in its marker (see `mark_resumable_folder`).
+        entries: the top-level names the command writes there.
+        inputs: the paths the command reads (None entries are skipped).
+        overwrite: the command will delete `entries` before it starts.
+
+    Raises:
+        UserError: `folder` overlaps an input, is not a folder, was written by another command, holds
+            files the command did not write, or (with `overwrite`) has no marker.
+    """
+    folder = refuse_overlap(folder, inputs)
+    if not (folder.exists() or folder.is_symlink()):
+        return folder
+    if not folder.is_dir() or folder.is_symlink():
+        raise UserError(f"{folder}: not a folder; choose another --out")
+    marker = read_output_marker(folder)
+    if marker is None and not any(folder.iterdir()):
+        return folder
+    if marker is None and overwrite:
+        raise UserError(f"{folder}: not written by synthmed (no {OUTPUT_MARKER} marker), so --overwrite will not "
+                        "replace it; remove it yourself or choose another --out")
+    if marker is not None and marker.get("kind") != kind:
+        raise UserError(f"{folder}: written by `synthmed {marker.get('kind')}`, not by `synthmed {kind}`; "
+                        "choose another --out")
+    foreign = foreign_entries(folder, marker if marker is not None else {"entries": entries})
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise UserError(f"{folder}: holds files `synthmed {kind}` did not write there ({shown}); "
+                        "choose another --out, or move them away")
+    return folder
+
+
+def mark_resumable_folder(folder: Path, kind: str, entries: list[str], overwrite: bool = False) -> None:
+    """Create `folder` (checked by `check_resumable_folder`) with its marker; with `overwrite`, first delete `entries`.
+
+    Raises:
+        UserError: the folder cannot be created or written.
+    """
+    try:
+        if overwrite and folder.is_dir():
+            for name in entries:
+                path = folder / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                elif path.exists() or path.is_symlink():
+                    path.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+        if read_output_marker(folder) is None:
+            write_output_marker(folder, kind, entries)
+    except OSError as e:
+        raise _unwritable(folder, e) from None
 
 
 def write_output_marker(folder: Path, kind: str, entries: list[str]) -> None:

@@ -297,3 +297,40 @@ def test_demo_replaces_only_an_earlier_demo_folder(tmp_path):
     with pytest.raises(UserError, match="not written by synthmed"):
         replace_demo_folder(home, ["prepared"])
     assert (home / "thesis.tex").read_text() == "x" and (out / "mine.txt").exists()
+
+
+def test_downstream_resumes_and_overwrites_only_its_own_folder(toy_prepared, tmp_path, capsys):
+    """downstream writes its folder in place: a rerun resumes it, --overwrite empties it, and both only for a
+    folder an earlier `synthmed downstream` wrote (its marker) that holds nothing else."""
+    config = tmp_path / "downstream.yaml"
+    out = tmp_path / "bench"
+    config.write_text(json.dumps({"manifest": str(toy_prepared), "arms": ["real"], "folds": 2, "out": str(out),
+                                  "stats": {"bootstrap": 200},
+                                  "train": {"epochs": 1, "model_size": "tiny", "progress": False}}))
+    assert main(["downstream", "--config", str(config)]) == 0
+    marker = read_output_marker(out)
+    assert marker["kind"] == "downstream" and {"arms", "results.json", "plots"} <= set(marker["entries"])
+    folds = sorted((out / "arms").rglob("fold*.pt"))
+    assert len(folds) == 2
+    first = {p: p.stat().st_mtime_ns for p in folds}
+
+    capsys.readouterr()
+    assert main(["downstream", "--config", str(config)]) == 0  # resume: every fold reused
+    assert "reusing 2 finished fold(s)" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in folds} == first
+    assert main(["downstream", "--config", str(config), "--overwrite"]) == 0  # every fold trained again
+    assert all(p.stat().st_mtime_ns != first[p] for p in folds) and read_output_marker(out)["kind"] == "downstream"
+
+    (out / "notes.txt").write_text("mine")
+    for extra in ([], ["--overwrite"]):
+        code, err = cli(["downstream", "--config", config, *extra], capsys)
+        assert code == 2 and f"{out}: holds files `synthmed downstream` did not write there (notes.txt)" in err
+    assert (out / "notes.txt").read_text() == "mine" and len(list((out / "arms").rglob("fold*.pt"))) == 2
+
+    # a folder written before markers existed (only downstream's entries) resumes, but --overwrite refuses it
+    (out / "notes.txt").unlink()
+    (out / OUTPUT_MARKER).unlink()
+    code, err = cli(["downstream", "--config", config, "--overwrite"], capsys)
+    assert code == 2 and f"{out}: not written by synthmed" in err and (out / "results.json").exists()
+    assert main(["downstream", "--config", str(config)]) == 0
+    assert read_output_marker(out)["kind"] == "downstream"  # adopted: marked now

@@ -38,12 +38,16 @@ from synthmed.downstream.evaluation import score_cases
 from synthmed.downstream.report import write_reports
 from synthmed.downstream.trainer import SegTrainer, predict_probabilities
 from synthmed.errors import UserError
-from synthmed.fileio import atomic_torch_save, atomic_write_json, atomic_write_text
+from synthmed.fileio import (atomic_torch_save, atomic_write_json, atomic_write_text, check_resumable_folder,
+                             mark_resumable_folder)
 from synthmed.metrics.json_safe import json_safe
 from synthmed.sample.card import load_card
 from synthmed.train.distributed import select_device
 
 log = logging.getLogger(__name__)
+
+DOWNSTREAM_KIND = "downstream"
+OUT_ENTRIES = ["arms", "config.yaml", "per_case.csv", "plots", "results.json", "summary.csv"]  # what --overwrite deletes
 
 
 def check_writable_folder(folder: Path) -> None:
@@ -66,11 +70,14 @@ class Benchmark:
 
     Building one checks everything a run needs before any training (also for ``--dry-run``): the
     manifest and its folds, every synthetic set (files and card) and the leakage guard, the counts,
-    and that the output folder can be written. The real test cases are loaded by `run`.
+    and that the output folder can be written. The real test cases are loaded by `run`. The output
+    folder follows `check_resumable_folder`: a rerun resumes only a folder an earlier ``synthmed
+    downstream`` wrote, and `overwrite` empties only such a one.
     """
 
-    def __init__(self, config: DownstreamConfig, allow_leakage: bool = False):
+    def __init__(self, config: DownstreamConfig, allow_leakage: bool = False, overwrite: bool = False):
         self.config = config
+        self.overwrite = overwrite
         self.manifest: Manifest = load_manifest(config.manifest)
         self.set_sizes = {name: len(synthetic_case_files(Path(p))) for name, p in config.synthetic.items()}
         self.warnings = check_leakage(self.manifest, config.synthetic, allow_leakage)
@@ -81,7 +88,9 @@ class Benchmark:
         self.num_classes = max(self.labels) + 1
         self.hd95_unit = "px" if int(self.manifest.preprocessing.get("dims", 3)) == 2 else "mm"
         self.check_sizes()
-        self.out = Path(config.out)
+        inputs = [self.manifest.root, *config.synthetic.values()]
+        self.out = check_resumable_folder(config.out, kind=DOWNSTREAM_KIND, entries=OUT_ENTRIES, inputs=inputs,
+                                          overwrite=overwrite)
         check_writable_folder(self.out)
         self.test: CaseArrays  # the real test cases, loaded by `run`
         self._synthetic_cache: dict[tuple[str, int], CaseArrays] = {}
@@ -222,10 +231,7 @@ class Benchmark:
                    for arm in self.arms for seed in self.config.seeds for fold in self.folds)
 
     def run(self) -> Path:
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"out {self.out}: cannot create the output folder ({e.strerror or e})") from None
+        mark_resumable_folder(self.out, DOWNSTREAM_KIND, OUT_ENTRIES, overwrite=self.overwrite)
         reused = self.finished_folds()
         if reused:
             print(f"reusing {reused} finished fold(s) from {self.out} (--overwrite starts again)")
@@ -242,12 +248,8 @@ def run_downstream(config: DownstreamConfig, allow_leakage: bool = False, overwr
     """Run (or resume) the benchmark described by `config`; returns the output folder.
 
     Raises:
-        UserError: bad inputs (see `Benchmark`), leakage without `allow_leakage`, or an output folder
-            holding results of another configuration without `overwrite`.
+        UserError: bad inputs (see `Benchmark`), leakage without `allow_leakage`, an output folder
+            holding results of another configuration without `overwrite`, or one that overlaps an input
+            or that another command or the user wrote (see `synthmed.fileio.check_resumable_folder`).
     """
-    benchmark = Benchmark(config, allow_leakage)
-    if overwrite and benchmark.out.exists():
-        import shutil
-
-        shutil.rmtree(benchmark.out / "arms", ignore_errors=True)
-    return benchmark.run()
+    return Benchmark(config, allow_leakage, overwrite).run()

@@ -19,7 +19,7 @@ def add_downstream_parser(subparsers: argparse._SubParsersAction) -> argparse.Ar
     p.add_argument("--out", help="output folder (same as --set out=DIR)")
     p.add_argument("--allow-leakage", action="store_true",
                    help="run even when a generator saw test cases; the results then carry a loud warning")
-    p.add_argument("--overwrite", action="store_true", help="discard finished arms in the output folder")
+    p.add_argument("--overwrite", action="store_true", help="discard the results in the output folder (only in one an earlier `synthmed downstream` wrote)")
     p.add_argument("--dry-run", action="store_true",
                    help="check the inputs (manifest, synthetic sets, leakage guard, counts, --out), print the resolved "
                         "configuration and the arms, then stop")
@@ -35,7 +35,7 @@ def run_downstream_command(args: argparse.Namespace) -> None:
     overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
     config = load_downstream_config(args.config, overrides)
     if args.dry_run:
-        benchmark = Benchmark(config, allow_leakage=args.allow_leakage)  # every check a run makes before training
+        benchmark = Benchmark(config, allow_leakage=args.allow_leakage, overwrite=args.overwrite)  # every check a run makes before training
         print(config_to_yaml(config), end="")
         print("arms:\n" + "\n".join(f"  {a.name} ({a.category})" for a in benchmark.arms))
         print(f"checked: manifest, {len(config.synthetic)} synthetic set(s) "

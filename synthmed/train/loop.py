@@ -21,7 +21,7 @@ from synthmed.config import config_to_yaml
 from synthmed.data.dataset import load_arrays
 from synthmed.data.manifest import Manifest, load_manifest
 from synthmed.errors import UserError
-from synthmed.fileio import atomic_write_text
+from synthmed.fileio import atomic_write_text, refuse_overlap
 from synthmed.models.base import GenerativeModel
 from synthmed.models.registry import DataInfo, build_model
 from synthmed.train import checkpoint as ckpt
@@ -186,6 +186,7 @@ class Trainer:
         self.env = init_distributed("cuda" if config.train.device != "cpu" and torch.cuda.is_available() else "cpu")
         self.device = select_device(config.train.device, self.env)
         self.manifest = load_manifest(config.data.manifest)
+        refuse_overlap(self.run_dir, [self.manifest.root], allow_containing=True)  # a run never writes into its data
         resume_state = self._read_resume_state() if resume else None  # refuses a resume that changes the run
         self._load_data()
         torch.manual_seed(config.train.seed)  # identical initial weights on every rank

@@ -5,7 +5,8 @@ records its owner (pid, host) and is renamed to ``<name>`` only when complete; a
 run is removed when the next run on the same folder starts and its owner is gone. Every finished
 folder holds a marker file (`OUTPUT_MARKER`) naming the command that wrote it and what it wrote:
 ``--overwrite`` replaces only such a folder, written by the same command and holding nothing else,
-and never one of the command's inputs.
+and never one of the command's inputs. A command that writes its folder in place and resumes it
+(``downstream``) marks it when it starts and follows the same rules (`check_resumable_folder`).
 """
 
 from __future__ import annotations

@@ -27,6 +27,13 @@ class Phase:
     name: str  # passed to accumulate_gradients, e.g. "D" or "G"
     optimizer: str  # key of the network (and optimiser) this phase updates
     interval: int = 1  # run at every `interval`-th step
+    start_step: int = 0  # first step it runs at (a latent diffusion U-Net waits for its autoencoder)
+    stop_step: int | None = None  # first step it no longer runs at; None: never stops
+
+    def due(self, step: int) -> bool:
+        """Whether the phase runs at training step ``step``."""
+        in_window = self.start_step <= step and (self.stop_step is None or step < self.stop_step)
+        return in_window and step % self.interval == 0
 
 
 @dataclass(frozen=True)

@@ -158,7 +158,7 @@ class TrainStep:
         losses = []
         ema_source_stepped = False
         for phase in self.model.phases():
-            if step % phase.interval:
+            if not phase.due(step):
                 continue
             optimizer = self.optimizers[phase.optimizer]
             optimizer.zero_grad(set_to_none=True)

@@ -7,6 +7,8 @@ as ``diffusion`` with ``params.variant``:
   concatenated to the noisy image at the network's input at every step, as in Med-DDPM; ``sample(masks=...)``
   renders any mask a user brings.
 - ``mask_only``: masks alone; chained into ``mask_conditional`` it makes pairs as MC-SG does.
+- ``latent``: ``joint`` in the latent space of an ``AutoencoderKL`` trained first (MAISI's approach, for
+  large volumes); `synthmed.models.diffusion.latent`.
 
 The spatial dimensions (2 or 3) come from the data. One phase (``denoise``) updates the U-Net; the trainer's
 EMA of it samples. The noise process (training scheduler, prediction target, sampling loop) is
@@ -26,12 +28,14 @@ from torch import nn
 
 from synthmed.errors import UserError
 from synthmed.models.base import Capabilities, GenerativeModel, Outputs, Phase
+from synthmed.models.diffusion.autoencoder import AutoencoderParams
 from synthmed.models.diffusion.process import NoiseConfig, NoiseProcess
 from synthmed.models.pairing import MaskOnlyCodec, PairCodec, PairingConfig
-from synthmed.models.registry import DataInfo, register_model
+from synthmed.models.registry import DataInfo
 
-Variant = Literal["joint", "mask_conditional", "mask_only"]
-OUTPUTS: dict[str, Outputs] = {"joint": "pairs", "mask_conditional": "images_for_masks", "mask_only": "masks"}
+Variant = Literal["joint", "mask_conditional", "mask_only", "latent"]
+OUTPUTS: dict[str, Outputs] = {"joint": "pairs", "mask_conditional": "images_for_masks", "mask_only": "masks",
+                               "latent": "pairs"}
 
 
 class DiffusionParams(NoiseConfig):
@@ -44,6 +48,7 @@ class DiffusionParams(NoiseConfig):
     num_head_channels: int = Field(32, ge=1)  # channels per attention head
     norm_num_groups: int = Field(8, ge=1)  # GroupNorm groups; must divide every width
     pairing: PairingConfig = PairingConfig()
+    autoencoder: AutoencoderParams | None = None  # variant latent only (default: AutoencoderParams())
 
     @model_validator(mode="after")
     def _unet_shape(self) -> "DiffusionParams":
@@ -55,23 +60,36 @@ class DiffusionParams(NoiseConfig):
             raise ValueError(f"channels with attention must be divisible by num_head_channels {self.num_head_channels}")
         if self.pairing.layout != "channel":
             raise ValueError("pairing.layout must be 'channel' for diffusion models")
+        if self.variant == "latent" and self.autoencoder is None:
+            self.autoencoder = AutoencoderParams()
+        if self.variant != "latent" and self.autoencoder is not None:
+            raise ValueError(f"autoencoder: only variant latent has one (variant is {self.variant})")
         return self
 
 
-def check_data_shape(shape: tuple[int, ...], levels: int) -> int:
-    """The spatial dimensions (2 or 3) of data the U-Net can take.
+def check_data_shape(shape: tuple[int, ...], levels: int, network: str = "U-Net",
+                     key: str = "model.params.channels") -> int:
+    """The spatial dimensions (2 or 3) of data the U-Net (or ``network``) can take.
 
     Raises:
-        UserError: data neither 2D nor 3D, or a side the U-Net's downsampling cannot halve ``levels - 1`` times.
+        UserError: data neither 2D nor 3D, or a side the network's downsampling cannot halve ``levels - 1`` times.
     """
     if len(shape) not in (2, 3):
         raise UserError(f"model diffusion: data of shape {list(shape)} is neither 2D nor 3D")
     factor = 2 ** (levels - 1)
     if any(side % factor for side in shape):
         raise UserError(f"model diffusion: every side of the data shape {list(shape)} must be divisible by {factor} "
-                        f"(the U-Net's {levels} levels halve it {levels - 1} times); prepare the data with such a "
-                        f"--shape or use fewer model.params.channels")
+                        f"(the {network}'s {levels} levels halve it {levels - 1} times); prepare the data with such a "
+                        f"--shape or use fewer {key}")
     return len(shape)
+
+
+def make_unet(params: DiffusionParams, spatial_dims: int, in_channels: int, out_channels: int) -> DiffusionModelUNet:
+    return DiffusionModelUNet(
+        spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,
+        num_res_blocks=params.num_res_blocks, channels=params.channels, attention_levels=params.attention_levels,
+        norm_num_groups=params.norm_num_groups, num_head_channels=params.num_head_channels,
+    )
 
 
 class Diffusion(GenerativeModel):
@@ -81,25 +99,27 @@ class Diffusion(GenerativeModel):
 
     def __init__(self, params: DiffusionParams, data: DataInfo) -> None:
         super().__init__()
-        spatial_dims = check_data_shape(tuple(data.shape), len(params.channels))
         self.params, self.variant, self.shape = params, params.variant, tuple(data.shape)
-        self.process = NoiseProcess(params, spatial_dims)  # no weights: a plain attribute
-        self.capabilities = Capabilities(outputs=OUTPUTS[params.variant], samplers=self.process.samplers)
         if self.variant == "mask_only":
             self.codec = MaskOnlyCodec(params.pairing, data.num_labels)
         else:
             self.codec = PairCodec(params.pairing, data.image_channels, data.num_labels)
+        self.nets = nn.ModuleDict(self.make_nets(data))  # sets sample_channels and sample_shape
+        spatial_dims = len(self.shape)
+        self.process = NoiseProcess(params, spatial_dims, clip=self.variant != "latent")  # no weights: an attribute
+        self.capabilities = Capabilities(outputs=OUTPUTS[params.variant], samplers=self.process.samplers)
+        self.latent_dim = self.sample_channels * math.prod(self.sample_shape)  # x_T, flattened
+        self.init_ema()
+
+    def make_nets(self, data: DataInfo) -> dict[str, nn.Module]:
+        """The networks; sets the shape of the diffusion space (``sample_channels``, ``sample_shape``)."""
+        spatial_dims = check_data_shape(self.shape, len(self.params.channels))
         if self.variant == "mask_conditional":
             self.sample_channels, condition = data.image_channels, self.codec.num_labels
         else:
             self.sample_channels, condition = self.codec.channels, 0
-        self.latent_dim = self.sample_channels * math.prod(self.shape)  # x_T, flattened
-        self.nets = nn.ModuleDict({"unet": DiffusionModelUNet(
-            spatial_dims=spatial_dims, in_channels=self.sample_channels + condition, out_channels=self.sample_channels,
-            num_res_blocks=params.num_res_blocks, channels=params.channels, attention_levels=params.attention_levels,
-            norm_num_groups=params.norm_num_groups, num_head_channels=params.num_head_channels,
-        )})
-        self.init_ema()
+        self.sample_shape = self.shape
+        return {"unet": make_unet(self.params, spatial_dims, self.sample_channels + condition, self.sample_channels)}
 
     # --- network tensor <-> diffusion space -----------------------------------------------------
     def _onehot_to_signed(self, x: torch.Tensor, first_mask_channel: int) -> torch.Tensor:
@@ -144,7 +164,7 @@ class Diffusion(GenerativeModel):
     # --- sampling ------------------------------------------------------------------------------------
     def latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """x_T: standard normal noise [n, C, *S] in the diffusion space."""
-        return torch.randn(n, self.sample_channels, *self.shape, generator=generator)
+        return torch.randn(n, self.sample_channels, *self.sample_shape, generator=generator)
 
     def check_masks(self, n: int, masks: torch.Tensor | None) -> torch.Tensor:
         """Validate the masks a mask-conditional model renders images for: int [n, *S] with labels it knows.
@@ -187,7 +207,3 @@ class Diffusion(GenerativeModel):
             return self.codec.decode(x)
         return x.float(), (mask > 0).long() if self.codec.config.binarize else mask
 
-
-@register_model("diffusion", DiffusionParams)
-def build_diffusion(params: DiffusionParams, data: DataInfo) -> Diffusion:
-    return Diffusion(params, data)

@@ -62,15 +62,16 @@ Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, timestep
 class NoiseProcess:
     """Training targets and sampling loops of one `NoiseConfig`."""
 
-    def __init__(self, config: NoiseConfig, spatial_dims: int) -> None:
-        self.config = config
+    def __init__(self, config: NoiseConfig, spatial_dims: int, clip: bool = True) -> None:
+        """``clip``: keep predicted and final samples in [-1, 1] (data space); off for latents, which are unbounded."""
+        self.config, self.clip = config, clip
         self.num_train_timesteps = config.num_train_timesteps
         if config.scheduler == "rflow":
             self.scheduler = RFlowScheduler(config.num_train_timesteps, use_discrete_timesteps=True,
                                             sample_method=config.timestep_sampling, spatial_dim=spatial_dims)
         else:
             betas = {} if config.schedule == "cosine" else {"beta_start": config.beta_start, "beta_end": config.beta_end}
-            self.scheduler = DDIMScheduler(config.num_train_timesteps, schedule=config.schedule, clip_sample=True,
+            self.scheduler = DDIMScheduler(config.num_train_timesteps, schedule=config.schedule, clip_sample=clip,
                                            prediction_type=config.prediction or "epsilon", **betas)
 
     @property
@@ -90,7 +91,7 @@ class NoiseProcess:
 
     def sample(self, predict: Predict, noise: torch.Tensor, sampler: str | None = None, steps: int | None = None,
                generators: list[torch.Generator] | None = None) -> torch.Tensor:
-        """Walk x_T = ``noise`` back to x_0 (clamped to [-1, 1]) in ``steps`` calls of ``predict``.
+        """Walk x_T = ``noise`` back to x_0 (clamped to [-1, 1] if ``clip``) in ``steps`` calls of ``predict``.
 
         Args:
             sampler: ``ddpm``, ``ddim`` or ``rflow`` (one of `samplers`); None: the configured default.
@@ -113,7 +114,7 @@ class NoiseProcess:
             if sampler == "ddpm" and (generators is None or len(generators) != noise.shape[0]):
                 raise ValueError("the ddpm sampler needs one generator per sample")
             x = self._ddim(predict, noise, steps, generators if sampler == "ddpm" else None)
-        return x.clamp(-1.0, 1.0)
+        return x.clamp(-1.0, 1.0) if self.clip else x
 
     def sampling_timesteps(self, steps: int) -> list[int]:
         """DDIM's timesteps: a stride of T // steps, ending one stride above 0 ("trailing" spacing from T - 1)."""

@@ -3,9 +3,11 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from synthmed.cli import main
 from synthmed.data.dataset import load_arrays
 from synthmed.data.manifest import load_manifest
 from synthmed.errors import UserError
@@ -154,3 +156,79 @@ def test_train_resume_across_the_switch_is_exact_and_samples_to_png(toy_prepared
     assert bool(model.nets["autoencoder"].scale_measured)
     folder = sample_to_folder(resumed, 2, tmp_path / "synthetic", steps=3)
     assert len(list((folder / "imagesTr").glob("*.png"))) == 2
+
+
+# --- classifier-free guidance ---------------------------------------------------------------------
+
+def two_class_discs(tmp_path: Path) -> Path:
+    """16x16 toy discs; every other disc darkened from +0.6 to -0.4 (class "dark", the rest "bright")."""
+    from synthmed.data.toy2d import prepare_toy_2d
+
+    manifest = load_manifest(prepare_toy_2d(tmp_path / "toy", n=24, size=16))
+    data = json.loads(manifest.path.read_text())
+    for i, case in enumerate(data["cases"]):
+        path = manifest.cache_path(case["id"])
+        with np.load(path) as z:
+            image, mask = z["image"], z["mask"]
+        if i % 2:
+            image = np.where(mask[None] > 0, image - 1.0, image).astype(np.float32)
+        np.savez(path, image=image, mask=mask)
+        case["brightness"] = "dark" if i % 2 else "bright"
+    manifest.path.write_text(json.dumps(data))
+    return manifest.path
+
+
+def inside_mean(images: torch.Tensor, masks: torch.Tensor) -> float:
+    return float(images[:, 0][masks > 0].mean())
+
+
+@pytest.mark.slow
+def test_guided_samples_of_the_bright_class_are_brighter_and_guidance_widens_the_gap(tmp_path, capsys):
+    manifest = two_class_discs(tmp_path)
+    run = train(resolve_config({
+        "model": {"name": "diffusion", "params": {
+            "channels": [16, 32], "attention_levels": [False, True], "num_head_channels": 16, "norm_num_groups": 8,
+            "scheduler": "rflow", "num_classes": 2, "p_uncond": 0.2}},
+        "data": {"manifest": str(manifest), "class_key": "brightness", "classes": ["bright", "dark"]},
+        "optim": {"unet": {"lr": 2e-3, "betas": [0.9, 0.999]}},
+        "train": {"steps": 200, "batch_size": 8, "ema_kimg": 0.05, "log_every": 50, "checkpoint_every": 200,
+                  "progress": False},
+        "out": str(tmp_path / "run"),
+    }))
+    model, state = load_generator(run)
+    assert state["data"]["classes"] == ["bright", "dark"] and model.capabilities.num_classes == 2
+    gaps = {}
+    for guidance in (1.0, 3.0):
+        model.guidance_scale = guidance
+        bright, dark = (inside_mean(*model.sample(16, seed=0, classes=[c] * 16, steps=20)) for c in (0, 1))
+        gaps[guidance] = bright - dark
+    with capsys.disabled():
+        print(f"inside-disc brightness gap bright - dark (real 1.0): guidance 1: {gaps[1.0]:.3f}, 3: {gaps[3.0]:.3f}")
+    assert gaps[1.0] > 0.3 and gaps[3.0] > gaps[1.0], gaps
+    assert main(["sample", "--checkpoint", str(run), "-n", "2", "--class", "dark", "--steps", "2",
+                 "--out", str(tmp_path / "dark")]) == 0
+    assert "wrote 2 synthetic pairs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("variant", ["joint", "latent"])
+def test_class_conditional_unet_null_class_and_seeded_guided_sampling(variant):
+    params = {**TINY, "variant": variant, "num_classes": 2, "p_uncond": 0.5}
+    if variant == "latent":
+        params["autoencoder"] = AE
+    torch.manual_seed(0)
+    model = build_model("diffusion", params, DataInfo((32, 32), 1, 3))
+    assert model.capabilities.num_classes == 2 and model.nets["unet"].class_embedding.num_embeddings == 3
+    labels = model.training_classes(torch.tensor([0, 1, -1] * 100), 300, torch.device("cpu"))
+    assert (labels[2::3] == 2).all()  # unknown -> the null class
+    dropped = float((labels[0::3] == 2).float().mean())
+    assert 0.4 < dropped < 0.6 and set(labels[0::3].tolist()) == {0, 2}
+    phase = "autoencoder" if variant == "latent" else "denoise"
+    model.accumulate_gradients("denoise", real_batch(model, n=2), classes=torch.tensor([0, 1]))
+    assert all(torch.isfinite(v) for v in model.accumulate_gradients(phase, real_batch(model, n=2)).values())
+    model.guidance_scale = 2.0
+    a = model.sample(5, seed=3, batch_size=5, classes=[0, 1, 0, 1, 0], steps=2)[0]
+    b = model.sample(5, seed=3, batch_size=2, classes=[0, 1, 0, 1, 0], steps=2)[0]
+    assert torch.allclose(a, b, atol=1e-5)
+    assert model.sample(2, seed=3, steps=2)[0].shape == (2, 1, 32, 32)  # classes drawn from the seed
+    with pytest.raises(UserError, match="classes must be"):
+        model.sample(2, seed=3, classes=[0, 2], steps=2)

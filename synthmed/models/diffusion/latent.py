@@ -46,7 +46,8 @@ class LatentDiffusion(Diffusion):
             raise ValueError(f"unknown phase {phase!r}")
         clean = self.nets["autoencoder"].encode(signed)
         noisy, timesteps, target = self.process.training_example(clean)
-        output = self.training_nets["unet"](noisy, timesteps)
+        labels = self.training_classes(classes, real.shape[0], real.device)
+        output = self._predictor(self.training_nets["unet"], None, labels)(noisy, timesteps)
         loss = F.mse_loss(output.float(), target.float())
         loss.backward()
         return {"loss/denoise": loss.detach()}
@@ -54,7 +55,8 @@ class LatentDiffusion(Diffusion):
     def render(self, net: nn.Module, z: torch.Tensor, part: slice, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Images [B, C, *S] in [-1, 1] and masks [B, *S]: latents from x_T = ``z``, decoded by the autoencoder."""
         generators = [torch.Generator(device=z.device).manual_seed(int(s)) for s in inputs["seeds"][part]]
-        latents = self.process.sample(self._predictor(net, None), z, inputs["sampler"], inputs["steps"], generators)
+        predict = self.predictor_for(net, None, part, inputs, z.device)
+        latents = self.process.sample(predict, z, inputs["sampler"], inputs["steps"], generators)
         return self.codec.decode(self.nets["autoencoder"].decode(latents))
 
     @torch.no_grad()

@@ -10,6 +10,11 @@ as ``diffusion`` with ``params.variant``:
 - ``latent``: ``joint`` in the latent space of an ``AutoencoderKL`` trained first (MAISI's approach, for
   large volumes); `synthmed.models.diffusion.latent`.
 
+With ``num_classes > 0`` any variant is class-conditional with classifier-free guidance (Ho & Salimans): the
+U-Net embeds the class (MONAI's ``num_class_embeds``, one more for the null class), the class is replaced by the
+null class with probability ``p_uncond`` in training (and where unknown), and sampling mixes the conditional
+and unconditional predictions, uncond + ``guidance_scale`` x (cond - uncond).
+
 The spatial dimensions (2 or 3) come from the data. One phase (``denoise``) updates the U-Net; the trainer's
 EMA of it samples. The noise process (training scheduler, prediction target, sampling loop) is
 `synthmed.models.diffusion.process`.
@@ -49,6 +54,9 @@ class DiffusionParams(NoiseConfig):
     norm_num_groups: int = Field(8, ge=1)  # GroupNorm groups; must divide every width
     pairing: PairingConfig = PairingConfig()
     autoencoder: AutoencoderParams | None = None  # variant latent only (default: AutoencoderParams())
+    num_classes: int = Field(0, ge=0)  # > 0: class-conditional (data.class_key) with classifier-free guidance
+    p_uncond: float = Field(0.1, ge=0, le=1)  # training: the class is dropped (null class) with this probability
+    guidance_scale: float = Field(1.0, ge=0)  # sampling: 1 = conditional only, > 1 = stronger class guidance
 
     @model_validator(mode="after")
     def _unet_shape(self) -> "DiffusionParams":
@@ -89,6 +97,7 @@ def make_unet(params: DiffusionParams, spatial_dims: int, in_channels: int, out_
         spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,
         num_res_blocks=params.num_res_blocks, channels=params.channels, attention_levels=params.attention_levels,
         norm_num_groups=params.norm_num_groups, num_head_channels=params.num_head_channels,
+        num_class_embeds=params.num_classes + 1 if params.num_classes else None,  # the last one: the null class
     )
 
 
@@ -107,7 +116,9 @@ class Diffusion(GenerativeModel):
         self.nets = nn.ModuleDict(self.make_nets(data))  # sets sample_channels and sample_shape
         spatial_dims = len(self.shape)
         self.process = NoiseProcess(params, spatial_dims, clip=self.variant != "latent")  # no weights: an attribute
-        self.capabilities = Capabilities(outputs=OUTPUTS[params.variant], samplers=self.process.samplers)
+        self.capabilities = Capabilities(outputs=OUTPUTS[params.variant], num_classes=params.num_classes,
+                                         samplers=self.process.samplers)
+        self.guidance_scale = params.guidance_scale  # sampling only; may be changed on a loaded model
         self.latent_dim = self.sample_channels * math.prod(self.sample_shape)  # x_T, flattened
         self.init_ema()
 
@@ -141,11 +152,31 @@ class Diffusion(GenerativeModel):
         _, labels = self.codec.decode(real)
         return real[:, : self.codec.image_channels], self.condition_of(labels).to(real.dtype)
 
-    @staticmethod
-    def _predictor(net: nn.Module, condition: torch.Tensor | None):
-        if condition is None:
-            return lambda x, t: net(x, t)
-        return lambda x, t: net(torch.cat([x, condition.to(x.dtype)], dim=1), t)
+    def _predictor(self, net: nn.Module, condition: torch.Tensor | None, classes: torch.Tensor | None = None,
+                   guidance: float = 1.0):
+        """(x_t, t) -> the network's output: with the mask condition, and the classes (guided if ``guidance`` != 1)."""
+        def call(x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+            x = x if condition is None else torch.cat([x, condition.to(x.dtype)], dim=1)
+            return net(x, t) if labels is None else net(x, t, class_labels=labels)
+
+        if classes is None or guidance == 1.0:
+            return lambda x, t: call(x, t, classes)
+
+        def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            null = torch.full_like(classes, self.params.num_classes)
+            both = call(torch.cat([x, x]), torch.cat([t, t]), torch.cat([classes, null]))
+            conditional, unconditional = both.chunk(2)
+            return unconditional + guidance * (conditional - unconditional)
+        return guided
+
+    def training_classes(self, classes: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:
+        """Class-conditional models: each case's class, or the null class where unknown (-1) or dropped."""
+        if not self.capabilities.class_conditional:
+            return None
+        null = self.params.num_classes
+        labels = torch.full((n,), null, device=device) if classes is None else classes.clone()
+        dropped = (torch.rand(n, device=device) < self.params.p_uncond) | (labels < 0)
+        return torch.where(dropped, torch.full_like(labels, null), labels)
 
     # --- training ----------------------------------------------------------------------------------
     def phases(self) -> list[Phase]:
@@ -156,7 +187,8 @@ class Diffusion(GenerativeModel):
             raise ValueError(f"unknown phase {phase!r}")
         clean, condition = self._split_real(real)
         noisy, timesteps, target = self.process.training_example(clean)
-        output = self._predictor(self.training_nets["unet"], condition)(noisy, timesteps)
+        labels = self.training_classes(classes, real.shape[0], real.device)
+        output = self._predictor(self.training_nets["unet"], condition, labels)(noisy, timesteps)
         loss = F.mse_loss(output.float(), target.float())
         loss.backward()
         return {"loss/denoise": loss.detach()}
@@ -187,22 +219,46 @@ class Diffusion(GenerativeModel):
                             f"found {int(masks.min())}..{int(masks.max())}")
         return masks
 
+    def check_classes(self, n: int, classes: torch.Tensor | list[int] | None, rng: torch.Generator) -> torch.Tensor | None:
+        """Each sample's class (class-conditional models): as given, or drawn uniformly from ``rng``.
+
+        Raises:
+            UserError: not ``n`` indices in 0..num_classes - 1.
+        """
+        if not self.capabilities.class_conditional:
+            return None
+        if classes is None:
+            return torch.randint(0, self.params.num_classes, (n,), generator=rng)
+        classes = torch.as_tensor(classes, dtype=torch.long)
+        classes = classes.expand(n) if classes.dim() == 0 else classes
+        if classes.shape != (n,) or classes.min() < 0 or classes.max() >= self.params.num_classes:
+            raise UserError(f"classes must be {n} indices in [0, {self.params.num_classes - 1}], got {classes.tolist()}")
+        return classes
+
     def sampling_inputs(self, n: int, rng: torch.Generator, masks: torch.Tensor | None = None,
-                        sampler: str | None = None, steps: int | None = None, **options) -> dict:
-        """The checked masks (mask-conditional), the sampling loop, and one seed per sample for the noise the
-        ``ddpm`` sampler adds at every step (drawn after x_T, so samples do not depend on ``batch_size``)."""
+                        sampler: str | None = None, steps: int | None = None,
+                        classes: torch.Tensor | list[int] | None = None, **options) -> dict:
+        """The checked masks (mask-conditional), the sampling loop, one seed per sample for the noise the
+        ``ddpm`` sampler adds at every step (drawn after x_T, so samples do not depend on ``batch_size``), and
+        the classes (class-conditional)."""
         given = self.check_masks(n, masks) if self.variant == "mask_conditional" else None
         if steps is not None and steps > self.process.num_train_timesteps:
             raise UserError(f"--steps {steps}: at most {self.process.num_train_timesteps} (the training timesteps)")
         seeds = torch.randint(0, 2**62, (n,), generator=rng)
-        return {"masks": given, "sampler": sampler, "steps": steps, "seeds": seeds}
+        return {"masks": given, "sampler": sampler, "steps": steps, "seeds": seeds,
+                "classes": self.check_classes(n, classes, rng)}
+
+    def predictor_for(self, net: nn.Module, condition: torch.Tensor | None, part: slice, inputs: dict, device):
+        classes = None if inputs["classes"] is None else inputs["classes"][part].to(device)
+        return self._predictor(net, condition, classes, self.guidance_scale)
 
     def render(self, net: nn.Module, z: torch.Tensor, part: slice, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Images [B, C, *S] in [-1, 1] (C = 0 for ``mask_only``) and masks [B, *S], from x_T = ``z``."""
         mask = None if inputs["masks"] is None else inputs["masks"][part]
         condition = None if mask is None else self.condition_of(mask).to(z.device)
         generators = [torch.Generator(device=z.device).manual_seed(int(s)) for s in inputs["seeds"][part]]
-        x = self.process.sample(self._predictor(net, condition), z, inputs["sampler"], inputs["steps"], generators)
+        predict = self.predictor_for(net, condition, part, inputs, z.device)
+        x = self.process.sample(predict, z, inputs["sampler"], inputs["steps"], generators)
         if mask is None:
             return self.codec.decode(x)
         return x.float(), (mask > 0).long() if self.codec.config.binarize else mask

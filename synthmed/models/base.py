@@ -131,6 +131,10 @@ class GenerativeModel(nn.Module):
     def after_optimizer_step(self, phase: str) -> None:
         """Hook after a phase's optimiser step (weight clipping, for instance)."""
 
+    def sampling_networks(self) -> dict[str, nn.Module]:
+        """Networks besides ``ema_net`` that `render` uses (exported with the generator); none for a GAN."""
+        return {}
+
     def extra_state(self) -> dict:
         """Training state outside the networks that a checkpoint must keep (ADA's probability, ...)."""
         return {}

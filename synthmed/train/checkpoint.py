@@ -182,12 +182,17 @@ def load_generator(checkpoint: str | Path, device: str = "cpu") -> tuple[Generat
 
 
 def export_generator(model: GenerativeModel, config: dict, data_info: dict, path: Path) -> Path:
-    """Save the EMA network's weights as safetensors; the metadata holds what rebuilds the model."""
+    """Save the EMA network's weights as safetensors; the metadata holds what rebuilds the model.
+
+    Other networks sampling needs (a latent model's autoencoder) follow under ``<name>.`` prefixes.
+    """
     import json
 
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.ema_net.state_dict().items()}
+    for name, net in model.sampling_networks().items():
+        tensors.update({f"{name}.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()})
     metadata = {"format": "synthmed-generator", "model": json.dumps(config["model"]), "data_info": json.dumps(data_info)}
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")

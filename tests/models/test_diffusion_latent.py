@@ -156,6 +156,12 @@ def test_train_resume_across_the_switch_is_exact_and_samples_to_png(toy_prepared
     assert bool(model.nets["autoencoder"].scale_measured)
     folder = sample_to_folder(resumed, 2, tmp_path / "synthetic", steps=3)
     assert len(list((folder / "imagesTr").glob("*.png"))) == 2
+    from safetensors.torch import load_file
+
+    exported = load_file(resumed / "generator.safetensors")  # the EMA U-Net and the autoencoder that decodes
+    for name, tensor in model.nets["autoencoder"].state_dict().items():
+        assert torch.equal(exported[f"autoencoder.{name}"], tensor), name
+    assert all(torch.equal(exported[k], v) for k, v in model.ema_net.state_dict().items())
 
 
 # --- classifier-free guidance ---------------------------------------------------------------------

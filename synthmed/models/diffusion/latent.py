@@ -52,6 +52,9 @@ class LatentDiffusion(Diffusion):
         loss.backward()
         return {"loss/denoise": loss.detach()}
 
+    def sampling_networks(self) -> dict[str, nn.Module]:
+        return {"autoencoder": self.nets["autoencoder"]}  # decodes the sampled latents
+
     def render(self, net: nn.Module, z: torch.Tensor, part: slice, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Images [B, C, *S] in [-1, 1] and masks [B, *S]: latents from x_T = ``z``, decoded by the autoencoder."""
         generators = [torch.Generator(device=z.device).manual_seed(int(s)) for s in inputs["seeds"][part]]

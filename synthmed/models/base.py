@@ -209,6 +209,28 @@ class GenerativeModel(nn.Module):
             net.train(was_training)
         return torch.cat(images), torch.cat(labels)
 
+    def check_given_masks(self, n: int, masks: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor:
+        """Validate the masks a mask-conditional model renders images for: int [n, *shape], known labels.
+
+        Raises:
+            UserError: masks missing, of the wrong shape or count, or with unknown labels.
+        """
+        name = type(self).__name__
+        if masks is None:
+            raise UserError(f"{name} renders images for given masks: pass --masks DIR (a folder of masks or a "
+                            "synthetic set) or --mask-checkpoint RUN (a mask-only generator)")
+        if tuple(masks.shape) != (n, *shape):
+            raise UserError(f"--masks: {name} needs {n} masks of shape {list(shape)} (the training shape), "
+                            f"got an array of shape {list(masks.shape)}")
+        if masks.is_floating_point() and not torch.equal(masks, masks.round()):
+            raise UserError("--masks: masks must hold integer labels")
+        masks = masks.long()
+        top = self.codec.num_labels - 1
+        if not self.codec.config.binarize and (masks.min() < 0 or masks.max() > top):
+            raise UserError(f"--masks: labels must lie in 0..{top} (the model's labels); "
+                            f"found {int(masks.min())}..{int(masks.max())}")
+        return masks
+
     def sampling_inputs(self, n: int, rng: torch.Generator, **options) -> dict:
         """What the samples need besides z, checked or drawn (from ``rng``, after z) once for all ``n``."""
         return {}

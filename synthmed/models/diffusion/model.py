@@ -199,25 +199,7 @@ class Diffusion(GenerativeModel):
         return torch.randn(n, self.sample_channels, *self.sample_shape, generator=generator)
 
     def check_masks(self, n: int, masks: torch.Tensor | None) -> torch.Tensor:
-        """Validate the masks a mask-conditional model renders images for: int [n, *S] with labels it knows.
-
-        Raises:
-            UserError: masks missing, of the wrong shape or count, or with unknown labels.
-        """
-        if masks is None:
-            raise UserError("a mask-conditional diffusion model renders images for given masks: pass --masks DIR "
-                            "(a folder of masks or a synthetic set) or --mask-checkpoint RUN (a mask-only generator)")
-        if tuple(masks.shape) != (n, *self.shape):
-            raise UserError(f"--masks: the model needs {n} masks of shape {list(self.shape)} (the training shape), "
-                            f"got an array of shape {list(masks.shape)}")
-        if masks.is_floating_point() and not torch.equal(masks, masks.round()):
-            raise UserError("--masks: masks must hold integer labels")
-        masks = masks.long()
-        top = self.codec.num_labels - 1
-        if not self.codec.config.binarize and (masks.min() < 0 or masks.max() > top):
-            raise UserError(f"--masks: labels must lie in 0..{top} (the model's labels); "
-                            f"found {int(masks.min())}..{int(masks.max())}")
-        return masks
+        return self.check_given_masks(n, masks, tuple(self.shape))
 
     def check_classes(self, n: int, classes: torch.Tensor | list[int] | None, rng: torch.Generator) -> torch.Tensor | None:
         """Each sample's class (class-conditional models): as given, or drawn uniformly from ``rng``.

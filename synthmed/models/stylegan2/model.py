@@ -243,26 +243,7 @@ class StyleGAN2(GenerativeModel):
 
     # --- sampling ------------------------------------------------------------------------------------
     def check_masks(self, n: int, masks: torch.Tensor | None) -> torch.Tensor:
-        """Validate the masks C-SG renders images for: int [n, H, W] with labels the model knows.
-
-        Raises:
-            UserError: masks missing, of the wrong shape or count, or with unknown labels.
-        """
-        if masks is None:
-            raise UserError("C-SG renders images for given masks: pass --masks DIR (a folder of label images) "
-                            "or chain an M-SG run that generates the masks (MC-SG)")
-        expected = (n, *self.shape)
-        if tuple(masks.shape) != expected:
-            raise UserError(f"--masks: C-SG needs {n} masks of shape {list(self.shape)} (the training shape), "
-                            f"got an array of shape {list(masks.shape)}")
-        if masks.is_floating_point() and not torch.equal(masks, masks.round()):
-            raise UserError("--masks: masks must hold integer labels")
-        masks = masks.long()
-        top = self.codec.num_labels - 1
-        if not self.codec.config.binarize and (masks.min() < 0 or masks.max() > top):
-            raise UserError(f"--masks: labels must lie in 0..{top} (the model's labels); "
-                            f"found {int(masks.min())}..{int(masks.max())}")
-        return masks
+        return self.check_given_masks(n, masks, tuple(self.shape))
 
     def sampling_inputs(self, n: int, rng: torch.Generator, truncation: float = 1.0,
                         masks: torch.Tensor | None = None, **options) -> dict:

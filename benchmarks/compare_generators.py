@@ -11,7 +11,7 @@ less. The CPU seconds each training process really used (``os.wait4``; start-up,
 checkpoints included) are printed beside the budget.
 
     python benchmarks/compare_generators.py --hippocampus RAW/msd_hippocampus --kvasir RAW/kvasir_seg \\
-        --work /tmp/cmp --budget 360 --samples 32
+        --work /tmp/cmp --budget 300 --samples 32
     python benchmarks/compare_generators.py ... --datasets hippocampus   # one dataset (run two in parallel)
 
 Outputs under ``--work``: ``prep/``, ``runs/<model>``, ``syn/<model>``, ``eval/<model>``,

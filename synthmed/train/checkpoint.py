@@ -74,6 +74,15 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int) 
     return path
 
 
+def remove_unfinished_checkpoints(run_dir: Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes that never finished (a killed run leaves them)."""
+    folder = Path(run_dir) / "checkpoints"
+    leftovers = sorted(folder.glob(".step_*.pt.*.tmp")) if folder.is_dir() else []
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return leftovers
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file, or a run folder (its newest checkpoint)."""
     path = Path(path)

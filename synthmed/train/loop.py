@@ -282,6 +282,7 @@ class Trainer:
             return
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.remove_unfinished_checkpoints(self.run_dir)
             atomic_write_text(self.run_dir / "config.yaml", config_to_yaml(self.config))
             write_history(self.run_dir, self.history)
         except OSError as err:

@@ -90,3 +90,12 @@ def test_batch_schedule_shuffles_every_epoch_and_covers_all_cases():
     assert not torch.equal(epoch0, epoch1)
     ranks = [BatchSchedule(10, 4, 0, DistEnv(rank=r, world_size=2)).indices(0) for r in range(2)]
     assert len(set(ranks[0].tolist()) | set(ranks[1].tolist())) == 4  # the global batch, split in two
+
+
+def test_resume_removes_the_leftovers_of_an_interrupted_checkpoint_write(toy_prepared, tmp_path):
+    run = train(resolve_config(tiny_config(toy_prepared, tmp_path / "run", steps=2)))
+    leftover = run / "checkpoints" / ".step_00000004.pt.x1y2.tmp"  # as a kill during atomic_torch_save leaves it
+    leftover.write_bytes(b"half a checkpoint")
+    train(resolve_config(tiny_config(toy_prepared, run, steps=4)), resume=True)
+    assert not leftover.exists()
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000002.pt", "step_00000004.pt"]

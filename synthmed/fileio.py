@@ -118,7 +118,7 @@ def check_output_folder(final: PathLike, *, kind: str, inputs: Iterable[PathLike
     marker = read_output_marker(final)
     if marker is None:
         raise UserError(
-            f"{final}: not written by synthmed (no {OUTPUT_MARKER} marker), so --overwrite will not replace it; "
+            f"{final}: not written by synthmed (no {OUTPUT_MARKER} marker), so synthmed will not replace it; "
             "remove it yourself or choose another --out. (Folders written by synthmed before markers existed "
             "have none either: check them and delete them by hand.)")
     if marker.get("kind") != kind:

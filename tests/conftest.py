@@ -44,3 +44,21 @@ def toy_prepared_2d(tmp_path: Path) -> Path:
     from synthmed.data.toy2d import prepare_toy_2d
 
     return prepare_toy_2d(tmp_path / "toy2d", n=24, size=32)
+
+
+@pytest.fixture(scope="session")
+def toy_pipeline(tmp_path_factory) -> dict[str, Path]:
+    """Shared, read-only: a raw toy MSD folder, its prepared folder (and manifest path), a 4-step DCGAN run
+    trained on it and a 6-pair synthetic set sampled from it. Tests copy what they damage."""
+    from synthmed.sample.sampler import sample_to_folder
+    from synthmed.train.config import resolve_config
+    from synthmed.train.loop import train
+    from tests.train.test_training import tiny_config
+
+    root = tmp_path_factory.mktemp("pipeline")
+    raw = write_toy_dataset(root / "raw", layout="msd")
+    options = PrepareOptions(shape=(16, 16, 16), spacing=None, test_fraction=0.2, val_fraction=0.1, folds=0)
+    manifest = prepare_dataset([raw], root / "prepared", options, progress=False)
+    run = train(resolve_config(tiny_config(manifest, root / "run", steps=4)))
+    return {"raw": raw, "manifest": manifest, "prepared": manifest.parent, "run": run, "root": root,
+            "synthetic": sample_to_folder(run, 6, root / "synthetic")}

@@ -22,13 +22,9 @@ import torch
 import yaml
 
 from synthmed.cli import main
-from synthmed.data.prepare import PrepareOptions, prepare_dataset
 from synthmed.data.toy import write_toy_dataset
 from synthmed.fileio import OUTPUT_MARKER, OWNER_FILE
-from synthmed.sample.sampler import sample_to_folder
 from synthmed.train.checkpoint import list_checkpoints
-from synthmed.train.config import resolve_config
-from synthmed.train.loop import train
 from synthmed.vtt.study import StudyOptions, create_study
 from synthmed.errors import UserError
 from tests.train.test_training import tiny_config
@@ -75,16 +71,10 @@ def assert_left_by(partial: Path, proc: subprocess.Popen) -> None:
     assert json.loads((partial / OWNER_FILE).read_text())["pid"] == proc.pid and not (partial / OUTPUT_MARKER).exists()
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory) -> dict[str, Path]:
-    """A prepared toy set, a tiny run trained on it and a set sampled from it."""
-    root = tmp_path_factory.mktemp("toy")
-    raw = write_toy_dataset(root / "raw", layout="msd")
-    options = PrepareOptions(shape=(16, 16, 16), spacing=None, test_fraction=0.2, val_fraction=0.1, folds=0)
-    manifest = prepare_dataset([raw], root / "prepared", options, progress=False)
-    run = train(resolve_config(tiny_config(manifest, root / "run", steps=4)))
-    return {"manifest": manifest, "prepared": manifest.parent, "run": run,
-            "synthetic": sample_to_folder(run, 6, root / "synthetic")}
+@pytest.fixture
+def toy(toy_pipeline) -> dict[str, Path]:
+    """A prepared toy set, a tiny run trained on it and a set sampled from it (shared, see conftest)."""
+    return toy_pipeline
 
 
 def test_prepare_killed_leaves_no_output_and_a_rerun_cleans_up(tmp_path):

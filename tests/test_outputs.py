@@ -19,14 +19,9 @@ import pytest
 from synthmed.cli import main
 from synthmed.data.dataset import load_case_arrays
 from synthmed.data.manifest import load_manifest
-from synthmed.data.prepare import PrepareOptions, prepare_dataset
 from synthmed.data.toy import write_toy_dataset
 from synthmed.errors import UserError
 from synthmed.fileio import OUTPUT_MARKER, OWNER_FILE, atomic_directory, read_output_marker, remove_stale_partials
-from synthmed.sample.sampler import sample_to_folder
-from synthmed.train.config import resolve_config
-from synthmed.train.loop import train
-from tests.train.test_training import tiny_config
 
 TOY = ["--shape", "16", "16", "16", "--test-fraction", "0.2", "--val-fraction", "0.1", "--folds", "0"]
 
@@ -42,19 +37,10 @@ def tree(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory) -> dict[str, Path]:
-    """raw toy MSD folder, its prepared folder, a tiny trained run and a synthetic set sampled from it."""
-    root = tmp_path_factory.mktemp("pipeline")
-    raw = write_toy_dataset(root / "raw", layout="msd")
-    options = PrepareOptions(shape=(16, 16, 16), spacing=None, test_fraction=0.2, val_fraction=0.1, folds=0)
-    manifest = prepare_dataset([raw], root / "prepared", options, progress=False)
-    run = train(resolve_config(tiny_config(manifest, root / "run", steps=4)))
-    synthetic = sample_to_folder(run, 6, root / "synthetic")
-    return {"raw": raw, "prepared": manifest.parent, "run": run, "synthetic": synthetic, "root": root}
-
-
-# --- atomic_directory and its rules ---------------------------------------------------------------------
+@pytest.fixture
+def pipeline(toy_pipeline) -> dict[str, Path]:
+    """raw toy MSD folder, its prepared folder, a tiny trained run and a synthetic set (shared, see conftest)."""
+    return toy_pipeline
 
 
 def write(out: Path, kind: str = "prepare", inputs=(), overwrite: bool = False, text: str = "new") -> Path:

@@ -6,7 +6,7 @@ Layout of a written 3D set (``prefix="syn"``)::
       imagesTr/syn_0000_0000.nii.gz   float32, original units (HU for CT), channel 0
       imagesTr/syn_0000_0001.nii.gz   channel 1, when images have 2 channels
       labelsTr/syn_0000.nii.gz        uint8 labels
-      dataset.json                    nnU-Net v2: channel_names, labels, numTraining, file_ending
+      dataset.json                    nnU-Net v2 (synthmed.data.nnunet_json): channel_names, labels, ...
       card.json                       the dataset card (see synthmed.sample.card)
 
 A 2D set has ``imagesTr/syn_0000_0000.png`` (grayscale, or RGB in one file as nnU-Net's natural-image
@@ -30,6 +30,7 @@ import numpy as np
 from nibabel.orientations import axcodes2ornt
 from tqdm import tqdm
 
+from synthmed.data.nnunet_json import build_dataset_json, label_mapping, remap_mask
 from synthmed.errors import UserError, format_problems
 from synthmed.fileio import atomic_directory, atomic_write_json, check_output_folder
 from synthmed.sample.postprocess import clean_mask, images_to_original_units, intensity_range
@@ -96,27 +97,11 @@ def reference_affine(preprocessing: dict[str, Any], train_cases: list[dict[str, 
 
 
 def _label_map(labels: dict[str, str]) -> dict[int, str]:
-    try:
-        by_value = {int(k): str(v) for k, v in labels.items()}
-    except (TypeError, ValueError):
-        raise UserError(f"labels: keys must be integer label values as strings, got {list(labels)}") from None
-    if 0 not in by_value:
-        raise UserError("labels: the label set must declare 0 (background)")
+    label_mapping(labels)  # nnU-Net's rules: 0 declared, unique names, 'background' only for 0
+    by_value = {int(k): str(v) for k, v in labels.items()}
     if any(v < 0 or v > 255 for v in by_value):
         raise UserError(f"labels: values must be in 0..255 to be written as uint8, got {sorted(by_value)}")
-    if len(set(by_value.values())) != len(by_value):
-        raise UserError(f"labels: names must be unique, got {labels}")
     return by_value
-
-
-def _channel_names(modality: str | Sequence[str], n_channels: int) -> dict[str, str]:
-    if isinstance(modality, str):
-        names = [modality] if n_channels == 1 else [f"{modality}_{c}" for c in range(n_channels)]
-    else:
-        names = [str(m) for m in modality]
-        if len(names) != n_channels:
-            raise UserError(f"modality: {len(names)} names given for images with {n_channels} channels")
-    return {str(c): name for c, name in enumerate(names)}
 
 
 def _validate(images: np.ndarray, masks: np.ndarray, labels: dict[int, str], affine: np.ndarray | None) -> None:
@@ -194,8 +179,10 @@ def write_synthetic_set(
     float32, one file per channel (``{prefix}_{i:04d}_{c:04d}.nii.gz``). Masks are cleaned
     (:func:`clean_mask`) and written as uint8 (``{prefix}_{i:04d}.nii.gz``). Every file gets the same
     ``affine``, with qform and sform set (code 1, scanner) and header zooms equal to the spacing, in mm.
-    ``dataset.json`` follows nnU-Net v2 (``channel_names``, ``labels`` as name -> int, ``numTraining``,
-    ``file_ending``); ``card.json`` is ``card`` as given.
+    ``dataset.json`` follows nnU-Net v2's rules (`synthmed.data.nnunet_json.build_dataset_json`: a
+    ``background`` label 0, consecutive values, channel names that keep nnU-Net's CT normalisation);
+    non-consecutive label values are remapped and the masks written with the new values (the mapping
+    is recorded in ``dataset.json``). ``card.json`` is ``card`` as given.
 
     All inputs are checked before anything is written. The folder is built under a temporary name and
     renamed at the end, so on any failure nothing is left behind.
@@ -219,17 +206,11 @@ def write_synthetic_set(
     if is_2d and bit_depth not in (8, 16):
         raise UserError(f"bit_depth: PNG sets are 8- or 16-bit, got {bit_depth}")
     check_output_folder(out_dir, kind=SAMPLE_KIND, inputs=inputs, overwrite=overwrite)
-    channel_names = _channel_names(modality, images_m11.shape[1]) if images_m11.shape[1] else {}
     n = images_m11.shape[0]
     bits = 8 if images_m11.shape[1] == 3 else bit_depth  # Pillow writes RGB PNG at 8 bits only
-    dataset = {
-        "channel_names": channel_names,
-        "labels": {name: value for value, name in sorted(label_map.items())},
-        "numTraining": n,
-        "file_ending": PNG_ENDING if is_2d else FILE_ENDING,
-        "name": out_dir.name,
-        "description": "synthetic image/mask pairs written by synthmed; provenance in card.json",
-    }
+    dataset, mapping = build_dataset_json(
+        labels, modality, images_m11.shape[1], n, PNG_ENDING if is_2d else FILE_ENDING, name=out_dir.name,
+        description="synthetic image/mask pairs written by synthmed; provenance in card.json")
     if is_2d:
         dataset["synthmed_png_intensity"] = {"bit_depth": bits, "lo": lo, "hi": hi}
 
@@ -238,7 +219,7 @@ def write_synthetic_set(
         (tmp / "labelsTr").mkdir()
         for i in tqdm(range(n), desc="writing synthetic set", unit="case", disable=None):
             case = f"{prefix}_{i:04d}"
-            mask = clean_mask(masks[i], min_size=min_component_size, keep_largest=keep_largest)
+            mask = remap_mask(clean_mask(masks[i], min_size=min_component_size, keep_largest=keep_largest), mapping)
             if is_2d:
                 _write_png_pair(tmp, case, images_m11[i], mask, bits)
             else:

@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --no-deps "nnunetv2>=2.2,<3"  # see pyproject's test extra: its deps pin another torch
 	touch $(STAMP)
 
 demo: $(STAMP)

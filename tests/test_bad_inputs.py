@@ -573,6 +573,55 @@ def demo_out_under_file(w, tmp):
     return ["demo", "--out", tmp / "a_file" / "demo"], str(tmp / "a_file" / "demo")
 
 
+# --- export --------------------------------------------------------------------------------------------
+
+
+def export_args(w, tmp: Path, *synthetic: Path, out: Path | None = None) -> list:
+    sets = [a for s in (synthetic or [w.synthetic]) for a in ("--synthetic", s)]
+    return ["export", "nnunet", "--manifest", w.prepared, *sets, "--out", out or tmp / "raw"]
+
+
+def export_leakage(w, tmp):
+    manifest = load_manifest(w.manifest)
+    leaked = manifest.split_ids("test")[0]
+    synthetic = write_sphere_set(tmp / "leaky", w.manifest, n=4, trained_on=[*manifest.split_ids("train"), leaked])
+    return export_args(w, tmp, synthetic), leaked
+
+
+def export_set_without_card(w, tmp):
+    synthetic = set_without_card(w, tmp)
+    return export_args(w, tmp, synthetic), str(synthetic)
+
+
+def export_other_manifest(w, tmp):
+    synthetic = write_sphere_set(tmp / "other", w.manifest, n=4, manifest_sha="f" * 64)
+    return export_args(w, tmp, synthetic), str(synthetic / "card.json")
+
+
+def export_too_many_synthetic(w, tmp):
+    return [*export_args(w, tmp), "-n", 9], f"{w.synthetic}: -n 9"
+
+
+def export_duplicate_dataset_id(w, tmp):
+    (tmp / "raw" / "Dataset501_Other").mkdir(parents=True)
+    return export_args(w, tmp), str(tmp / "raw" / "Dataset501_Other")
+
+
+def export_bad_name(w, tmp):
+    return [*export_args(w, tmp), "--name", "my data"], "--name 'my data'"
+
+
+def export_out_inside_prepared(w, tmp):
+    return export_args(w, tmp, out=w.prepared), str(w.prepared)
+
+
+def export_overwrite_foreign(w, tmp):
+    foreign = tmp / "raw" / "Dataset501_toy"
+    foreign.mkdir(parents=True)
+    (foreign / "thesis.tex").write_text("years of work")
+    return [*export_args(w, tmp), "--overwrite"], str(foreign)
+
+
 # --- the table -----------------------------------------------------------------------------------------
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
@@ -651,6 +700,14 @@ CASES = [
     ("vtt", "invite: rater already invited", vtt_invite_already_invited),
     ("vtt", "analyze: no ratings yet", vtt_analyze_without_ratings),
     ("vtt", "analyze: --out equal to the study", vtt_analyze_out_is_study),
+    ("export", "leakage: the card lists a test case", export_leakage),
+    ("export", "synthetic set without card.json", export_set_without_card),
+    ("export", "synthetic set from another manifest", export_other_manifest),
+    ("export", "-n larger than a synthetic set", export_too_many_synthetic),
+    ("export", "dataset id already used in --out", export_duplicate_dataset_id),
+    ("export", "--name with a space", export_bad_name),
+    ("export", "--out inside the prepared folder", export_out_inside_prepared),
+    ("export", "--overwrite on a folder synthmed did not write", export_overwrite_foreign),
     ("demo", "--out a folder an earlier demo did not write", demo_out_foreign),
     ("demo", "--out under a regular file (unwritable)", demo_out_under_file),
 ]
@@ -707,7 +764,7 @@ def test_the_table_covers_every_stage_and_the_readme_lists_each_row():
     rows = [tuple(c.values[:2]) if hasattr(c, "values") else c[:2] for c in CASES]
     assert len(rows) >= 40
     assert {s for s, _ in rows} == {"prepare", "analyze", "train", "grid", "sample", "encode", "evaluate",
-                                    "downstream", "vtt", "demo"}
+                                    "downstream", "vtt", "export", "demo"}
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     section = readme.split("## What synthmed refuses")[1].split("\n## ")[0]
     listed = [tuple(cell.strip().replace("`", "") for cell in line.split("|")[1:3])

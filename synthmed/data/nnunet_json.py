@@ -122,12 +122,16 @@ def _written_name(value: int, name: str) -> str:
     return IGNORE if name.casefold() == IGNORE else name
 
 
-def remap_mask(mask: np.ndarray, mapping: Mapping[int, int]) -> np.ndarray:
-    """`mask` with every value replaced through `mapping` (uint8); values outside it raise UserError."""
+def remap_mask(mask: np.ndarray, mapping: Mapping[int, int], where: str | Path = "mask") -> np.ndarray:
+    """`mask` with every value replaced through `mapping` (uint8).
+
+    Raises:
+        UserError: naming `where` (the mask's file), when a value is not in `mapping`.
+    """
     values = np.unique(mask)
     unknown = sorted(set(values.tolist()) - set(mapping))
     if unknown:
-        raise UserError(f"mask values {unknown} are not among the declared labels {sorted(mapping)}")
+        raise UserError(f"{where}: mask values {unknown} are not among the declared labels {sorted(mapping)}")
     table = np.zeros(int(max(values.max(), max(mapping))) + 1, dtype=np.uint8)
     for old, new in mapping.items():
         table[old] = new

@@ -148,6 +148,9 @@ def _synthetic_parts(manifest: Manifest, folders: list[Path], n: int | None, end
     if n is not None and n < 1:
         raise UserError(f"-n {n}: take at least 1 synthetic case per set (or leave -n out to take all)")
     problems, parts, used_labels = [], [], set()
+    repeated = sorted({str(f) for f in folders if [g.resolve() for g in folders].count(f.resolve()) > 1})
+    if repeated:
+        raise UserError(f"--synthetic {repeated[0]}: given more than once")
     for folder in folders:
         refuse_partial_input(folder, "--synthetic")
         cases = synthetic_case_files(folder)
@@ -260,11 +263,12 @@ def _copy_synthetic_case(folder: Path, part: SyntheticPart, image: Path, label: 
 
         with Image.open(label) as im:
             values = np.asarray(im)
-        _save_png(remap_mask(restore_mask(values, part.dataset_json), mapping)[None], target)
+        _save_png(remap_mask(restore_mask(values, part.dataset_json), mapping, label)[None], target)
         return
     original = nib.load(label)
     values = np.rint(np.asarray(original.dataobj)).astype(np.int64)
-    nib.save(_nifti(remap_mask(restore_mask(values, part.dataset_json), mapping), original.affine, np.uint8), target)
+    mask = remap_mask(restore_mask(values, part.dataset_json), mapping, label)
+    nib.save(_nifti(mask, original.affine, np.uint8), target)
 
 
 def _save_png(levels: np.ndarray, path: Path) -> None:

@@ -172,3 +172,20 @@ def test_2d_export_passes_nnunet_integrity_check(toy_prepared_2d, tmp_path, monk
     assert json.loads((folder / "dataset.json").read_text())["file_ending"] == ".png"
     assert len(list((folder / "imagesTr").glob("syn_syn2d_*_0000.png"))) == 3
     assert_accepted(folder, monkeypatch)
+
+
+def test_sets_with_the_same_folder_name_get_distinct_prefixes_and_a_rerun_needs_overwrite(toy_pipeline, tmp_path):
+    other = Path(shutil.copytree(toy_pipeline["synthetic"], tmp_path / "b" / "synthetic"))
+    folder = export_nnunet(toy_pipeline["prepared"], [toy_pipeline["synthetic"], other], tmp_path / "raw", n=2)
+    names = _images(folder, "labelsTr")
+    assert [n for n in names if n.startswith("syn_")] == [
+        "syn_synthetic2_0000.nii.gz", "syn_synthetic2_0001.nii.gz", "syn_synthetic_0000.nii.gz", "syn_synthetic_0001.nii.gz"]
+    provenance = json.loads((folder / "synthmed_export.json").read_text())
+    assert provenance["synthetic_sets"][1]["cases"] == {"syn_synthetic2_0000": "syn_0000", "syn_synthetic2_0001": "syn_0001"}
+
+    with pytest.raises(UserError, match="already exists"):
+        export_nnunet(toy_pipeline["prepared"], [other], tmp_path / "raw", n=1)
+    export_nnunet(toy_pipeline["prepared"], [other], tmp_path / "raw", n=1, overwrite=True)
+    assert len([n for n in _images(folder, "labelsTr") if n.startswith("syn_")]) == 1
+    with pytest.raises(UserError, match="given more than once"):
+        export_nnunet(toy_pipeline["prepared"], [other, other], tmp_path / "raw2")

@@ -8,7 +8,8 @@ as ``diffusion`` with ``params.variant``:
   renders any mask a user brings.
 - ``mask_only``: masks alone; chained into ``mask_conditional`` it makes pairs as MC-SG does.
 - ``latent``: ``joint`` in the latent space of an ``AutoencoderKL`` trained first (MAISI's approach, for
-  large volumes); `synthmed.models.diffusion.latent`.
+  large volumes); `synthmed.models.diffusion.latent`. With ``controlnet`` it renders images for given masks
+  through a ControlNet on the mask (`synthmed.models.diffusion.controlnet`).
 
 With ``num_classes > 0`` any variant is class-conditional with classifier-free guidance (Ho & Salimans): the
 U-Net embeds the class (MONAI's ``num_class_embeds``, one more for the null class), the class is replaced by the
@@ -34,6 +35,7 @@ from torch import nn
 from synthmed.errors import UserError
 from synthmed.models.base import Capabilities, GenerativeModel, Outputs, Phase
 from synthmed.models.diffusion.autoencoder import AutoencoderParams
+from synthmed.models.diffusion.controlnet import ControlNetParams
 from synthmed.models.diffusion.process import NoiseConfig, NoiseProcess
 from synthmed.models.pairing import MaskOnlyCodec, PairCodec, PairingConfig
 from synthmed.models.registry import DataInfo
@@ -54,6 +56,7 @@ class DiffusionParams(NoiseConfig):
     norm_num_groups: int = Field(8, ge=1)  # GroupNorm groups; must divide every width
     pairing: PairingConfig = PairingConfig()
     autoencoder: AutoencoderParams | None = None  # variant latent only (default: AutoencoderParams())
+    controlnet: ControlNetParams | None = None  # variant latent only: a ControlNet on the mask, trained last
     num_classes: int = Field(0, ge=0)  # > 0: class-conditional (data.class_key) with classifier-free guidance
     p_uncond: float = Field(0.1, ge=0, le=1)  # training: the class is dropped (null class) with this probability
     guidance_scale: float = Field(1.0, ge=0)  # sampling: 1 = conditional only, > 1 = stronger class guidance
@@ -72,7 +75,25 @@ class DiffusionParams(NoiseConfig):
             self.autoencoder = AutoencoderParams()
         if self.variant != "latent" and self.autoencoder is not None:
             raise ValueError(f"autoencoder: only variant latent has one (variant is {self.variant})")
+        if self.controlnet is not None:
+            self._check_controlnet()
         return self
+
+    def _check_controlnet(self) -> None:
+        if self.variant != "latent":
+            raise ValueError(f"controlnet: only variant latent has one (variant is {self.variant}; "
+                             "mask_conditional takes the mask at its input)")
+        levels = len(self.autoencoder.channels)
+        if self.controlnet.embedding_channels is None:
+            self.controlnet.embedding_channels = [16 * 2**i for i in range(levels)]
+        if len(self.controlnet.embedding_channels) != levels:
+            raise ValueError(f"controlnet.embedding_channels needs {levels} entries (one per autoencoder level: the "
+                             f"mask is downsampled to the latent grid), got {self.controlnet.embedding_channels}")
+
+    @property
+    def outputs(self) -> Outputs:
+        """What the model draws: a ControlNet makes a latent model render images for given masks."""
+        return "images_for_masks" if self.controlnet is not None else OUTPUTS[self.variant]
 
 
 def check_data_shape(shape: tuple[int, ...], levels: int, network: str = "U-Net",
@@ -116,7 +137,7 @@ class Diffusion(GenerativeModel):
         self.nets = nn.ModuleDict(self.make_nets(data))  # sets sample_channels and sample_shape
         spatial_dims = len(self.shape)
         self.process = NoiseProcess(params, spatial_dims, clip=self.variant != "latent")  # no weights: an attribute
-        self.capabilities = Capabilities(outputs=OUTPUTS[params.variant], num_classes=params.num_classes,
+        self.capabilities = Capabilities(outputs=params.outputs, num_classes=params.num_classes,
                                          samplers=self.process.samplers)
         self.guidance_scale = params.guidance_scale  # sampling only; may be changed on a loaded model
         self.latent_dim = self.sample_channels * math.prod(self.sample_shape)  # x_T, flattened
@@ -153,18 +174,25 @@ class Diffusion(GenerativeModel):
         return real[:, : self.codec.image_channels], self.condition_of(labels).to(real.dtype)
 
     def _predictor(self, net: nn.Module, condition: torch.Tensor | None, classes: torch.Tensor | None = None,
-                   guidance: float = 1.0):
-        """(x_t, t) -> the network's output: with the mask condition, and the classes (guided if ``guidance`` != 1)."""
-        def call(x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-            x = x if condition is None else torch.cat([x, condition.to(x.dtype)], dim=1)
-            return net(x, t) if labels is None else net(x, t, class_labels=labels)
+                   guidance: float = 1.0, controlnet: nn.Module | None = None):
+        """(x_t, t) -> the network's output: with the mask condition (concatenated to x_t, or through
+        ``controlnet``), and the classes (guided if ``guidance`` != 1)."""
+        def call(x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, cond: torch.Tensor | None) -> torch.Tensor:
+            extra = {} if labels is None else {"class_labels": labels}
+            if controlnet is not None:
+                down, mid = controlnet(x, t, cond, labels)
+                extra.update(down_block_additional_residuals=down, mid_block_additional_residual=mid)
+            elif cond is not None:
+                x = torch.cat([x, cond.to(x.dtype)], dim=1)
+            return net(x, t, **extra)
 
         if classes is None or guidance == 1.0:
-            return lambda x, t: call(x, t, classes)
+            return lambda x, t: call(x, t, classes, condition)
 
         def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             null = torch.full_like(classes, self.params.num_classes)
-            both = call(torch.cat([x, x]), torch.cat([t, t]), torch.cat([classes, null]))
+            both_conditions = None if condition is None else torch.cat([condition, condition])
+            both = call(torch.cat([x, x]), torch.cat([t, t]), torch.cat([classes, null]), both_conditions)
             conditional, unconditional = both.chunk(2)
             return unconditional + guidance * (conditional - unconditional)
         return guided
@@ -223,16 +251,17 @@ class Diffusion(GenerativeModel):
         """The checked masks (mask-conditional), the sampling loop, one seed per sample for the noise the
         ``ddpm`` sampler adds at every step (drawn after x_T, so samples do not depend on ``batch_size``), and
         the classes (class-conditional)."""
-        given = self.check_masks(n, masks) if self.variant == "mask_conditional" else None
+        given = self.check_masks(n, masks) if self.capabilities.mask_conditional else None
         if steps is not None and steps > self.process.num_train_timesteps:
             raise UserError(f"--steps {steps}: at most {self.process.num_train_timesteps} (the training timesteps)")
         seeds = torch.randint(0, 2**62, (n,), generator=rng)
         return {"masks": given, "sampler": sampler, "steps": steps, "seeds": seeds,
                 "classes": self.check_classes(n, classes, rng)}
 
-    def predictor_for(self, net: nn.Module, condition: torch.Tensor | None, part: slice, inputs: dict, device):
+    def predictor_for(self, net: nn.Module, condition: torch.Tensor | None, part: slice, inputs: dict, device,
+                      controlnet: nn.Module | None = None):
         classes = None if inputs["classes"] is None else inputs["classes"][part].to(device)
-        return self._predictor(net, condition, classes, self.guidance_scale)
+        return self._predictor(net, condition, classes, self.guidance_scale, controlnet)
 
     def render(self, net: nn.Module, z: torch.Tensor, part: slice, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Images [B, C, *S] in [-1, 1] (C = 0 for ``mask_only``) and masks [B, *S], from x_T = ``z``."""

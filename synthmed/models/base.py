@@ -51,6 +51,8 @@ class Capabilities:
         encoder: ``reconstruct(real)`` maps real network tensors to codes and back (HA-GAN's encoders).
         samplers: the sampling loops ``sample(sampler=..., steps=...)`` may pick (a diffusion model's
             ``ddpm``, ``ddim`` or ``rflow``); empty for one-pass generators.
+        guidance: classifier-free guidance: the model's ``guidance_scale`` may be set before sampling
+            (a class-conditional diffusion model).
     """
 
     outputs: Outputs = "pairs"
@@ -58,6 +60,7 @@ class Capabilities:
     truncation: bool = False
     encoder: bool = False
     samplers: tuple[str, ...] = ()
+    guidance: bool = False
 
     def __post_init__(self) -> None:
         if self.outputs not in get_args(Outputs) or self.num_classes < 0:

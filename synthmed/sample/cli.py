@@ -42,6 +42,9 @@ def add_sample_parser(sub) -> argparse.ArgumentParser:
                    help="diffusion models: sampling loop (default: the model's; ddpm/ddim after DDPM training, rflow after rectified flow)")
     p.add_argument("--steps", type=int, default=None, metavar="N",
                    help="diffusion models: sampling steps (default: the model's sample_steps; fewer = faster, coarser)")
+    p.add_argument("--guidance", type=float, default=None, metavar="W",
+                   help="class-conditional diffusion models: classifier-free guidance scale (default: the run's "
+                        "guidance_scale; 1 = conditional only, higher = stronger class guidance)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_run_sample)
     return p
@@ -57,7 +60,7 @@ def _run_sample(args) -> None:
                            keep_largest=args.keep_largest, overwrite=args.overwrite, device=args.device,
                            truncation=args.trunc, masks_dir=args.masks, mask_checkpoint=args.mask_checkpoint,
                            class_name=args.class_name, deform_strength=args.deform_strength,
-                           sampler=args.sampler, steps=args.steps)
+                           sampler=args.sampler, steps=args.steps, guidance=args.guidance)
     count = len(list((out / "labelsTr").iterdir()))
     print(f"wrote {count} synthetic pairs to {out}")
 

@@ -138,7 +138,7 @@ class Diffusion(GenerativeModel):
         spatial_dims = len(self.shape)
         self.process = NoiseProcess(params, spatial_dims, clip=self.variant != "latent")  # no weights: an attribute
         self.capabilities = Capabilities(outputs=params.outputs, num_classes=params.num_classes,
-                                         samplers=self.process.samplers)
+                                         samplers=self.process.samplers, guidance=params.num_classes > 0)
         self.guidance_scale = params.guidance_scale  # sampling only; may be changed on a loaded model
         self.latent_dim = self.sample_channels * math.prod(self.sample_shape)  # x_T, flattened
         self.init_ema()

@@ -157,6 +157,9 @@ def test_the_controlnet_learns_to_put_the_bright_disc_where_the_given_mask_is(to
     g = torch.Generator().manual_seed(0)
     for step in range(60 + 80 + 80):
         if step == 140:
+            with pytest.raises(UserError, match="stopped before its ControlNet phase"):
+                contrast()
+            model._frozen_unet()  # the state at the ControlNet phase's first step
             untrained = contrast()
         run(step, real[torch.randint(0, len(real), (8,), generator=g)])
     trained = contrast()

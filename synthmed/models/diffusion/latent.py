@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from monai.networks.nets import ControlNet
 from torch import nn
 
+from synthmed.errors import UserError
 from synthmed.models.base import Phase
 from synthmed.models.diffusion.autoencoder import LatentAutoencoder
 from synthmed.models.diffusion.controlnet import MaskControlNet
@@ -79,6 +80,18 @@ class LatentDiffusion(Diffusion):
             unet.load_state_dict(self.ema_net.state_dict())
             controlnet.start_from(unet)
         return unet.requires_grad_(False)
+
+    def sampling_inputs(self, n: int, rng: torch.Generator, **options) -> dict:
+        """As `Diffusion.sampling_inputs`; a ControlNet model must have reached its ControlNet phase.
+
+        Raises:
+            UserError: a run stopped before its ControlNet trained (its images would ignore the masks).
+        """
+        if "controlnet" in self.nets and not bool(self.nets["controlnet"].initialised):
+            start = self.params.autoencoder.steps + self.params.controlnet.unet_steps
+            raise UserError(f"this run stopped before its ControlNet phase (from step {start}), so its images would "
+                            "ignore the masks; resume training past that step")
+        return super().sampling_inputs(n, rng, **options)
 
     def sampling_networks(self) -> dict[str, nn.Module]:
         nets = {"autoencoder": self.nets["autoencoder"]}  # decodes the sampled latents

@@ -179,6 +179,21 @@ class GenerativeModel(nn.Module):
         if steps is not None and steps < 1:
             raise UserError(f"--steps must be at least 1, got {steps}")
 
+    def set_guidance(self, guidance: float | None) -> None:
+        """``--guidance W``: the classifier-free guidance scale of the next samplings (None: leave it).
+
+        Raises:
+            UserError: a model without classifier-free guidance (not class-conditional), or a negative scale.
+        """
+        if guidance is None:
+            return
+        if not self.capabilities.guidance:
+            raise UserError(f"--guidance: this {type(self).__name__} has no classifier-free guidance (a diffusion "
+                            "model trained with model.params.num_classes > 0 and data.class_key has)")
+        if guidance < 0:
+            raise UserError(f"--guidance must be at least 0, got {guidance}")
+        self.guidance_scale = guidance
+
     @torch.no_grad()
     def sample(
         self, n: int, seed: int, use_ema: bool = True, batch_size: int = 8, truncation: float = 1.0,

@@ -66,7 +66,7 @@ def sample_to_folder(
         raise UserError(f"-n must be at least 1, got {n}")
     classes = _requested_classes(model, state, n, class_name)
     model.check_sampling_options(truncation, given, classes, sampler, steps)
-    set_guidance(model, guidance)
+    model.set_guidance(guidance)
     images, masks = model.sample(n, seed=seed, use_ema=use_ema, batch_size=batch_size, truncation=truncation,
                                  masks=given, classes=classes, sampler=sampler, steps=steps)
     ema_warning = _short_ema_warning(path, state) if use_ema else None
@@ -84,9 +84,8 @@ def sample_to_folder(
         seed=seed,
         count=n,
         config={"model": state["config"]["model"], "step": state["step"], "use_ema": use_ema,
-                "truncation": truncation, "class": class_name, "sampler": sampler, "steps": steps,
-                "guidance": getattr(model, "guidance_scale", None) if model.capabilities.guidance else None,
-                "min_component_size": min_component_size, "keep_largest": keep_largest,
+                "truncation": truncation, "class": class_name, "sampler": sampler, "steps": steps, "min_component_size": min_component_size, "keep_largest": keep_largest,
+                "guidance": model.guidance_scale if model.capabilities.guidance else None,
                 "masks": {k: v for k, v in mask_source.items() if k != "trained_on"} or None},
         extra={"manifest_path": data["manifest_path"], "trained_on_manifests": trained_manifests(state)},
         warnings=[w for w in (empty, ema_warning) if w],
@@ -123,22 +122,6 @@ def sampling_device(device: str) -> str:
     if kind not in ("cpu", "cuda"):
         raise UserError(f"--device {device}: sampling runs on cpu or cuda")
     return device
-
-
-def set_guidance(model: GenerativeModel, guidance: float | None) -> None:
-    """``--guidance W``: the classifier-free guidance scale of this sampling, instead of the run's ``guidance_scale``.
-
-    Raises:
-        UserError: a model without classifier-free guidance (not class-conditional), or a negative scale.
-    """
-    if guidance is None:
-        return
-    if not model.capabilities.guidance:
-        raise UserError(f"--guidance: this {type(model).__name__} has no classifier-free guidance (a diffusion model "
-                        "trained with model.params.num_classes > 0 and data.class_key has)")
-    if guidance < 0:
-        raise UserError(f"--guidance must be at least 0, got {guidance}")
-    model.guidance_scale = guidance
 
 
 def clean_masks(masks: np.ndarray, min_component_size: int | None, keep_largest: bool) -> np.ndarray:

@@ -47,7 +47,7 @@ MODELS = {
                      ["model.params.scheduler=ddpm", "model.params.prediction=v_prediction", "model.params.sampler=ddim"]),
                     ("diffusion_joint_32_rflow", "diffusion_joint_32",
                      ["model.params.scheduler=rflow", "model.params.prediction=null", "model.params.sampler=rflow"]),
-                    # the 900 CPU-s trial of a cheaper, faster-learning setting: no self-attention, lr 2e-3
+                    # a trial setting (README: worse than the preset at 300 CPU s): no self-attention, lr 2e-3
                     ("diffusion_joint_32_noattn_lr2e-3", "diffusion_joint_32",
                      ["model.params.attention_levels=[false,false,false]", "optim.unet.lr=2.0e-3"])],
     "kvasir": [("dcgan2d_64", "dcgan2d_64", []), ("diffusion_2d_64", "diffusion_2d_64", [])],

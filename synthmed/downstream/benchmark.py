@@ -1,17 +1,70 @@
-"""Run a downstream benchmark: every arm x seed x fold, fold ensembles on the test split, statistics.
+"""Run a downstream benchmark: every arm x seed x fold (a *unit*), fold ensembles on the test split, statistics.
 
 Output folder::
 
     OUT/config.yaml                       the resolved configuration
-    OUT/arms/<arm>/seed<s>/fold<k>.pt     one result per arm/seed/fold (weights, learning curve,
-                                          test probabilities, wall time), written atomically
+    OUT/arms/<arm>/seed<s>/fold<k>.pt     one finished unit (weights, learning curve, test probabilities,
+                                          steps, wall time, final training loss), written atomically
     OUT/arms/<arm>/seed<s>/ensemble.json  per-case test scores of the fold ensemble
-    OUT/results.json                      per-arm summaries, tests, summary table, warnings
+    OUT/results.json                      per-arm summaries, comparisons, verdicts, summary table, warnings
     OUT/per_case.csv                      one row per arm, seed, test case and label
-    OUT/summary.csv                       the medigan-vocabulary summary table
+    OUT/summary.csv                       one row per arm (medigan vocabulary), with the signed effects
     OUT/plots/*.png                       Dice vs n synthetic, Dice vs real-set size, learning curves
 
-A rerun with the same configuration skips every fold and ensemble already written (resume).
+A rerun with the same configuration skips every unit and ensemble already written (resume).
+
+Per-unit API (what ``synthmed study`` calls; `run_downstream` is these three in a row)::
+
+    plan_units(config) -> list[Unit]       every arm x seed x fold, in a stable order; needs only the
+                                           manifest (synthetic sets need not exist yet)
+    run_unit(config, unit, allow_leakage=False, allow_extra_labels=False) -> Path
+                                           train + predict one unit, write OUT/arms/<arm>/seed<s>/fold<k>.pt
+                                           atomically and return it; returns at once when it is already there
+                                           (idempotent). Checks only the synthetic set this unit uses.
+    unit_done(config, unit) -> bool        is the unit's file there
+    aggregate(config, allow_leakage=False, allow_extra_labels=False) -> Path
+                                           fold ensembles, statistics and reports from the finished units only
+                                           (an (arm, seed) is used when all its folds are finished); returns
+                                           OUT/results.json
+
+    Unit (frozen dataclass): arm (ArmSpec), seed, fold,
+        real_ids: tuple[str]     the real cases the arm trains on in this unit (subsampled by real_size,
+                                 seeded by (seed, fold)); empty for synthetic-only arms
+        val_ids: tuple[str]      the real validation cases of the fold (model selection; same for every arm)
+        labelled_ids             real_ids + val_ids: the real labelled cases a generator for this unit may see
+        synthetic_path: str|None the set this unit reads; config.synthetic paths may hold the placeholders
+                                 {real_size}, {fold}, {seed} (one generator per real-set size/fold/seed)
+        steps, pretrain_steps    optimiser steps of the unit (pretrain_steps 0 unless pretrain_finetune)
+        id                       "<arm>/seed<s>/fold<k>", stable across runs (safe as a lock-file name)
+        to_json()
+
+Fair budgets: ``train.steps`` optimiser steps per unit, equal for every arm of one real-set size and fold,
+with the same batch size (every batch full: indices cycle through reshuffled passes) and the same constant
+AdamW learning rate. ``train.epochs`` (instead of steps) converts to steps = epochs x ceil(n / batch_size)
+with n the real-only arm's training cases of that real-set size and fold. ``train.budget: per_arm_epochs``
+restores the old, unequal, epochs-over-each-arm's-own-cases budget (named in results). Every arm picks its
+best weights on the same real validation cases, every ``train.val_every`` steps.
+
+results.json (format_version 2) adds to version 1:
+    budget: {mode: "equal_steps"|"per_arm_epochs", steps_from: "train.steps"|"train.epochs (real-only arm)",
+             batch_size, lr, schedule, selection, note}
+    baselines: {"real_only": [arm names], "real_augmentation": [arm names]}  (added to the arms when missing)
+    arms[i] adds: label (e.g. "real + wgan × 100"), is_baseline, steps {"train", "pretrain"} (per unit),
+             wall_s {"train", "inference", ...}, final_train_loss (mean over units of the mean loss of the last
+             validation interval), extra_labels {"n_cases", "examples"} or null, verdicts [sentences]
+    comparisons: [{arm, baseline, baseline_role ("real_only"|"real_augmentation"), n_cases, mean_difference,
+             median_difference, ci_low, ci_high (bootstrap CI of the mean per-case Dice difference, seeds
+             averaged per case first), statistic, p (paired Wilcoxon), p_holm (Holm over all comparisons),
+             verdict ("benefit"|"harm"|"no benefit"), sentence, extra_labels (bool)}]
+    verdicts: [sentence, ...], also printed, e.g.
+             "real + wgan × 100: −0.008 Dice [−0.020, 0.004] against real + augmentation: no benefit (Holm p = 0.41)"
+             benefit: p_holm < alpha and ci_low > 0; harm: p_holm < alpha and ci_high < 0; else no benefit.
+    extra_labels_allowed: bool, extra_labels_warning: bool
+    units: {"planned", "finished", "complete"}
+    tests.friedman_nemenyi stays; tests.wilcoxon_vs_real_only is replaced by comparisons.
+summary.csv adds: label, steps, final_loss, diff_vs_real_only, diff_ci_vs_real_only, p_holm_vs_real_only,
+    verdict_vs_real_only (and the same with _vs_real_aug when augmentation is on), extra_labels.
+HD95 is in mm (the manifest's prepared spacing); for 2D pixel-spaced images in pixels (hd95_px, hd95_unit "px").
 """
 
 from __future__ import annotations

@@ -497,7 +497,7 @@ class Benchmark(Plan):
         mark_resumable_folder(self.out, DOWNSTREAM_KIND, OUT_ENTRIES, overwrite=self.overwrite)
         reused = len(self.finished_units())
         if reused:
-            print(f"reusing {reused} finished unit(s) from {self.out} (--overwrite starts again)")
+            print(f"reusing {reused} finished fold(s) from {self.out} (--overwrite starts again)")
         log.info("downstream: %d arms x %d seeds x %d folds on %d real test cases, device %s", len(self.arms),
                  len(self.config.seeds), len(self.folds), len(self.test), select_device(self.config.train.device))
         for unit in self.units:

@@ -213,4 +213,4 @@ def test_2d_run_names_hd95_in_pixels_writes_valid_json_and_says_it_reuses_folds(
     assert "hd95_px" in pd.read_csv(out / "summary.csv").columns and "hd95_px" in pd.read_csv(out / "per_case.csv").columns
     capsys.readouterr()
     run_downstream(config)
-    assert f"reusing 2 finished unit(s) from {out}" in capsys.readouterr().out
+    assert f"reusing 2 finished fold(s) from {out}" in capsys.readouterr().out

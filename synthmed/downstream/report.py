@@ -154,7 +154,7 @@ def plot_dice_vs_n(summaries: list[dict], path: Path) -> None:
             base = baselines.get((real_size if real_size is not None else "all", augment))
             if base:
                 ax.axhline(base["dice_mean"]["mean"], ls="--", color=line[0].get_color(), alpha=0.6)
-        ax.set(title=f"{kind.value} (dashed: real only)", xlabel="synthetic cases", ylabel="test Dice (mean, 95% CI)")
+        ax.set(title=f"{kind.value} (dashed: real-only baseline, same augmentation)", xlabel="synthetic cases", ylabel="test Dice (mean, 95% CI)")
         ax.legend(fontsize=7)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=100)
@@ -193,7 +193,7 @@ def plot_learning_curves(ensembles: list[dict], path: Path) -> None:
         line, = ax_loss.plot(steps, loss, label=name)
         ax_val.plot(steps, np.nanmean(val, axis=0), color=line.get_color(), label=name)
     ax_loss.set(xlabel="optimiser step", ylabel="training DiceCE loss", title="learning curves (mean over folds, seeds)")
-    ax_val.set(xlabel="epoch", ylabel="validation Dice (real fold cases)")
+    ax_val.set(xlabel="optimiser step", ylabel="validation Dice (real fold cases)")
     ax_val.legend(fontsize=6)
     fig.tight_layout()
     atomic_savefig(fig, path, dpi=100)

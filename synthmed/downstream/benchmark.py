@@ -31,10 +31,15 @@ Per-unit API (what ``synthmed study`` calls; `run_downstream` is these three in 
         real_ids: tuple[str]     the real cases the arm trains on in this unit (subsampled by real_size,
                                  seeded by (seed, fold)); empty for synthetic-only arms
         val_ids: tuple[str]      the real validation cases of the fold (model selection; same for every arm)
-        labelled_ids             real_ids + val_ids: the real labelled cases a generator for this unit may see
+        labelled_ids             real_ids + val_ids: the real labelled cases the unit uses
+        budget_ids: tuple[str]   the real labelled cases a generator for this unit may see: labelled_ids, or
+                                 for a synthetic-only arm those of its real-only baseline on all cases; the
+                                 label-budget guard refuses a set whose card's trained_on_case_ids go beyond
+                                 (--allow-extra-labels / allow_extra_labels: true runs it, labelled)
         synthetic_path: str|None the set this unit reads; config.synthetic paths may hold the placeholders
                                  {real_size}, {fold}, {seed} (one generator per real-set size/fold/seed)
         steps, pretrain_steps    optimiser steps of the unit (pretrain_steps 0 unless pretrain_finetune)
+        val_every                steps between validations (model selection)
         id                       "<arm>/seed<s>/fold<k>", stable across runs (safe as a lock-file name)
         to_json()
 
@@ -62,7 +67,7 @@ results.json (format_version 2) adds to version 1:
     extra_labels_allowed: bool, extra_labels_warning: bool
     units: {"planned", "finished", "complete"}
     tests.friedman_nemenyi stays; tests.wilcoxon_vs_real_only is replaced by comparisons.
-summary.csv adds: label, steps, final_loss, diff_vs_real_only, diff_ci_vs_real_only, p_holm_vs_real_only,
+summary.csv adds: label, steps, pretrain_steps, final_loss, diff_vs_real_only, diff_ci_vs_real_only, p_holm_vs_real_only,
     verdict_vs_real_only (and the same with _vs_real_aug when augmentation is on), extra_labels.
 HD95 is in mm (the manifest's prepared spacing); for 2D pixel-spaced images in pixels (hd95_px, hd95_unit "px").
 """

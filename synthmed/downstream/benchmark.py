@@ -217,7 +217,8 @@ class Plan:
             steps = t.steps or steps_for(len(baseline_ids), t.epochs_or_default, bs)
         pretrain = 0
         if arm.kind == ArmKind.PRETRAIN_FINETUNE:
-            pretrain = t.pretrain_steps or (steps_for(arm.n_synthetic, t.pretrain_epochs, bs) if t.pretrain_epochs else steps)
+            epochs = t.pretrain_epochs or (t.epochs_or_default if t.budget == "per_arm_epochs" else None)
+            pretrain = t.pretrain_steps or (steps_for(arm.n_synthetic, epochs, bs) if epochs else steps)
         val_every = min(t.val_every or max(1, math.ceil(len(baseline_ids) / bs)), steps)
         path = None
         if arm.synthetic_set is not None:

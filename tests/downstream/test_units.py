@@ -41,8 +41,10 @@ def test_epochs_convert_to_equal_steps_from_the_real_only_arm(toy_prepared, tmp_
     assert len({u.id for u in units}) == len(units) == len(expand_arms(config)) * 2
     unequal = plan_units(config_of(toy_prepared, tmp_path / "out", {"toy": "unused"}, n_synthetic=[40],
                                    train=dict(train, budget="per_arm_epochs")))
-    steps = {u.arm.name: u.steps for u in unequal if u.fold == 0}
-    assert steps["real+synthetic-toy-n40-rall-noaug"] > steps["real-rall-noaug"]  # the old, unfair budget, on request
+    steps = {u.arm.name: (u.steps, u.pretrain_steps) for u in unequal if u.fold == 0}
+    n_real = len(manifest.split_ids("train", fold=0))
+    assert steps["real-rall-noaug"] == (3 * math.ceil(n_real / 2), 0)  # the old, unfair budget, on request:
+    assert steps["real+synthetic-toy-n40-rall-noaug"] == (3 * math.ceil((n_real + 40) / 2), 0)  # epochs over each arm's cases
     with pytest.raises(UserError, match="train: Value error, give train.steps .* or train.epochs"):
         config_of(toy_prepared, tmp_path / "out", train={"steps": 5, "epochs": 2})
 

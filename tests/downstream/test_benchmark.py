@@ -202,15 +202,33 @@ def test_dry_run_checks_synthetic_sets_leakage_and_out(toy_prepared, sphere_set,
 
 
 @pytest.mark.slow
-def test_2d_run_names_hd95_in_pixels_writes_valid_json_and_says_it_reuses_folds(toy_prepared_2d, tmp_path, capsys):
-    config = resolve_downstream_config({"manifest": str(toy_prepared_2d), "arms": ["real"], "folds": 2, "seeds": [0],
-                                        "train": dict(TINY_TRAIN, steps=1), "stats": {"bootstrap": 200},
-                                        "out": str(tmp_path / "out")})
-    out = run_downstream(config)
+def test_2d_run_names_hd95_in_pixels_prints_verdicts_and_says_it_reuses_folds(toy_prepared_2d, tmp_path, capsys):
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(yaml.safe_dump({"manifest": str(toy_prepared_2d), "arms": ["real"], "with_augmentation": [True],
+                                      "folds": 2, "seeds": [0], "train": dict(TINY_TRAIN, steps=1),
+                                      "stats": {"bootstrap": 200}, "out": str(tmp_path / "out")}))
+    parser = argparse.ArgumentParser()
+    add_downstream_parser(parser.add_subparsers())
+    args = parser.parse_args(["downstream", "--config", str(preset)])
+    args.func(args)
+    printed = capsys.readouterr().out
+    out = tmp_path / "out"
     text = (out / "results.json").read_text()
     results = json.loads(text, parse_constant=lambda c: pytest.fail(f"results.json holds {c}"))
     assert results["hd95_unit"] == "px" and results["arms"][0]["hd95_unit"] == "px"
     assert "hd95_px" in pd.read_csv(out / "summary.csv").columns and "hd95_px" in pd.read_csv(out / "per_case.csv").columns
-    capsys.readouterr()
-    run_downstream(config)
-    assert f"reusing 2 finished fold(s) from {out}" in capsys.readouterr().out
+    # the real-only baseline is added to an augmentation-only config, and the verdict is printed
+    assert [a["name"] for a in results["arms"]] == ["real-rall-noaug", "real-rall-aug"]
+    [verdict] = results["verdicts"]
+    assert verdict.startswith("real + augmentation: ") and "against real only: " in verdict and f"  {verdict}\n" in printed
+    args.func(args)
+    assert f"reusing 4 finished fold(s) from {out}" in capsys.readouterr().out
+
+
+def test_hd95_is_in_mm_for_2d_slices_with_mm_spacing(toy_prepared_2d, tmp_path):
+    data = json.loads(toy_prepared_2d.read_text())
+    config = resolve_downstream_config({"manifest": str(toy_prepared_2d), "arms": ["real"], "out": str(tmp_path / "out")})
+    assert bench.Benchmark(config).hd95_unit == "px"
+    data["preprocessing"]["spacing_unit"] = "mm"  # what prepare writes for 2D slices of volumes
+    toy_prepared_2d.write_text(json.dumps(data))
+    assert bench.Benchmark(config).hd95_unit == "mm"

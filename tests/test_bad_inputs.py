@@ -468,6 +468,12 @@ def downstream_leakage(w, tmp):
     return ["downstream", "--config", downstream_config(w, tmp, synthetic)], leaked
 
 
+def downstream_extra_labels(w, tmp):
+    manifest = load_manifest(w.manifest)
+    synthetic = write_sphere_set(tmp / "wide", w.manifest, n=4, trained_on=manifest.split_ids("train"))
+    return ["downstream", "--config", downstream_config(w, tmp, synthetic, real_sizes=[2])], "label-budget guard"
+
+
 def downstream_unknown_key(w, tmp):
     return ["downstream", "--config", downstream_config(w, tmp), "--set", "train.epochz=2"], "train.epochz"
 
@@ -683,6 +689,7 @@ CASES = [
     ("evaluate", "manifest missing", evaluate_missing_manifest),
     ("downstream", "synthetic set without card.json", downstream_set_without_card),
     ("downstream", "leakage: the card lists a test case", downstream_leakage),
+    ("downstream", "generator saw real cases the arm does not", downstream_extra_labels),
     ("downstream", "unknown config key", downstream_unknown_key),
     ("downstream", "n_synthetic larger than the set", downstream_too_many_synthetic),
     ("downstream", "manifest without folds", downstream_no_folds),

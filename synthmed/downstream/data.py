@@ -29,6 +29,13 @@ LEAKAGE_WARNING = (
 )
 
 
+EXTRA_LABELS_WARNING = (
+    "EXTRA LABELS: the generator of synthetic set {path} was trained on {n} real labelled case(s) that "
+    "{unit} neither trains nor validates on ({examples}); its result against the baseline may come from "
+    "those labels rather than from synthesis"
+)
+
+
 @dataclass
 class CaseArrays:
     """Stacked cases: images float32 [N,C,*S] in [-1, 1], masks int64 [N,*S], their ids."""
@@ -128,3 +135,13 @@ def check_leakage(manifest: Manifest, synthetic: dict[str, str], allow_leakage: 
     for w in warnings:
         log.warning("!" * 20 + " " + w)
     return warnings
+
+
+def generator_case_ids(folder: str | Path) -> set[str]:
+    """The real cases the generator of a synthetic set was trained on (its card's ``trained_on_case_ids``)."""
+    return set(load_card(Path(folder)).get("trained_on_case_ids") or [])
+
+
+def extra_labels(generator_ids: set[str], label_budget: set[str], test_ids: set[str]) -> list[str]:
+    """Real labelled cases a generator saw beyond a unit's own (test cases are the leakage guard's)."""
+    return sorted(generator_ids - label_budget - test_ids)

@@ -65,6 +65,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         window=tuple(args.window) if args.window else None,
         percentiles=tuple(args.percentiles),
         margin=args.margin,
+        crop=args.crop,
         modality=args.modality,
         labels=parse_labels_option(args.labels) if args.labels else None,
         test_fraction=args.test_fraction,
@@ -94,6 +95,7 @@ def run_analyze(args: argparse.Namespace) -> int:
 def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "prepare",
+        allow_abbrev=False,  # else --crop none would be read as --crop-to-image none
         help="check, preprocess and split a raw dataset into a cached dataset with a manifest",
         description="Check every case, preprocess and write OUT/manifest.json and OUT/cases/<id>.npz with a "
         "seeded, group-aware split. 3D NIfTI volumes: RAS, spacing, intensity to [-1, 1], foreground crop, "
@@ -119,7 +121,11 @@ def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
                    "for 8-bit, the data's min and max for 16-bit)")
     p.add_argument("--percentiles", nargs=2, type=float, default=[0.5, 99.5], metavar=("LOWER", "UPPER"),
                    help="per-case percentiles mapped to -1 and 1 in percentile mode (default: 0.5 99.5)")
-    p.add_argument("--margin", type=int, default=4, help="voxels kept around the mask when cropping (default: 4)")
+    p.add_argument("--crop", choices=["foreground", "nonzero", "none"], default="foreground",
+                   help="3D volumes and slices: crop to the mask's bounding box (foreground), to the image's "
+                   "nonzero voxels (nonzero: the body or a skull-stripped brain, as nnU-Net), or not at all "
+                   "(none), before --shape (default: foreground)")
+    p.add_argument("--margin", type=int, default=4, help="voxels kept around the crop's bounding box (default: 4)")
     p.add_argument("--modality", default=None, help="CT, MRI, ... (default: from dataset.json, else CT)")
     p.add_argument("--labels", default=None,
                    help="declared labels, e.g. 0,1,2 or 0=background,1=tumour (default: from dataset.json, else those seen)")

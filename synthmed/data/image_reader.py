@@ -64,6 +64,8 @@ def _check_image_options(options: PrepareOptions) -> None:
         problems.append("--spacing resamples 3D volumes; 2D images are resized with --shape")
     if options.crop_to_image:
         problems.append("--crop-to-image is for 3D volumes")
+    if options.crop != "foreground":
+        problems.append(f"--crop {options.crop} is for 3D volumes and slices; 2D images are not cropped")
     if problems:
         raise UserError(format_problems("Invalid options for 2D images", problems))
 

@@ -45,7 +45,9 @@ class PrepareOptions(BaseModel):
     # or the data's own min..max (16-bit and other pixel types)
     window: tuple[float, float] | None = None
     percentiles: tuple[float, float] = (0.5, 99.5)  # per-case percentiles mapped to -1 and 1
-    margin: int = Field(4, ge=0)  # voxels kept around the mask in the foreground crop
+    margin: int = Field(4, ge=0)  # voxels kept around the crop's bounding box
+    # 3D and slices: crop to the mask's bounding box, to the image's nonzero voxels, or not at all
+    crop: Literal["foreground", "nonzero", "none"] = "foreground"
     modality: str | None = None  # None: dataset.json's modality, else "CT" (3D) or "image" (2D)
     labels: dict[int, str] | None = None  # declared labels; None: dataset.json's, else those seen
     test_fraction: float = Field(0.2, ge=0, lt=1)  # fraction of cases held out for testing

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from synthmed.data.checks import read_nifti
+from synthmed.data.checks import read_volume
 from synthmed.data.discover import discover_sources
 from synthmed.data.images2d import read_image_2d, read_mask_2d
 from synthmed.data.manifest import MANIFEST_NAME, load_manifest
@@ -54,8 +54,8 @@ def _axis_stats(rows: list[list[float]]) -> dict[str, list[float]] | None:
 def analyze_raw_case(image_path: Path, label_path: Path) -> tuple[dict[str, Any] | None, list[str]]:
     """Statistics of one raw case, or None and the problems found."""
     problems: list[str] = []
-    img = read_nifti(image_path, problems)
-    msk = read_nifti(label_path, problems)
+    img = read_volume(image_path, problems)
+    msk = read_volume(label_path, problems)
     if img is None or msk is None:
         return None, problems
     image, affine, _ = img

@@ -20,7 +20,8 @@ from typing import Protocol, TypeVar
 import nibabel as nib
 import numpy as np
 
-from synthmed.data.discover import CaseRecord
+from synthmed.data.discover import CaseRecord, strip_nifti_suffix
+from synthmed.data.volume_io import read_itk_volume
 from synthmed.errors import UserError, format_problems
 
 AFFINE_TOLERANCE_MM = 1e-3  # largest difference between image and mask affine entries
@@ -64,6 +65,14 @@ def read_nifti(path: Path, problems: list[str]) -> tuple[np.ndarray, np.ndarray,
     return data, np.asarray(img.affine, dtype=np.float64), tuple(float(z) for z in img.header.get_zooms()[:3])
 
 
+def read_volume(path: Path, problems: list[str]) -> tuple[np.ndarray, np.ndarray, tuple] | None:
+    """(data, RAS affine, voxel size) of a 3D volume, or None with a problem appended: NIfTI through
+    nibabel (`read_nifti`); NRRD, MetaImage and DICOM series folders through SimpleITK."""
+    if path.is_file() and strip_nifti_suffix(path.name) is not None:
+        return read_nifti(path, problems)
+    return read_itk_volume(path, problems)
+
+
 def load_checked_case(
     record: CaseRecord, declared_labels: set[int] | None = None, crop_to_image: bool = False
 ) -> LoadedCase:
@@ -78,8 +87,8 @@ def load_checked_case(
         The case; when `problems` is non-empty, `image`/`mask` may be None and must not be used.
     """
     case = LoadedCase(record)
-    img = read_nifti(record.image, case.problems)
-    msk = read_nifti(record.label, case.problems)
+    img = read_volume(record.image, case.problems)
+    msk = read_volume(record.label, case.problems)
     if img is None or msk is None:
         return case
     image_raw, affine, zooms = img

@@ -73,6 +73,8 @@ def run_prepare(args: argparse.Namespace) -> int:
         folds=args.folds,
         group_regex=args.group_regex,
         seed=args.seed,
+        split_file=args.split_file,
+        mask_suffix=args.mask_suffix,
         crop_to_image=args.crop_to_image,
         channels=args.channels,
         mask_threshold=args.mask_threshold,
@@ -136,6 +138,12 @@ def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
                    help="regex on the case id whose first capture group is the group key (e.g. patient); "
                    "2D case ids are file names without suffix, slices are matched by their volume id")
     p.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
+    p.add_argument("--split-file", type=Path, default=None, metavar="JSON",
+                   help="given splits: {\"train\": [ids], \"val\": [ids], \"test\": [ids]} (any of them) or "
+                   "nnU-Net's splits_final.json (its folds); cases it leaves out are split with --seed")
+    p.add_argument("--mask-suffix", default=None, metavar="SUFFIX",
+                   help="masks are named <image name>SUFFIX, e.g. _Mask for 000_HC.png + 000_HC_Mask.png "
+                   "(images and masks may then share one folder)")
     p.add_argument("--crop-to-image", action="store_true",
                    help="crop masks that exceed their image by at most one voxel per axis (recorded in the manifest)")
     g = p.add_argument_group("2D")

@@ -6,6 +6,7 @@ are resolved by the case readers (`volume_reader`, `image_reader`, `slice_reader
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import (
@@ -55,6 +56,8 @@ class PrepareOptions(BaseModel):
     folds: int = Field(5, ge=0)  # k folds of the training cases (0: none)
     group_regex: str | None = None  # first capture group on the case id (slices: volume id) = group key
     seed: int = 0  # seed of the split
+    split_file: Path | None = None  # JSON of ids per split, or nnU-Net's splits_final.json (see given_splits)
+    mask_suffix: str | None = Field(None, min_length=1)  # masks named <image name><suffix>, e.g. "_Mask"
     crop_to_image: bool = False  # crop masks exceeding their image by <= 1 voxel per axis
     # --- 2D ---
     channels: Literal[1, 3] | None = None  # image channels; None: 3 if any image has colour, else 1

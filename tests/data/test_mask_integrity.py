@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
@@ -10,7 +9,6 @@ import pytest
 import tifffile
 from PIL import Image
 
-from synthmed.data.discover import discover_sources
 from synthmed.data.images2d import stray_values
 from synthmed.data.manifest import load_manifest
 from synthmed.data.prepare import make_options, prepare_dataset
@@ -77,15 +75,3 @@ def test_a_rare_undeclared_label_is_named(tmp_path, caplog):
     warning = " ".join(r.getMessage() for r in caplog.records)
     assert "1 value(s) are rare enough to be noise: 7 (3 pixels in 1 of 12 cases: toy2d_003)" in warning
     assert "--labels" in warning and "1 (" not in warning.split("noise:")[1]
-
-
-def test_datalist_validation_and_testing_lists_are_reported(toy_datalist, caplog):
-    data = json.loads(toy_datalist.read_text())
-    data["validation"] = data["training"][:2]
-    data["testing"] = [{"image": "x.nii.gz"}]
-    toy_datalist.write_text(json.dumps(data))
-    with caplog.at_level(logging.WARNING):
-        sources = discover_sources([toy_datalist])
-    assert sum(len(s.cases) for s in sources) == len(data["training"])
-    warning = " ".join(r.getMessage() for r in caplog.records)
-    assert "'validation' (2 entries) and 'testing' (1 entry) not used" in warning and str(toy_datalist) in warning

@@ -92,6 +92,7 @@ def load_checked_case(
     if img is None or msk is None:
         return case
     image_raw, affine, zooms = img
+    msk = mask_on_image_axes(case, msk, affine)
     mask_raw = _mask_matching_image(case, image_raw.shape, msk[0], crop_to_image)
     _check_affines(case, affine, msk[1])
     image = np.asarray(image_raw, dtype=np.float32)
@@ -108,6 +109,24 @@ def load_checked_case(
     case.affine = affine
     case.spacing = zooms  # type: ignore[assignment]
     return case
+
+
+def mask_on_image_axes(case: LoadedCase, mask: tuple, image_affine: np.ndarray) -> tuple:
+    """The mask (data, affine, zooms) with its array axes flipped/permuted to the image's when it lies on
+    the same grid stored in another axis order (a DICOM series, always right-handed, with a NIfTI mask
+    stored left-handed); the fix is recorded. Any other mask is returned as it is, for the checks."""
+    data, affine, zooms = mask
+    if np.allclose(affine, image_affine, rtol=0, atol=AFFINE_TOLERANCE_MM):
+        return mask
+    transform = nib.orientations.ornt_transform(
+        nib.orientations.io_orientation(affine), nib.orientations.io_orientation(image_affine)
+    )
+    moved_affine = affine @ nib.orientations.inv_ornt_aff(transform, data.shape)
+    if not np.allclose(moved_affine, image_affine, rtol=0, atol=AFFINE_TOLERANCE_MM):
+        return mask
+    case.fixes.append("mask axes reordered to the image's (the same grid, stored in another axis order)")
+    moved = nib.orientations.apply_orientation(np.asarray(data), transform)
+    return moved, moved_affine, tuple(np.linalg.norm(moved_affine[:3, :3], axis=0))
 
 
 def _mask_matching_image(case: LoadedCase, image_shape: tuple, mask_raw: np.ndarray, crop_to_image: bool) -> np.ndarray:

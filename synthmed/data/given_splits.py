@@ -7,7 +7,7 @@ group (a group given two different splits is refused: the same patient would be 
 cases without one are the pool: the seeded split (`splits.make_splits`) draws from it only the parts
 that were not given (test and/or validation, at ``--test-fraction`` / ``--val-fraction`` of the
 pool), the rest of the pool is training. The folds are the split file's (nnU-Net's validation
-folds), else seeded over the training cases.
+folds: its cases are the training set, the pool is the test set), else seeded over the training cases.
 """
 
 from __future__ import annotations
@@ -144,7 +144,9 @@ def make_given_splits(
         else:
             pool[case_id] = group
     given_parts = sorted(set(group_split.values()), key=SPLIT_PARTS.index)
-    if pool:
+    if pool and folds is not None and "test" not in given_parts:  # nnU-Net: what no fold lists is test
+        parts["test"] += list(pool)
+    elif pool:
         seeded = make_splits(pool, seed, 0 if "test" in given_parts else test_fraction,
                              0 if "val" in given_parts else val_fraction, 0, group_regex)
         for p in SPLIT_PARTS:

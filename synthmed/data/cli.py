@@ -151,8 +151,9 @@ def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
                    help="2D image channels: 1 turns colour into luminance, 3 repeats grayscale (default: 3 "
                    "if any image has colour, else 1)")
     g.add_argument("--mask-threshold", type=float, default=None, metavar="T",
-                   help="PNG/TIFF masks are binary: label 1 where the value is above T (e.g. 127 for 8-bit masks "
-                   "with stray grey values); JPEG masks are always thresholded at 127")
+                   help="masks are binary: label 1 where the value is above T (e.g. 127 for 8-bit masks with "
+                   "stray grey values, 32767 for 16-bit); JPEG masks: luminance above T (default 127, and too "
+                   "many mid-grey pixels are then accepted)")
     g.add_argument("--slices", type=_slice_axis, default=None, metavar="AXIS",
                    help="cut 3D volumes into one 2D case per slice along AXIS: axial, coronal, sagittal "
                    "(or RAS axis 2, 1, 0); slices of one volume share its group")

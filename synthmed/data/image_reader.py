@@ -143,7 +143,8 @@ def _stray_mask_problem(stray: list[tuple[Path, str]], n_masks: int) -> list[str
     named = "; ".join(f"{path} ({why})" for path, why in stray[:STRAY_NAMED])
     more = f"; and {len(stray) - STRAY_NAMED} more" if len(stray) > STRAY_NAMED else ""
     return [f"{len(stray)} of {n_masks} masks look like binary masks with stray values (faint values or "
-            f"JPEG-like edges), each stray value would become a label: {named}{more}. Pass "
+            f"JPEG-like edges) or hold too many values to be labels; each value would become a label: "
+            f"{named}{more}. Pass "
             f"--mask-threshold T (label = value > T, e.g. 127) to binarise every mask, or --labels to declare "
             f"the values as labels"]
 

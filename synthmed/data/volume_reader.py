@@ -47,7 +47,7 @@ def volume_settings(options: PrepareOptions) -> tuple[tuple[int, int, int], str]
     if options.channels is not None:
         problems.append("--channels is for 2D images; 3D volumes have one channel")
     if options.mask_threshold is not None:
-        problems.append("--mask-threshold is for 2D PNG/TIFF masks; NIfTI masks hold integer labels")
+        problems.append("--mask-threshold is for 2D masks (PNG, TIFF, JPEG); 3D masks hold integer labels")
     if problems:
         raise UserError(format_problems("Invalid options for 3D volumes", problems))
     return tuple(shape), shape_mode  # type: ignore[return-value]

@@ -90,7 +90,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 def run_analyze(args: argparse.Namespace) -> int:
     from synthmed.data.analyze import analyze_dataset
 
-    analyze_dataset(args.inputs, out_dir=args.out, overwrite=args.overwrite)
+    analyze_dataset(args.inputs, out_dir=args.out, overwrite=args.overwrite, mask_suffix=args.mask_suffix)
     return 0
 
 
@@ -178,6 +178,8 @@ def add_analyze_parser(subparsers) -> argparse.ArgumentParser:
                    help="dataset folder, datalist .json, or a prepared folder (with manifest.json)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="also write analysis.json and PNG plots to this folder")
+    p.add_argument("--mask-suffix", default=None, metavar="SUFFIX",
+                   help="masks are named <image name>SUFFIX (as for prepare)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=run_analyze)
     return p

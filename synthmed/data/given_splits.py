@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from synthmed.data.discover import CaseRecord
+from synthmed.data.discover import Source
 from synthmed.data.splits import make_splits
 from synthmed.errors import UserError, format_problems
 
@@ -182,16 +182,17 @@ class GivenSplits:
         return given, folds
 
 
-def collect_given_splits(records: list[CaseRecord], split_file: Path | None) -> GivenSplits | None:
+def collect_given_splits(sources: list[Source], split_file: Path | None) -> GivenSplits | None:
     """The splits given by the inputs (`CaseRecord.given_split`) and the split file; None when none is.
 
     Raises:
         UserError: see `read_split_file` and `merge_given`.
     """
+    records = [r for s in sources for r in s.cases]
     by_input = {r.id: r.given_split for r in records if r.given_split}
-    by = sorted({"imagesTs/labelsTs" if r.given_split == "test" and "imagesTs" in r.image.parts else
+    by = sorted({"imagesTs/labelsTs" if s.kind == "msd" else
                  f"datalist {'validation' if r.given_split == 'val' else 'testing'} list"
-                 for r in records if r.given_split})
+                 for s in sources for r in s.cases if r.given_split})
     by_file, file_folds = read_split_file(split_file) if split_file is not None else ({}, None)
     if split_file is not None:
         by.append(f"--split-file {Path(split_file).name}")

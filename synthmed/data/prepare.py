@@ -73,7 +73,7 @@ def prepare_dataset(
     sources = discover_sources(list(inputs), options.mask_suffix)
     reader = open_reader(sources, options, progress)  # before grouping: option errors come first
     records = [c for s in sources for c in s.cases]
-    given = collect_given_splits(records, options.split_file)
+    given = collect_given_splits(sources, options.split_file)
     groups = group_keys([r.id for r in records], [r.group for r in records], options.group_regex)
     tally = CheckTally(len(records), [] if given else split_problems(
         len(set(groups.values())), len(records), options.test_fraction, options.val_fraction, options.folds

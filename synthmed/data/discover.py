@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -356,8 +357,9 @@ def _discover_folders(path: Path, problems: list[str], mask_suffix: str | None) 
 DATALIST_SPLITS = {"training": None, "validation": "val", "testing": "test"}  # list -> given split
 
 
-def _datalist_record(path: Path, where: str, entry: object, problems: list[str]) -> tuple[CaseRecord, str] | None:
-    """The record of one datalist entry and its stem (for an id made from the path), or None with problems."""
+def _datalist_record(path: Path, where: str, entry: object, problems: list[str]) -> tuple[CaseRecord, Path] | None:
+    """The record of one datalist entry and its image path as listed (symbolic links not followed, for an
+    id made from the path), or None with problems."""
     if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or not isinstance(
         entry.get("label"), str
     ):
@@ -369,6 +371,7 @@ def _datalist_record(path: Path, where: str, entry: object, problems: list[str])
     for p in missing:
         problems.append(f"{where}: file not found: {p}")
     kinds = [(p.name, 3) if is_dicom_folder(p) else strip_data_suffix(p.name) for p in (image, label)]
+    listed = Path(os.path.abspath(path.parent / entry["image"]))
     for p, kind in zip((image, label), kinds):
         if kind is None and p not in missing:
             problems.append(
@@ -384,26 +387,28 @@ def _datalist_record(path: Path, where: str, entry: object, problems: list[str])
     group = entry.get("group")
     record = CaseRecord(str(entry.get("id") or ""), str(entry.get("source") or path.stem), image, label,
                         None if group is None else str(group), dims)
-    return record, kinds[0][0]  # type: ignore[index]
+    return record, listed
 
 
-def _path_ids(records: list[CaseRecord], stems: list[str], taken: set[str]) -> tuple[list[str], str]:
-    """Unique ids for datalist entries without one, and how they were made: the file name, else the folder
-    (BraTS-like sets whose files all have one name), else folders and file name joined by '__'."""
-    def candidate(record: CaseRecord, stem: str, level: int) -> str:
-        folders = [safe_case_id(f) for f in record.image.parent.parts[1:]]
+def _path_ids(records: list[CaseRecord], listed: list[Path], taken: set[str]) -> tuple[list[str], str]:
+    """Unique ids for datalist entries without one (from their `listed` image paths), and how they were
+    made: the file name, else the folder (BraTS-like sets whose files all have one name), else folders
+    and file name joined by '__'."""
+    def candidate(record: CaseRecord, image: Path, level: int) -> str:
+        folders = [safe_case_id(f) for f in image.parent.parts[1:]]
+        stem = image.name if record.dims == 3 and image.is_dir() else (strip_data_suffix(image.name) or ("",))[0]
         name = stem if record.dims == 3 and level == 0 else safe_case_id(stem)
         if level == 0:
             return name
         return "__".join(folders[-level:]) if level == 1 else "__".join([*folders[-(level - 1):], name])
 
-    depth = max((len(r.image.parent.parts) for r in records), default=1)
+    depth = max((len(p.parent.parts) for p in listed), default=1)
     for level in range(depth + 1):
-        ids = [candidate(r, s, level) for r, s in zip(records, stems)]
+        ids = [candidate(r, p, level) for r, p in zip(records, listed)]
         if len(set(ids)) == len(ids) and not set(ids) & taken:
             how = ("file names", "folder names (the file names repeat)", "folder and file names")[min(level, 2)]
             return ids, how
-    return [candidate(r, s, 0) for r, s in zip(records, stems)], "file names"  # duplicates reported later
+    return [candidate(r, p, 0) for r, p in zip(records, listed)], "file names"  # duplicates reported later
 
 
 def _discover_datalist(path: Path, problems: list[str]) -> list[Source]:
@@ -411,7 +416,7 @@ def _discover_datalist(path: Path, problems: list[str]) -> list[Source]:
     if not isinstance(raw, dict) or not isinstance(raw.get("training"), list):
         raise UserError(f"{path}: a datalist needs a 'training' list of {{'image', 'label'}} entries")
     labels = parse_labels(raw["labels"], str(path)) if "labels" in raw else None
-    found: list[tuple[CaseRecord, str]] = []
+    found: list[tuple[CaseRecord, Path]] = []
     for key, split in DATALIST_SPLITS.items():
         entries = raw.get(key, [])
         if not isinstance(entries, list):
@@ -424,7 +429,7 @@ def _discover_datalist(path: Path, problems: list[str]) -> list[Source]:
                 found.append(item)
     if not raw["training"]:
         problems.append(f"{path}: 'training' list is empty")
-    unnamed = [(r, stem) for r, stem in found if not r.id]
+    unnamed = [(r, listed) for r, listed in found if not r.id]
     ids, how = _path_ids([r for r, _ in unnamed], [s for _, s in unnamed], {r.id for r, _ in found if r.id})
     for (record, _), case_id in zip(unnamed, ids):
         record.id = case_id

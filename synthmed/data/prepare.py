@@ -221,6 +221,8 @@ def given_sentence(splits: dict) -> str:
     given = splits.get("given")
     if not given:
         return ""
-    seeded = [p for p in ("val", "test") if p not in given]
-    rest = f"{' and '.join(seeded)} seeded from the rest" if seeded else "the rest is train"
-    return f"Given: {', '.join(given)} by {splits['given_by']}; {rest}. "
+    seeded = [p for p in ("val", "test") if p not in given and splits[p]]
+    empty = [p for p in ("val", "test") if p not in given and not splits[p]]
+    rest = [f"{' and '.join(seeded)} seeded from the rest"] if seeded else []
+    rest += [f"no {p} cases" for p in empty]
+    return f"Given: {', '.join(given)} by {splits['given_by']}; {'; '.join(rest) or 'the rest is train'}. "

@@ -137,7 +137,7 @@ def test_datalist_ids_come_from_the_patient_folder_when_file_names_repeat(tmp_pa
     for k in range(6):
         patient = tmp_path / "brats" / f"Patient_{k:02d}"
         patient.mkdir(parents=True)
-        shutil.copy(raw / "images" / f"toy_{k:03d}.nii.gz", patient / "flair.nii.gz")
+        (patient / "flair.nii.gz").symlink_to(raw / "images" / f"toy_{k:03d}.nii.gz")  # links: named as listed
         shutil.copy(raw / "labels" / f"toy_{k:03d}.nii.gz", patient / "seg.nii.gz")
         entries.append({"image": f"Patient_{k:02d}/flair.nii.gz", "label": f"Patient_{k:02d}/seg.nii.gz"})
     datalist = tmp_path / "brats" / "datalist.json"

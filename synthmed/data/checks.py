@@ -68,7 +68,7 @@ def read_nifti(path: Path, problems: list[str]) -> tuple[np.ndarray, np.ndarray,
 def read_volume(path: Path, problems: list[str]) -> tuple[np.ndarray, np.ndarray, tuple] | None:
     """(data, RAS affine, voxel size) of a 3D volume, or None with a problem appended: NIfTI through
     nibabel (`read_nifti`); NRRD, MetaImage and DICOM series folders through SimpleITK."""
-    if path.is_file() and strip_nifti_suffix(path.name) is not None:
+    if not path.is_dir() and strip_nifti_suffix(path.name) is not None:
         return read_nifti(path, problems)
     return read_itk_volume(path, problems)
 

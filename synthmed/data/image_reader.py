@@ -43,6 +43,7 @@ from synthmed.data.case_reader import (
 from synthmed.data.discover import CaseRecord, Source
 from synthmed.data.images2d import (
     JPEG_MASK_THRESHOLD,
+    JPEG_SUFFIXES,
     MAX_MIDGREY_FRACTION,
     MIDGREY_LEVELS,
     Image2D,
@@ -170,7 +171,7 @@ class MaskReadingTally:
     def add(self, pair: ImagePair) -> None:
         assert pair.mask is not None
         self.rules[pair.mask.rule] += 1
-        if pair.mask.rule == "jpeg_threshold":
+        if pair.record.label.suffix.lower() in JPEG_SUFFIXES:  # read at 127 or at --mask-threshold
             self.jpeg_pixels += pair.mask.labels.size
             self.jpeg_midgrey += pair.mask.midgrey_pixels
 

@@ -113,3 +113,5 @@ def test_jpeg_mask_threshold_replaces_127_and_accepts_grey_edges(tmp_path):
                                              progress=False))
     mask = np.load(manifest.root / manifest.case("toy2d_000")["cache"])["mask"]
     assert mask.sum() == (grey > 0).sum()  # 150 > 100 on the disc; 127 would have lost it all
+    masks = manifest.preprocessing["masks"]
+    assert masks["threshold"] == 100 and masks["jpeg_mask_pixels"] == 32 * 32 and masks["jpeg_midgrey_pixels"] > 0

@@ -235,6 +235,64 @@ def prepare_2d_image_without_mask(w, tmp):
     return ["prepare", raw, "--out", tmp / "out", "--folds", "0"], str(raw / "images" / "toy2d_002.png")
 
 
+
+def prepare_dicom(w, tmp, **damage) -> tuple[list, str]:
+    """The toy set with toy_001's image as a DICOM series folder, broken by `damage`."""
+    from tests.data.volume_files import nifti_to_dicom
+    raw = copy(w.raw, tmp)
+    image = raw / "imagesTr" / "toy_001.nii.gz"
+    folder = nifti_to_dicom(image, raw / "imagesTr" / "toy_001", **{k: v for k, v in damage.items() if k != "series"})
+    if "series" in damage:  # a second series in the same folder
+        nifti_to_dicom(image, folder, series=damage["series"])
+    image.unlink()
+    return ["prepare", raw, "--out", tmp / "out", *PREPARE], str(folder)
+
+
+def prepare_dicom_missing_slice(w, tmp):
+    return prepare_dicom(w, tmp, drop=(7,))
+
+
+def prepare_dicom_uneven_spacing(w, tmp):
+    return prepare_dicom(w, tmp, shift={7: 0.6})
+
+
+def prepare_dicom_two_series(w, tmp):
+    return prepare_dicom(w, tmp, series="2")
+
+
+def prepare_2d_suffixed_masks_without_mask_suffix(w, tmp):
+    raw = write_toy_2d_dataset(tmp / "raw2d", n=12, size=16)
+    for mask in (raw / "masks").glob("*.png"):
+        mask.rename(mask.with_name(f"{mask.stem}_Mask.png"))
+    return ["prepare", raw, "--out", tmp / "out", "--folds", "0"], "--mask-suffix _Mask would pair 12"
+
+
+def prepare_group_in_two_given_splits(w, tmp):
+    import json
+    raw = write_toy_dataset(tmp / "raw_dl", n_cases=12, layout="datalist")
+    data = json.loads(raw.read_text())
+    data["validation"], data["testing"] = data["training"][8:10], data["training"][10:]
+    data["training"] = data["training"][:8]
+    data["validation"][0]["group"] = data["testing"][0]["group"] = "patient7"
+    raw.write_text(json.dumps(data))
+    return ["prepare", raw, "--out", tmp / "out", *PREPARE], "group 'patient7' is in test and val"
+
+
+def prepare_split_file_unknown_ids(w, tmp):
+    import json
+    split = tmp / "split.json"
+    split.write_text(json.dumps({"test": ["toy_000", "nobody"]}))
+    return ["prepare", w.raw, "--out", tmp / "out", "--split-file", split, *PREPARE], f"--split-file {split}"
+
+
+def prepare_2d_many_valued_masks(w, tmp):
+    from PIL import Image
+    raw = write_toy_2d_dataset(tmp / "raw2d", n=12, size=16)
+    ramp = np.tile(np.arange(16, dtype=np.uint8) * 16, (16, 1))  # 16 grey levels
+    Image.fromarray(ramp).save(raw / "masks" / "toy2d_000.png")
+    return ["prepare", raw, "--out", tmp / "out", "--folds", "0"], str(raw / "masks" / "toy2d_000.png")
+
+
 def analyze_out_inside_input(w, tmp):
     raw = copy(w.raw, tmp)  # (analyze reports unreadable cases in its table rather than refusing them)
     return ["analyze", raw, "--out", raw / "analysis"], str(raw / "analysis")
@@ -649,6 +707,13 @@ CASES = [
     ("prepare", "--out under a regular file (unwritable)", prepare_out_under_file),
     ("prepare", "2D: grey JPEG mask", prepare_2d_grey_jpeg_mask),
     ("prepare", "2D: image without mask", prepare_2d_image_without_mask),
+    ("prepare", "DICOM series with a missing slice", prepare_dicom_missing_slice),
+    ("prepare", "DICOM series with uneven slice spacing", prepare_dicom_uneven_spacing),
+    ("prepare", "two DICOM series in one folder", prepare_dicom_two_series),
+    ("prepare", "2D: masks named <image>_Mask without --mask-suffix", prepare_2d_suffixed_masks_without_mask_suffix),
+    ("prepare", "one group in two given splits", prepare_group_in_two_given_splits),
+    ("prepare", "--split-file naming unknown ids", prepare_split_file_unknown_ids),
+    ("prepare", "2D: mask with more than 10 values", prepare_2d_many_valued_masks),
     ("analyze", "--out inside the input", analyze_out_inside_input),
     ("analyze", "input folder missing", analyze_missing_input),
     ("train", "unknown config key", unknown_config_key),

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from synthmed.data.checks import read_nifti
+from synthmed.data.checks import read_volume
 from synthmed.data.discover import discover_sources
 from synthmed.data.images2d import read_image_2d, read_mask_2d
 from synthmed.data.manifest import MANIFEST_NAME, load_manifest
@@ -54,8 +54,8 @@ def _axis_stats(rows: list[list[float]]) -> dict[str, list[float]] | None:
 def analyze_raw_case(image_path: Path, label_path: Path) -> tuple[dict[str, Any] | None, list[str]]:
     """Statistics of one raw case, or None and the problems found."""
     problems: list[str] = []
-    img = read_nifti(image_path, problems)
-    msk = read_nifti(label_path, problems)
+    img = read_volume(image_path, problems)
+    msk = read_volume(label_path, problems)
     if img is None or msk is None:
         return None, problems
     image, affine, _ = img
@@ -321,6 +321,7 @@ def _write_plots(result: dict[str, Any], folder: Path) -> list[str]:
 def analyze_dataset(
     inputs: list[str | os.PathLike], out_dir: str | os.PathLike | None = None, overwrite: bool = False,
     print_report: bool = True,
+    mask_suffix: str | None = None,
 ) -> dict[str, Any]:
     """Summarise each source of `inputs`, print a table per source, optionally write files.
 
@@ -329,6 +330,7 @@ def analyze_dataset(
         out_dir: if given, write ``analysis.json`` and PNG plots there (atomically).
         overwrite: replace an existing `out_dir`.
         print_report: print the plain-text table.
+        mask_suffix: masks named ``<image name><mask_suffix>`` (as prepare's ``--mask-suffix``).
 
     Returns:
         ``{"sources": [{"name", "path", "kind", "dims", "size_key", "labels", "summary", "cases",
@@ -345,7 +347,7 @@ def analyze_dataset(
     raw = [p for p in paths if p not in prepared]
     result: dict[str, Any] = {"sources": []}
     if raw:
-        for src in discover_sources(raw):
+        for src in discover_sources(raw, mask_suffix):
             cases, problems = {}, []
             analyze_case = analyze_raw_case if src.dims == 3 else analyze_raw_case_2d
             size_key = "label_mm3" if src.dims == 3 else "label_input_px"

@@ -20,7 +20,8 @@ from typing import Protocol, TypeVar
 import nibabel as nib
 import numpy as np
 
-from synthmed.data.discover import CaseRecord
+from synthmed.data.discover import CaseRecord, strip_nifti_suffix
+from synthmed.data.volume_io import read_itk_volume
 from synthmed.errors import UserError, format_problems
 
 AFFINE_TOLERANCE_MM = 1e-3  # largest difference between image and mask affine entries
@@ -64,6 +65,14 @@ def read_nifti(path: Path, problems: list[str]) -> tuple[np.ndarray, np.ndarray,
     return data, np.asarray(img.affine, dtype=np.float64), tuple(float(z) for z in img.header.get_zooms()[:3])
 
 
+def read_volume(path: Path, problems: list[str]) -> tuple[np.ndarray, np.ndarray, tuple] | None:
+    """(data, RAS affine, voxel size) of a 3D volume, or None with a problem appended: NIfTI through
+    nibabel (`read_nifti`); NRRD, MetaImage and DICOM series folders through SimpleITK."""
+    if not path.is_dir() and strip_nifti_suffix(path.name) is not None:
+        return read_nifti(path, problems)
+    return read_itk_volume(path, problems)
+
+
 def load_checked_case(
     record: CaseRecord, declared_labels: set[int] | None = None, crop_to_image: bool = False
 ) -> LoadedCase:
@@ -78,11 +87,12 @@ def load_checked_case(
         The case; when `problems` is non-empty, `image`/`mask` may be None and must not be used.
     """
     case = LoadedCase(record)
-    img = read_nifti(record.image, case.problems)
-    msk = read_nifti(record.label, case.problems)
+    img = read_volume(record.image, case.problems)
+    msk = read_volume(record.label, case.problems)
     if img is None or msk is None:
         return case
     image_raw, affine, zooms = img
+    msk = mask_on_image_axes(case, msk, affine)
     mask_raw = _mask_matching_image(case, image_raw.shape, msk[0], crop_to_image)
     _check_affines(case, affine, msk[1])
     image = np.asarray(image_raw, dtype=np.float32)
@@ -99,6 +109,24 @@ def load_checked_case(
     case.affine = affine
     case.spacing = zooms  # type: ignore[assignment]
     return case
+
+
+def mask_on_image_axes(case: LoadedCase, mask: tuple, image_affine: np.ndarray) -> tuple:
+    """The mask (data, affine, zooms) with its array axes flipped/permuted to the image's when it lies on
+    the same grid stored in another axis order (a DICOM series, always right-handed, with a NIfTI mask
+    stored left-handed); the fix is recorded. Any other mask is returned as it is, for the checks."""
+    data, affine, zooms = mask
+    if np.allclose(affine, image_affine, rtol=0, atol=AFFINE_TOLERANCE_MM):
+        return mask
+    transform = nib.orientations.ornt_transform(
+        nib.orientations.io_orientation(affine), nib.orientations.io_orientation(image_affine)
+    )
+    moved_affine = affine @ nib.orientations.inv_ornt_aff(transform, data.shape)
+    if not np.allclose(moved_affine, image_affine, rtol=0, atol=AFFINE_TOLERANCE_MM):
+        return mask
+    case.fixes.append("mask axes reordered to the image's (the same grid, stored in another axis order)")
+    moved = nib.orientations.apply_orientation(np.asarray(data), transform)
+    return moved, moved_affine, tuple(np.linalg.norm(moved_affine[:3, :3], axis=0))
 
 
 def _mask_matching_image(case: LoadedCase, image_shape: tuple, mask_raw: np.ndarray, crop_to_image: bool) -> np.ndarray:

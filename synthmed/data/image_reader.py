@@ -43,6 +43,7 @@ from synthmed.data.case_reader import (
 from synthmed.data.discover import CaseRecord, Source
 from synthmed.data.images2d import (
     JPEG_MASK_THRESHOLD,
+    JPEG_SUFFIXES,
     MAX_MIDGREY_FRACTION,
     MIDGREY_LEVELS,
     Image2D,
@@ -64,6 +65,8 @@ def _check_image_options(options: PrepareOptions) -> None:
         problems.append("--spacing resamples 3D volumes; 2D images are resized with --shape")
     if options.crop_to_image:
         problems.append("--crop-to-image is for 3D volumes")
+    if options.crop != "foreground":
+        problems.append(f"--crop {options.crop} is for 3D volumes and slices; 2D images are not cropped")
     if problems:
         raise UserError(format_problems("Invalid options for 2D images", problems))
 
@@ -141,7 +144,8 @@ def _stray_mask_problem(stray: list[tuple[Path, str]], n_masks: int) -> list[str
     named = "; ".join(f"{path} ({why})" for path, why in stray[:STRAY_NAMED])
     more = f"; and {len(stray) - STRAY_NAMED} more" if len(stray) > STRAY_NAMED else ""
     return [f"{len(stray)} of {n_masks} masks look like binary masks with stray values (faint values or "
-            f"JPEG-like edges), each stray value would become a label: {named}{more}. Pass "
+            f"JPEG-like edges) or hold too many values to be labels; each value would become a label: "
+            f"{named}{more}. Pass "
             f"--mask-threshold T (label = value > T, e.g. 127) to binarise every mask, or --labels to declare "
             f"the values as labels"]
 
@@ -167,7 +171,7 @@ class MaskReadingTally:
     def add(self, pair: ImagePair) -> None:
         assert pair.mask is not None
         self.rules[pair.mask.rule] += 1
-        if pair.mask.rule == "jpeg_threshold":
+        if pair.record.label.suffix.lower() in JPEG_SUFFIXES:  # read at 127 or at --mask-threshold
             self.jpeg_pixels += pair.mask.labels.size
             self.jpeg_midgrey += pair.mask.midgrey_pixels
 

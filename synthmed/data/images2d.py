@@ -12,13 +12,15 @@ Masks hold integer labels, read by these rules:
   (``--mask-threshold T``) every lossless mask is binary instead: label = value > T. A mask that looks
   like a binary mask with stray values (`stray_values`: at least `MIN_STRAY_DISTINCT` distinct values,
   the most common nonzero one >= 128, and the others on at most `MAX_STRAY_FRACTION` of the pixels,
-  e.g. faint values and JPEG-like edges) is reported by its reader rather than read as many labels.
+  e.g. faint values and JPEG-like edges), or holding more than `MANY_MASK_VALUES` distinct values, is
+  reported by its reader rather than read as many labels (unless labels are declared).
 - JPEG (lossy, so noisy around 0 and 255): only binary masks. The gray level is the luminance
   ``L = 0.299 R + 0.587 G + 0.114 B`` (Pillow's "L" conversion, also for grayscale JPEGs) and
   **label = 1 where L > 127, else 0**. Pixels with 64 <= L <= 191 are "mid-grey": neither clearly
   background nor foreground. A mask with more than `MAX_MIDGREY_FRACTION` mid-grey pixels, or whose
   colour channels differ by more than `MAX_JPEG_CHANNEL_SPREAD` levels somewhere (a colour-coded
-  mask), is refused naming the file: store such masks losslessly (PNG).
+  mask), is refused naming the file: store such masks losslessly (PNG). With ``--mask-threshold T``
+  the label is L > T instead and mid-grey pixels are accepted.
 
 `check_image_pair` reads and checks one image/mask pair (the 2D counterpart of
 `checks.load_checked_case`); `read_size` reads (H, W) from a file header only.
@@ -43,6 +45,7 @@ MAX_JPEG_CHANNEL_SPREAD = 96  # larger R/G/B differences in a JPEG mask mean col
 MAX_MASK_LABEL = 255  # masks are stored as uint8
 MIN_STRAY_DISTINCT = 5  # a lossless mask with this many distinct values may be a binary one with stray values
 MAX_STRAY_FRACTION = 0.05  # ... when the values other than 0 and its main foreground cover at most this share
+MANY_MASK_VALUES = 10  # a lossless mask with more distinct values than this is refused unless labels are declared
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R 601-2, as Pillow's RGB -> L
 
 
@@ -216,7 +219,9 @@ def channel_spread(pixels: np.ndarray) -> int:
     return int(max(np.abs(r - g).max(), np.abs(g - b).max(), np.abs(r - b).max()))
 
 
-def _read_jpeg_mask(path: Path, data: np.ndarray, problems: list[str]) -> Mask2D | None:
+def _read_jpeg_mask(path: Path, data: np.ndarray, problems: list[str], threshold: float | None = None) -> Mask2D | None:
+    """JPEG mask by the rules of the module docstring; an explicit `threshold` replaces 127 and accepts
+    any share of mid-grey pixels (the user chose where the edge lies)."""
     spread = channel_spread(data)
     if spread > MAX_JPEG_CHANNEL_SPREAD:
         problems.append(
@@ -229,6 +234,8 @@ def _read_jpeg_mask(path: Path, data: np.ndarray, problems: list[str]) -> Mask2D
     lo, hi = MIDGREY_LEVELS
     midgrey = int(((gray >= lo) & (gray <= hi)).sum())
     fraction = midgrey / gray.size
+    if threshold is not None:
+        return Mask2D(labels=(gray > threshold).astype(np.uint8), rule="threshold", midgrey_pixels=midgrey)
     if fraction > MAX_MIDGREY_FRACTION:
         problems.append(
             f"{path}: JPEG mask values do not cluster near 0 and 255: {100 * fraction:.2f}% of pixels are "
@@ -247,8 +254,11 @@ def _read_jpeg_mask(path: Path, data: np.ndarray, problems: list[str]) -> Mask2D
 
 
 def stray_values(data: np.ndarray) -> str | None:
-    """Why a lossless mask looks like a binary mask with stray values (see the module docstring), or None."""
+    """Why a lossless mask looks like a binary mask with stray values, or holds too many values to be
+    labels (see the module docstring); None when neither."""
     values, counts = np.unique(data, return_counts=True)
+    if len(values) > MANY_MASK_VALUES:
+        return f"{len(values)} distinct values"
     if len(values) < MIN_STRAY_DISTINCT:
         return None
     nonzero = values > 0
@@ -289,7 +299,8 @@ def _read_lossless_mask(path: Path, data: np.ndarray, problems: list[str], thres
     if values.max() > MAX_MASK_LABEL:
         problems.append(
             f"{path}: mask value {int(values.max())} above {MAX_MASK_LABEL} (masks hold integer labels 0..255; "
-            f"only a mask of exactly 0 and {full} is read as binary)"
+            f"only a mask of exactly 0 and {full} is read as binary; pass --mask-threshold T, e.g. "
+            f"{full // 2}, when the foreground is one bright value with stray greys)"
         )
         return None
     return Mask2D(labels=data.astype(np.uint8), rule="labels", stray=stray_values(data))
@@ -299,7 +310,7 @@ def read_mask_2d(path: Path, problems: list[str], threshold: float | None = None
     """Read one 2D mask by the rules in the module docstring; None with problems appended when unusable.
 
     Args:
-        threshold: PNG/TIFF masks become binary, label = value > threshold (JPEG masks: always > 127).
+        threshold: masks become binary, label = value > threshold (JPEG: luminance > threshold, else > 127).
     """
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
@@ -316,7 +327,7 @@ def read_mask_2d(path: Path, problems: list[str], threshold: float | None = None
     if data is None:
         return None
     if path.suffix.lower() in JPEG_SUFFIXES:
-        return _read_jpeg_mask(path, data, problems)
+        return _read_jpeg_mask(path, data, problems, threshold)
     return _read_lossless_mask(path, data, problems, threshold)
 
 

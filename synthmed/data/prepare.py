@@ -27,6 +27,7 @@ import synthmed
 from synthmed.data.case_reader import CaseReader, PreparedCase, warn_rare_labels
 from synthmed.data.checks import CheckTally, checked_cases
 from synthmed.data.discover import CaseRecord, Source, discover_sources
+from synthmed.data.given_splits import GivenSplits, collect_given_splits, make_given_splits
 from synthmed.data.image_reader import open_images
 from synthmed.data.manifest import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION
 from synthmed.data.prepare_options import PrepareOptions, make_options
@@ -69,11 +70,12 @@ def prepare_dataset(
     """
     options = options or PrepareOptions()
     out = check_output_folder(out, kind="prepare", inputs=inputs, overwrite=overwrite)
-    sources = discover_sources(list(inputs))
+    sources = discover_sources(list(inputs), options.mask_suffix)
     reader = open_reader(sources, options, progress)  # before grouping: option errors come first
     records = [c for s in sources for c in s.cases]
+    given = collect_given_splits(sources, options.split_file)
     groups = group_keys([r.id for r in records], [r.group for r in records], options.group_regex)
-    tally = CheckTally(len(records), split_problems(
+    tally = CheckTally(len(records), [] if given else split_problems(
         len(set(groups.values())), len(records), options.test_fraction, options.val_fraction, options.folds
     ))
     case_files = [f for r in records for f in (r.image, r.label)]
@@ -87,7 +89,7 @@ def prepare_dataset(
         preprocessing = reader.finish(tmp, written.entries)
         splits = write_manifest(
             tmp, sources, written.entries, written.label_counts, reader.declared, tally.labels_seen, options,
-            preprocessing,
+            preprocessing, given,
         )
     path = out / MANIFEST_NAME
     print(summary_line(reader, sources, path, splits, len(written.entries), len(written.empty)))
@@ -162,6 +164,7 @@ def write_manifest(
     labels_seen: set[int],
     options: PrepareOptions,
     preprocessing: dict,
+    given: GivenSplits | None = None,
 ) -> dict:
     """Name the labels (those seen, when none were declared), fill in each case's labelled voxels from
     `label_counts`, split the cases by group and write ``manifest.json`` into ``tmp``; return the splits."""
@@ -171,9 +174,16 @@ def write_manifest(
     for entry, counts in zip(entries, label_counts):
         entry["label_voxels"] = {str(k): int(counts[k]) for k in declared if k != 0}
     groups = {e["id"]: e["group"] for e in entries}
-    splits = make_splits(
-        groups, options.seed, options.test_fraction, options.val_fraction, options.folds, options.group_regex
-    )
+    if given is None:
+        splits = make_splits(
+            groups, options.seed, options.test_fraction, options.val_fraction, options.folds, options.group_regex
+        )
+    else:
+        by_case, folds = given.of_entries(entries)
+        splits = make_given_splits(
+            groups, by_case, folds, seed=options.seed, test_fraction=options.test_fraction,
+            val_fraction=options.val_fraction, k_folds=options.folds, group_regex=options.group_regex, given_by=given.by,
+        )
     manifest = {
         "format": MANIFEST_FORMAT,
         "format_version": MANIFEST_VERSION,
@@ -200,5 +210,19 @@ def summary_line(
         f"({', '.join(s.name for s in sources)}) into {manifest.parent}: train {len(splits['train'])}, "
         f"val {len(splits['val'])}, test {len(splits['test'])}"
         + (f", {n_folds} folds of the train cases" if n_folds else "")
-        + f" (seed {splits['seed']}). {text.details} Manifest: {manifest}"
+        + f" (seed {splits['seed']}). {given_sentence(splits)}{text.details} "
+        + "".join(f"{s.name}: {s.id_note}. " for s in sources if s.id_note)
+        + f"Manifest: {manifest}"
     )
+
+
+def given_sentence(splits: dict) -> str:
+    """'Given: test by imagesTs/labelsTs; val seeded from the rest. ' ('' when no split was given)."""
+    given = splits.get("given")
+    if not given:
+        return ""
+    seeded = [p for p in ("val", "test") if p not in given and splits[p]]
+    empty = [p for p in ("val", "test") if p not in given and not splits[p]]
+    rest = [f"{' and '.join(seeded)} seeded from the rest"] if seeded else []
+    rest += [f"no {p} cases" for p in empty]
+    return f"Given: {', '.join(given)} by {splits['given_by']}; {'; '.join(rest) or 'the rest is train'}. "

@@ -1,7 +1,9 @@
 """Preprocess one checked case with MONAI transforms on MetaTensors, so the affine is tracked.
 
 Order: intensity mapping to [-1, 1] (on raw values) -> reorientation to RAS -> resampling to a
-target spacing (bilinear image, nearest mask) -> foreground crop around the mask with a margin ->
+target spacing (bilinear image, nearest mask) -> crop with a margin (`CROP_MODES`: ``foreground``
+the mask's bounding box, ``nonzero`` the bounding box of the image's nonzero raw values, e.g. the
+body or a skull-stripped brain, as nnU-Net's crop to nonzero; ``none`` no crop) ->
 pad/crop (image padded with -1, the mapped background; mask with 0) or resize (trilinear image,
 nearest mask; this changes the spacing, which the affine records) to a target shape.
 
@@ -23,6 +25,7 @@ from monai.data import MetaTensor
 from monai.transforms import CropForeground, Orientation, Resize, ResizeWithPadOrCrop, Spacing
 
 SHAPE_MODES = ("pad_crop", "resize")
+CROP_MODES = ("foreground", "nonzero", "none")  # mask bounding box, image's nonzero region, no crop
 INTENSITY_MODES = ("window", "percentile")
 
 
@@ -99,19 +102,52 @@ def orient_and_resample(
 
 
 def crop_to_foreground(
-    img: MetaTensor, msk: MetaTensor, margin: int, keep_axis: int | None = None
+    img: MetaTensor, msk: MetaTensor, margin: int, keep_axis: int | None = None, region: MetaTensor | None = None
 ) -> tuple[MetaTensor, MetaTensor]:
-    """Crop image and mask [1,D,H,W] to the mask's bounding box plus `margin` voxels.
+    """Crop image and mask [1,D,H,W] to the bounding box of `region` > 0 (default: the mask) plus `margin`.
 
-    `keep_axis` (0..2) is left whole: slices of a volume are cropped in-plane only. The mask must hold
-    some foreground.
+    `keep_axis` (0..2) is left whole: slices of a volume are cropped in-plane only. The region must
+    hold some nonzero voxel.
     """
     cropper = CropForeground(select_fn=lambda x: x > 0, margin=margin, allow_smaller=True)
-    start, end = cropper.compute_bounding_box(msk)
+    start, end = cropper.compute_bounding_box(msk if region is None else region)
     start, end = np.array(start, dtype=int), np.array(end, dtype=int)
     if keep_axis is not None:
         start[keep_axis], end[keep_axis] = 0, int(msk.shape[1 + keep_axis])
     return cropper.crop_pad(img, start, end), cropper.crop_pad(msk, start, end)
+
+
+def orient_and_resample_labels(
+    labels: np.ndarray, affine: np.ndarray, spacing: tuple[float, float, float] | None
+) -> MetaTensor:
+    """A label array [D,H,W] reoriented and resampled (nearest) as `orient_and_resample` does the mask."""
+    _, out = orient_and_resample(
+        np.zeros(labels.shape, np.float32), labels, affine, lo=0.0, hi=1.0, spacing=spacing
+    )
+    return out
+
+
+def crop_case(
+    img: MetaTensor,
+    msk: MetaTensor,
+    crop: str,
+    margin: int,
+    nonzero: MetaTensor | None = None,
+    keep_axis: int | None = None,
+) -> tuple[MetaTensor, MetaTensor, list[str]]:
+    """Crop by `crop` (one of `CROP_MODES`; `nonzero`: the image's nonzero raw voxels, oriented like
+    `msk`, needed for ``crop="nonzero"``); returns (image, mask, notes for the manifest)."""
+    if crop not in CROP_MODES:
+        raise ValueError(f"unknown crop {crop!r}; valid: {CROP_MODES}")
+    if crop == "none":
+        return img, msk, []
+    region = msk if crop == "foreground" else nonzero
+    assert region is not None
+    if not (region > 0).any():
+        what = "empty mask" if crop == "foreground" else "image all zero"
+        return img, msk, [f"{what}: {crop} crop skipped"]
+    img, msk = crop_to_foreground(img, msk, margin, keep_axis=keep_axis, region=region)
+    return img, msk, []
 
 
 def preprocess_case(
@@ -126,6 +162,7 @@ def preprocess_case(
     window: tuple[float, float] = (-1024.0, 600.0),
     percentiles: tuple[float, float] = (0.5, 99.5),
     margin: int = 4,
+    crop: str = "foreground",
 ) -> PreprocessedCase:
     """Preprocess one case.
 
@@ -139,17 +176,15 @@ def preprocess_case(
         intensity_mode: "window" (fixed `window`) or "percentile" (per-case `percentiles`).
         window: (lo, hi) raw values mapped to -1 and 1 in window mode.
         percentiles: (lower, upper) percentiles mapped to -1 and 1 in percentile mode.
-        margin: voxels kept around the mask's bounding box in the foreground crop.
+        margin: voxels kept around the crop's bounding box.
+        crop: "foreground" (the mask's bounding box), "nonzero" (the image's nonzero voxels) or "none".
     """
     if shape_mode not in SHAPE_MODES:
         raise ValueError(f"unknown shape mode {shape_mode!r}; valid: {SHAPE_MODES}")
     lo, hi = intensity_range(image, intensity_mode, window, percentiles)
-    notes: list[str] = []
     img, msk = orient_and_resample(image, mask, affine, lo=lo, hi=hi, spacing=spacing)
-    if (msk > 0).any():
-        img, msk = crop_to_foreground(img, msk, margin)
-    else:
-        notes.append("empty mask: foreground crop skipped")
+    nonzero = orient_and_resample_labels((image != 0).astype(np.uint8), affine, spacing) if crop == "nonzero" else None
+    img, msk, notes = crop_case(img, msk, crop, margin, nonzero)
     fg_before = int((msk > 0).sum())
 
     if shape_mode == "pad_crop":

@@ -101,7 +101,7 @@ class SliceReader(CaseReader):
         options, axis = self.options, self.settings.axis
         lo, hi = intensity_range(case.image, self.intensity_mode, options.resolved_window(), options.percentiles)
         volume = prepare_volume(case.image, case.mask, case.affine, lo=lo, hi=hi, spacing=options.spacing,
-                                axis=axis, margin=options.margin)
+                                axis=axis, margin=options.margin, crop=options.crop)
         max_slices = None if self.settings.tile else options.max_slices
         indices = select_slices(volume.mask, axis, options.foreground_slices_only, max_slices)
         if not indices:
@@ -167,6 +167,7 @@ class SliceReader(CaseReader):
             "ras_axis": self.settings.axis,
             "orientation": "RAS",
             "volume_spacing": None if options.spacing is None else [float(s) for s in options.spacing],
+            "crop": options.crop,
             "foreground_margin": options.margin,
             "foreground_slices_only": options.foreground_slices_only,
             "max_slices": options.max_slices,

@@ -47,7 +47,7 @@ def volume_settings(options: PrepareOptions) -> tuple[tuple[int, int, int], str]
     if options.channels is not None:
         problems.append("--channels is for 2D images; 3D volumes have one channel")
     if options.mask_threshold is not None:
-        problems.append("--mask-threshold is for 2D PNG/TIFF masks; NIfTI masks hold integer labels")
+        problems.append("--mask-threshold is for 2D masks (PNG, TIFF, JPEG); 3D masks hold integer labels")
     if problems:
         raise UserError(format_problems("Invalid options for 3D volumes", problems))
     return tuple(shape), shape_mode  # type: ignore[return-value]
@@ -78,7 +78,7 @@ class VolumeReader(CaseReader):
         pre = preprocess_case(
             case.image, case.mask, case.affine, spacing=options.spacing, shape=self.shape,
             shape_mode=self.shape_mode, intensity_mode=self.intensity_mode, window=options.resolved_window(),
-            percentiles=options.percentiles, margin=options.margin,
+            percentiles=options.percentiles, margin=options.margin, crop=options.crop,
         )
         if pre.foreground_lost_voxels > 0:
             self.lost[case.record.id] = pre.foreground_lost_voxels
@@ -106,6 +106,7 @@ class VolumeReader(CaseReader):
             "spacing": None if options.spacing is None else [float(s) for s in options.spacing],
             "shape": list(self.shape),
             "shape_mode": self.shape_mode,
+            "crop": options.crop,
             "foreground_margin": options.margin,
             "modality": self.modality,
             "intensity": intensity_entry(

@@ -1,0 +1,137 @@
+"""`synthmed report`: every section from real stage outputs, inline images only, fields rendered when present."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from synthmed.cli import main
+from synthmed.data.manifest import load_manifest
+from synthmed.errors import UserError
+from synthmed.report import write_report
+from synthmed.report.render import fmt_number
+
+from .conftest import parse_report, results_v2, rewrite_json
+
+pytestmark = pytest.mark.slow  # the session fixture trains a generator and a downstream benchmark (~30 s)
+SECTIONS = ["verdicts", "data", "generators", "fidelity", "memorisation", "downstream"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_self_contained(report) -> None:
+    external = [link for link in report.links if re.match(r"^(https?:)?//", link)]
+    assert not external, f"external resources: {external}"
+    assert "script" not in report.tags and "link" not in report.tags and "iframe" not in report.tags
+    for src in report.images:
+        assert src.startswith("data:image/png;base64,"), src[:60]
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG)
+
+
+def test_study_report_has_every_section_from_the_real_outputs(report_study, tmp_path):
+    out = write_report(report_study, tmp_path / "study.html")
+    report = parse_report(out)
+    assert list(report.sections) == SECTIONS
+    assert_self_contained(report)
+    # montage + curves, evaluate's figures, closest pairs and downstream plots: all inline
+    assert len(report.images) >= 8
+
+    manifest = load_manifest(report_study / "prepared")
+    splits = report.tables["splits"]
+    assert splits[0] == ["split", "train", "val", "test"]
+    assert splits[1] == ["cases"] + [str(len(manifest.split_ids(s))) for s in ("train", "val", "test")]
+    sphere_train = next(r for r in report.tables["labels"] if r[:2] == ["1 sphere", "train"])
+    volumes = sorted(manifest.case(i)["label_voxels"]["1"] * 1.5 ** 3 for i in manifest.split_ids("train"))
+    assert sphere_train[3] == fmt_number(volumes[len(volumes) // 2])  # median of an odd count: the middle one
+
+    assert "runs/dcgan" in report.text("generators") and "(dcgan3d)" in report.text("generators")
+
+    metrics = json.loads((report_study / "evaluation" / "metrics.json").read_text())
+    block = metrics["images"]["radiomics/volume"]
+    fd, ref = block["synthetic_vs_real"]["frechet_distance"]["value"], block["real_train_vs_real_test"]["frechet_distance"]["value"]
+    row = next(r for r in report.tables["fidelity"] if r[:2] == ["images", "radiomics/volume"])
+    assert row[2] == fmt_number(fd) and row[4] == fmt_number(ref) and row[5] == fmt_number(fd / ref)
+
+    closest = report.tables["closest"][1:]
+    assert [r[0] for r in closest] == [p["synthetic"] for p in metrics["memorisation"]["closest"]]
+
+    results = json.loads((report_study / "downstream" / "results.json").read_text())
+    arms = report.tables["arms"]
+    assert "HD95 (mm)" in arms[0] and "Dice sphere" in arms[0] and "Dice core" in arms[0]
+    assert [r[0] for r in arms[1:]] == [a["name"] for a in results["arms"]]
+    assert arms[1][5].startswith(f"{results['arms'][0]['dice_mean']['mean']:.3f}")
+    assert len(report.tables["comparisons"]) == 1 + len(results["tests"]["wilcoxon_vs_real_only"])
+    verdicts = report.text("verdicts")
+    for arm in results["tests"]["wilcoxon_vs_real_only"]:
+        assert f"{arm}:" in verdicts and "against real-rall-noaug" in verdicts
+
+
+def test_v2_results_show_budgets_signed_effects_and_verdicts(study_copy, tmp_path):
+    rewrite_json(study_copy / "downstream" / "results.json", results_v2)
+    report = parse_report(write_report(study_copy, tmp_path / "v2.html"))
+    results = json.loads((study_copy / "downstream" / "results.json").read_text())
+    assert results["verdicts"][0] in report.text("verdicts")
+    comparison = report.tables["comparisons"][1]
+    assert comparison[3:6] == ["+0.050", "[0.020, 0.080]", "+0.040"] and comparison[-1] == "benefit"
+    assert all(row[-3] == "40" and row[-1] == "0.4321" for row in report.tables["arms"][1:])
+    assert "Budget: equal_steps (steps from train.steps), batch size 4" in report.text("downstream")
+
+
+def test_text_from_the_outputs_is_escaped(study_copy, tmp_path):
+    def inject(results):
+        results["arms"][0]["name"] = '<script>alert(1)</script><img src="https://example.org/x.png">'
+        return results
+
+    rewrite_json(study_copy / "downstream" / "results.json", inject)
+    out = write_report(study_copy, tmp_path / "escaped.html")
+    report = parse_report(out)
+    assert "script" not in report.tags and not [s for s in report.images if "example.org" in s]
+    assert "&lt;script&gt;" in out.read_text()
+
+
+@pytest.mark.parametrize("kind,present,absent", [
+    ("runs/dcgan", ["generators"], ["fidelity", "downstream", "verdicts"]),
+    ("evaluation", ["fidelity", "memorisation"], ["generators", "downstream"]),
+    ("downstream", ["downstream", "verdicts"], ["generators", "fidelity"]),
+])
+def test_a_single_output_folder_gets_its_own_report_beside_it(report_study, kind, present, absent, tmp_path, capsys):
+    folder = Path(report_study / kind)
+    before = sorted(p.name for p in folder.iterdir())
+    out = tmp_path / f"{folder.name}.html"
+    assert main(["report", str(folder), "--out", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    report = parse_report(out)
+    assert list(report.sections) == SECTIONS
+    assert_self_contained(report)
+    assert report.tables["splits"]  # every output names its manifest
+    for section in present:
+        assert "in this folder" not in report.text(section), section
+    for section in absent:
+        assert "in this folder" in report.text(section), section  # "No evaluation in this folder." etc.
+    assert sorted(p.name for p in folder.iterdir()) == before  # nothing written into the output folder
+
+
+def test_default_out_and_replacing_only_its_own_report(study_copy):
+    downstream = study_copy / "downstream"
+    assert write_report(downstream) == study_copy / "downstream_report.html"
+    assert write_report(study_copy) == study_copy / "report.html"
+    assert write_report(study_copy) == study_copy / "report.html"  # its own earlier report is replaced
+    mine = study_copy / "notes.html"
+    mine.write_text("<p>my notes</p>")
+    with pytest.raises(UserError, match="not a report written by synthmed"):
+        write_report(study_copy, mine)
+    assert mine.read_text() == "<p>my notes</p>"
+    with pytest.raises(UserError, match="lies inside"):
+        write_report(study_copy, downstream / "report.html")
+    with pytest.raises(UserError, match="is a folder"):
+        write_report(study_copy, downstream)
+
+
+def test_a_study_with_nothing_finished_yet_is_refused(study_copy):
+    for name in ("runs", "evaluation", "downstream"):
+        (study_copy / name).rename(study_copy / f".{name}.abcd.partial")
+    with pytest.raises(UserError, match="no finished train, evaluate or downstream output"):
+        write_report(study_copy)

@@ -573,6 +573,31 @@ def demo_out_under_file(w, tmp):
     return ["demo", "--out", tmp / "a_file" / "demo"], str(tmp / "a_file" / "demo")
 
 
+# --- report --------------------------------------------------------------------------------------------
+
+
+def report_not_a_synthmed_folder(w, tmp):
+    return ["report", w.raw], str(w.raw)
+
+
+def report_empty_folder(w, tmp):
+    (tmp / "empty").mkdir()
+    return ["report", tmp / "empty"], str(tmp / "empty")
+
+
+def report_prepared_folder(w, tmp):
+    return ["report", w.prepared], str(w.prepared)
+
+
+def report_out_a_file_synthmed_did_not_write(w, tmp):
+    (tmp / "notes.html").write_text("<p>mine</p>")
+    return ["report", w.run, "--out", tmp / "notes.html"], str(tmp / "notes.html")
+
+
+def report_out_inside_the_reported_folder(w, tmp):
+    return ["report", w.run, "--out", w.run / "report.html"], str(w.run / "report.html")
+
+
 # --- the table -----------------------------------------------------------------------------------------
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
@@ -653,6 +678,11 @@ CASES = [
     ("vtt", "analyze: --out equal to the study", vtt_analyze_out_is_study),
     ("demo", "--out a folder an earlier demo did not write", demo_out_foreign),
     ("demo", "--out under a regular file (unwritable)", demo_out_under_file),
+    ("report", "not a synthmed folder", report_not_a_synthmed_folder),
+    ("report", "empty folder", report_empty_folder),
+    ("report", "a prepared folder (nothing to report)", report_prepared_folder),
+    ("report", "--out a file synthmed did not write", report_out_a_file_synthmed_did_not_write),
+    ("report", "--out inside the reported folder", report_out_inside_the_reported_folder),
 ]
 
 
@@ -707,7 +737,7 @@ def test_the_table_covers_every_stage_and_the_readme_lists_each_row():
     rows = [tuple(c.values[:2]) if hasattr(c, "values") else c[:2] for c in CASES]
     assert len(rows) >= 40
     assert {s for s, _ in rows} == {"prepare", "analyze", "train", "grid", "sample", "encode", "evaluate",
-                                    "downstream", "vtt", "demo"}
+                                    "downstream", "vtt", "demo", "report"}
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     section = readme.split("## What synthmed refuses")[1].split("\n## ")[0]
     listed = [tuple(cell.strip().replace("`", "") for cell in line.split("|")[1:3])

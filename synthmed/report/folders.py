@@ -1,5 +1,10 @@
 """Which synthmed outputs a folder holds: a single train / evaluate / downstream folder, or a study (or
-demo) folder whose sub-folders hold several of them."""
+demo) folder whose sub-folders hold several of them.
+
+A study folder (``synthmed study``: study.yaml + plan.json, see synthmed/study/__init__.py) lists its work
+units in plan.json; only the outputs of finished units (``units/<unit id>.json`` present) are reported.
+Other collections (a demo folder, a folder marked "study") are searched for finished output folders.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from synthmed.fileio import read_output_marker
 REPORTED_KINDS = ("train", "evaluate", "downstream")  # the folders a report renders a section for
 COLLECTION_KINDS = ("study", "demo")  # folders whose sub-folders are reported together
 MAX_DEPTH = 5  # how deep a study's sub-folders are searched
+STUDY_FILES = ("study.yaml", "plan.json")  # what `synthmed study` writes first
+STUDY_RESULTS_FORMAT = "synthmed-study-results"
 
 
 @dataclass
@@ -26,6 +33,7 @@ class Outputs:
     downstream: list[Path] = field(default_factory=list)
     sample: list[Path] = field(default_factory=list)  # synthetic sets (their montage rows)
     prepare: list[Path] = field(default_factory=list)  # prepared folders (the data section)
+    study_results: Path | None = None  # a study's aggregate results.json, once its aggregate unit finished
 
 
 def _json_format(path: Path) -> str | None:
@@ -41,6 +49,8 @@ def folder_kind(folder: Path) -> str | None:
     marker = read_output_marker(folder)
     if marker and isinstance(marker.get("kind"), str):
         return marker["kind"]
+    if all((folder / name).is_file() for name in STUDY_FILES):
+        return "study"
     if (folder / "metrics.jsonl").is_file() and (folder / "config.yaml").is_file():
         return "train"  # a training run folder (written in place, resumable)
     formats = {"results.json": "downstream", "metrics.json": "evaluate", "card.json": "sample",
@@ -64,6 +74,21 @@ def _sub_outputs(folder: Path, outputs: Outputs, depth: int) -> None:
             _sub_outputs(child, outputs, depth + 1)
 
 
+def _plan_outputs(folder: Path, outputs: Outputs) -> None:
+    """The outputs of a study's finished units, in plan order."""
+    try:
+        units = json.loads((folder / "plan.json").read_text())["units"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{folder / 'plan.json'}: unreadable study plan (expected the units `synthmed study` writes)") from None
+    for unit in units:
+        kind, output = unit.get("kind"), unit.get("output")
+        finished = (folder / "units" / f"{unit.get('id')}.json").is_file()
+        if finished and output and kind in (*REPORTED_KINDS, "sample", "prepare") and (folder / output).is_dir():
+            getattr(outputs, kind).append(folder / output)
+    if (folder / "results.json").is_file() and _json_format(folder / "results.json") == STUDY_RESULTS_FORMAT:
+        outputs.study_results = folder / "results.json"
+
+
 def find_outputs(folder: Path) -> Outputs:
     """Classify `folder` and gather what the report renders.
 
@@ -84,7 +109,10 @@ def find_outputs(folder: Path) -> Outputs:
         what = f"written by `synthmed {kind}`" if kind else "not a synthmed output folder"
         raise UserError(f"{folder}: {what}; `synthmed report` renders a study, train, evaluate or downstream folder")
     outputs = Outputs(folder, kind)
-    _sub_outputs(folder, outputs, 1)
-    if not (outputs.train or outputs.evaluate or outputs.downstream):
+    if all((folder / name).is_file() for name in STUDY_FILES):
+        _plan_outputs(folder, outputs)
+    else:
+        _sub_outputs(folder, outputs, 1)
+    if not (outputs.train or outputs.evaluate or outputs.downstream or outputs.study_results):
         raise UserError(f"{folder}: this {kind} folder holds no finished train, evaluate or downstream output yet")
     return outputs

@@ -17,6 +17,7 @@ from synthmed.report.downstream_section import downstream_section
 from synthmed.report.evaluation import evaluation_section
 from synthmed.report.folders import COLLECTION_KINDS, Outputs, find_outputs
 from synthmed.report.generators import generator_section
+from synthmed.report.study_section import study_section
 
 GENERATOR = "synthmed report"  # the <meta name="generator"> that marks a file this command may replace
 REPORT_NAME = "report.html"
@@ -74,11 +75,14 @@ def report_context(outputs: Outputs) -> dict[str, Any]:
     """Everything the template shows, read from the folders `find_outputs` found."""
     root = outputs.folder
     downstream = [downstream_section(d, root) for d in outputs.downstream]
+    study = study_section(outputs.study_results) if outputs.study_results else None
+    # a study's verdicts pool its slices (seeds, folds); each slice's own verdicts stay in its table
+    verdicts = study["verdicts"] if study else [v for d in downstream for v in d.get("verdicts", [])]
     return {
         "generator": GENERATOR, "title": root.name, "folder": str(root), "kind_text": KIND_TEXT.get(outputs.kind, outputs.kind),
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "version": __version__,
-        "verdicts": [v for d in downstream for v in d.get("verdicts", [])],
-        "any_ci": any(c.get("ci_low") is not None for d in downstream for c in d.get("comparisons", [])),
+        "verdicts": verdicts, "study": study,
+        "any_ci": bool(study) or any(c.get("ci_low") is not None for d in downstream for c in d.get("comparisons", [])),
         "data": unique_manifests([data_section(p) for p in manifest_paths(outputs)]),
         "generators": [generator_section(run, root, outputs.sample) for run in outputs.train],
         "evaluations": [evaluation_section(e, root) for e in outputs.evaluate],

@@ -1,6 +1,8 @@
-"""A small study-shaped folder (marker kind "study") holding every output a report renders, made once per
+"""A small folder in the layout `synthmed study` writes (synthmed/study/__init__.py: study.yaml, plan.json,
+units/<id>.json per finished unit, results.json) holding every output a report renders, made once per
 session with the real stages on 16³ toy data: prepared set (2 folds), a 4-step DCGAN run, 6 sampled pairs,
-an evaluation (radiomics only) and a downstream benchmark (real vs real + synthetic, 1 epoch)."""
+an evaluation (radiomics only) and a downstream benchmark (real vs real + synthetic, 1 epoch). Only the
+study's aggregate results.json is written here by hand (the study stage is above the report's rank)."""
 
 from __future__ import annotations
 
@@ -15,14 +17,37 @@ from synthmed.data.prepare import PrepareOptions, prepare_dataset
 from synthmed.data.toy import write_toy_dataset
 from synthmed.downstream.benchmark import run_downstream
 from synthmed.downstream.config import resolve_downstream_config
-from synthmed.fileio import write_output_marker
 from synthmed.metrics.evaluate import EvaluateOptions, evaluate_synthetic_set
 from synthmed.sample.sampler import sample_to_folder
 from synthmed.train.config import resolve_config
 from synthmed.train.loop import train
 from tests.train.test_training import tiny_config
 
-STUDY_ENTRIES = ["prepared", "runs", "synthetic", "evaluation", "downstream"]
+SLICE = "r9-s0"
+UNITS = [("prepare", "prepare", "prepared"), (f"train-dcgan-{SLICE}", "train", f"generators/dcgan/{SLICE}"),
+         (f"sample-dcgan-{SLICE}", "sample", f"synthetic/dcgan/{SLICE}"),
+         (f"evaluate-dcgan-{SLICE}", "evaluate", f"evaluation/dcgan/{SLICE}"),
+         (f"downstream-{SLICE}", "downstream", f"downstream/{SLICE}"), ("aggregate", "aggregate", "results.json")]
+STUDY_VERDICT = "real + dcgan x 4: +0.031 Dice [+0.010, +0.052] against real (2 test cases, p_holm 0.5): no significant difference"
+
+
+def write_study_files(root: Path) -> None:
+    """study.yaml, plan.json, a finished-unit record per unit and the aggregate results.json."""
+    (root / "study.yaml").write_text("name: toy\nprotocol: fixed_validation\n")
+    plan = {"name": "toy", "protocol": "fixed_validation", "prepared": None,
+            "units": [{"id": i, "kind": k, "needs": [], "output": o, "slice": SLICE, "generator": None} for i, k, o in UNITS]}
+    (root / "plan.json").write_text(json.dumps(plan))
+    (root / "units").mkdir()
+    for unit_id, kind, _ in UNITS:
+        (root / "units" / f"{unit_id}.json").write_text(json.dumps({"id": unit_id, "kind": kind, "wall_s": 1.0}))
+    comparison = {"arm": "real+synthetic-dcgan-n4-noaug", "baseline": "real-noaug", "mean_dice": 0.25,
+                  "baseline_dice": 0.219, "mean_difference": 0.031, "ci_low": 0.010, "ci_high": 0.052, "n": 2,
+                  "statistic": 0.0, "p": 0.5, "median_difference": 0.03, "p_holm": 0.5, "verdict": STUDY_VERDICT}
+    (root / "results.json").write_text(json.dumps({
+        "format": "synthmed-study-results", "format_version": 1, "name": "toy", "protocol": "fixed_validation",
+        "real_sizes": [9], "seeds": [0], "finished_units": [u[0] for u in UNITS[:-1]], "units": len(UNITS) + 1,
+        "comparisons": {"9": [comparison]}, "verdicts": [STUDY_VERDICT], "fidelity": [],
+        "wall_s_per_stage": {"prepare": 1.0, "train": 1.0, "downstream": 1.0}, "method": "paired by case"}))
 
 
 @pytest.fixture(scope="session")
@@ -32,15 +57,15 @@ def report_study(tmp_path_factory) -> Path:
     raw = write_toy_dataset(root.parent / "raw", layout="msd")
     options = PrepareOptions(shape=(16, 16, 16), spacing=None, test_fraction=0.2, val_fraction=0.1, folds=2)
     manifest = prepare_dataset([raw], root / "prepared", options, progress=False)
-    run = train(resolve_config(tiny_config(manifest, root / "runs" / "dcgan", steps=4)))
-    synthetic = sample_to_folder(run, 6, root / "synthetic")
-    evaluate_synthetic_set(str(manifest), synthetic, root / "evaluation", EvaluateOptions(
+    run = train(resolve_config(tiny_config(manifest, root / "generators" / "dcgan" / SLICE, steps=4)))
+    synthetic = sample_to_folder(run, 6, root / "synthetic" / "dcgan" / SLICE)
+    evaluate_synthetic_set(str(manifest), synthetic, root / "evaluation" / "dcgan" / SLICE, EvaluateOptions(
         features=("radiomics",), n_bootstrap=10, kid_subsets=10, download_weights=False, update_card=False))
     run_downstream(resolve_downstream_config({
         "manifest": str(manifest), "synthetic": {"dcgan": str(synthetic)}, "arms": ["real", "real+synthetic"],
-        "n_synthetic": [4], "folds": 2, "seeds": [0], "stats": {"bootstrap": 100}, "out": str(root / "downstream"),
+        "n_synthetic": [4], "folds": 2, "seeds": [0], "stats": {"bootstrap": 100}, "out": str(root / "downstream" / SLICE),
         "train": {"epochs": 1, "batch_size": 4, "model_size": "tiny", "progress": False}}))
-    write_output_marker(root, "study", STUDY_ENTRIES)
+    write_study_files(root)
     return root
 
 

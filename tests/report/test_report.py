@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,14 +13,16 @@ import pytest
 from synthmed.cli import main
 from synthmed.data.manifest import load_manifest
 from synthmed.errors import UserError
+from synthmed.fileio import write_output_marker
 from synthmed.report import write_report
 from synthmed.report.render import fmt_number
 
-from .conftest import parse_report, results_v2, rewrite_json
+from .conftest import SLICE, STUDY_VERDICT, parse_report, results_v2, rewrite_json
 
 pytestmark = pytest.mark.slow  # the session fixture trains a generator and a downstream benchmark (~30 s)
 SECTIONS = ["verdicts", "data", "generators", "fidelity", "memorisation", "downstream"]
 PNG = b"\x89PNG\r\n\x1a\n"
+RUN, EVALUATION, DOWNSTREAM = f"generators/dcgan/{SLICE}", f"evaluation/dcgan/{SLICE}", f"downstream/{SLICE}"
 
 
 def assert_self_contained(report) -> None:
@@ -38,6 +41,7 @@ def test_study_report_has_every_section_from_the_real_outputs(report_study, tmp_
     assert_self_contained(report)
     # montage + curves, evaluate's figures, closest pairs and downstream plots: all inline
     assert len(report.images) >= 8
+    assert report.text("verdicts").count("Dice [") == 1 and STUDY_VERDICT in report.text("verdicts")
 
     manifest = load_manifest(report_study / "prepared")
     splits = report.tables["splits"]
@@ -47,9 +51,10 @@ def test_study_report_has_every_section_from_the_real_outputs(report_study, tmp_
     volumes = sorted(manifest.case(i)["label_voxels"]["1"] * 1.5 ** 3 for i in manifest.split_ids("train"))
     assert sphere_train[3] == fmt_number(volumes[len(volumes) // 2])  # median of an odd count: the middle one
 
-    assert "runs/dcgan" in report.text("generators") and "(dcgan3d)" in report.text("generators")
+    assert RUN in report.text("generators") and "(dcgan3d)" in report.text("generators")
+    assert "the first 6 pairs of the synthetic set" in report.text("generators")  # the study's own sample
 
-    metrics = json.loads((report_study / "evaluation" / "metrics.json").read_text())
+    metrics = json.loads((report_study / EVALUATION / "metrics.json").read_text())
     block = metrics["images"]["radiomics/volume"]
     fd, ref = block["synthetic_vs_real"]["frechet_distance"]["value"], block["real_train_vs_real_test"]["frechet_distance"]["value"]
     row = next(r for r in report.tables["fidelity"] if r[:2] == ["images", "radiomics/volume"])
@@ -58,22 +63,33 @@ def test_study_report_has_every_section_from_the_real_outputs(report_study, tmp_
     closest = report.tables["closest"][1:]
     assert [r[0] for r in closest] == [p["synthetic"] for p in metrics["memorisation"]["closest"]]
 
-    results = json.loads((report_study / "downstream" / "results.json").read_text())
+    assert report.tables["study"][1][:8] == ["real+synthetic-dcgan-n4-noaug", "real-noaug", "2", "0.250", "0.219",
+                                             "+0.031", "[0.010, 0.052]", "+0.030"]
+    results = json.loads((report_study / DOWNSTREAM / "results.json").read_text())
     arms = report.tables["arms"]
     assert "HD95 (mm)" in arms[0] and "Dice sphere" in arms[0] and "Dice core" in arms[0]
     assert [r[0] for r in arms[1:]] == [a["name"] for a in results["arms"]]
     assert arms[1][5].startswith(f"{results['arms'][0]['dice_mean']['mean']:.3f}")
     assert len(report.tables["comparisons"]) == 1 + len(results["tests"]["wilcoxon_vs_real_only"])
-    verdicts = report.text("verdicts")
-    for arm in results["tests"]["wilcoxon_vs_real_only"]:
-        assert f"{arm}:" in verdicts and "against real-rall-noaug" in verdicts
+
+
+def test_only_finished_study_units_are_reported(study_copy, tmp_path):
+    (study_copy / "units" / f"evaluate-dcgan-{SLICE}.json").unlink()  # e.g. still running on another worker
+    report = parse_report(write_report(study_copy, tmp_path / "r.html"))
+    assert "No evaluation in this folder" in report.text("fidelity") and "fidelity" not in report.tables
+    for record in (study_copy / "units").iterdir():
+        record.unlink()
+    (study_copy / "results.json").unlink()
+    with pytest.raises(UserError, match="no finished train, evaluate or downstream output"):
+        write_report(study_copy)
 
 
 def test_v2_results_show_budgets_signed_effects_and_verdicts(study_copy, tmp_path):
-    rewrite_json(study_copy / "downstream" / "results.json", results_v2)
-    report = parse_report(write_report(study_copy, tmp_path / "v2.html"))
-    results = json.loads((study_copy / "downstream" / "results.json").read_text())
-    assert results["verdicts"][0] in report.text("verdicts")
+    downstream = study_copy / DOWNSTREAM
+    rewrite_json(downstream / "results.json", results_v2)
+    report = parse_report(write_report(downstream, tmp_path / "v2.html"))
+    results = json.loads((downstream / "results.json").read_text())
+    assert report.text("verdicts").startswith(f"Verdicts {results['verdicts'][0]}")
     comparison = report.tables["comparisons"][1]
     assert comparison[3:6] == ["+0.050", "[0.020, 0.080]", "+0.040"] and comparison[-1] == "benefit"
     assert all(row[-3] == "40" and row[-1] == "0.4321" for row in report.tables["arms"][1:])
@@ -85,7 +101,7 @@ def test_text_from_the_outputs_is_escaped(study_copy, tmp_path):
         results["arms"][0]["name"] = '<script>alert(1)</script><img src="https://example.org/x.png">'
         return results
 
-    rewrite_json(study_copy / "downstream" / "results.json", inject)
+    rewrite_json(study_copy / DOWNSTREAM / "results.json", inject)
     out = write_report(study_copy, tmp_path / "escaped.html")
     report = parse_report(out)
     assert "script" not in report.tags and not [s for s in report.images if "example.org" in s]
@@ -93,11 +109,11 @@ def test_text_from_the_outputs_is_escaped(study_copy, tmp_path):
 
 
 @pytest.mark.parametrize("kind,present,absent", [
-    ("runs/dcgan", ["generators"], ["fidelity", "downstream", "verdicts"]),
-    ("evaluation", ["fidelity", "memorisation"], ["generators", "downstream"]),
-    ("downstream", ["downstream", "verdicts"], ["generators", "fidelity"]),
+    (RUN, ["generators"], ["fidelity", "downstream", "verdicts"]),
+    (EVALUATION, ["fidelity", "memorisation"], ["generators", "downstream"]),
+    (DOWNSTREAM, ["downstream", "verdicts"], ["generators", "fidelity"]),
 ])
-def test_a_single_output_folder_gets_its_own_report_beside_it(report_study, kind, present, absent, tmp_path, capsys):
+def test_a_single_output_folder_gets_its_own_report(report_study, kind, present, absent, tmp_path, capsys):
     folder = Path(report_study / kind)
     before = sorted(p.name for p in folder.iterdir())
     out = tmp_path / f"{folder.name}.html"
@@ -114,9 +130,21 @@ def test_a_single_output_folder_gets_its_own_report_beside_it(report_study, kind
     assert sorted(p.name for p in folder.iterdir()) == before  # nothing written into the output folder
 
 
+def test_a_demo_folder_is_searched_for_finished_outputs(report_study, tmp_path):
+    demo = tmp_path / "demo"
+    shutil.copytree(report_study / RUN, demo / "run")
+    shutil.copytree(report_study / RUN, demo / ".run2.abcd.partial")  # unfinished: never read
+    write_output_marker(demo, "demo", ["run"])
+    report = parse_report(write_report(demo))
+    assert (demo / "report.html").is_file()
+    generators = report.text("generators")
+    assert "run (dcgan3d)" in generators and "run2" not in generators
+    assert "No downstream benchmark in this folder" in report.text("verdicts")
+
+
 def test_default_out_and_replacing_only_its_own_report(study_copy):
-    downstream = study_copy / "downstream"
-    assert write_report(downstream) == study_copy / "downstream_report.html"
+    downstream = study_copy / DOWNSTREAM
+    assert write_report(downstream) == downstream.parent / f"{SLICE}_report.html"
     assert write_report(study_copy) == study_copy / "report.html"
     assert write_report(study_copy) == study_copy / "report.html"  # its own earlier report is replaced
     mine = study_copy / "notes.html"
@@ -128,10 +156,3 @@ def test_default_out_and_replacing_only_its_own_report(study_copy):
         write_report(study_copy, downstream / "report.html")
     with pytest.raises(UserError, match="is a folder"):
         write_report(study_copy, downstream)
-
-
-def test_a_study_with_nothing_finished_yet_is_refused(study_copy):
-    for name in ("runs", "evaluation", "downstream"):
-        (study_copy / name).rename(study_copy / f".{name}.abcd.partial")
-    with pytest.raises(UserError, match="no finished train, evaluate or downstream output"):
-        write_report(study_copy)

@@ -60,6 +60,14 @@ def environment() -> jinja2.Environment:
     return env
 
 
+def _short(path: Path, root: Path) -> str:
+    """`path` relative to the report's folder (or its parent) when inside it, else in full."""
+    for base in (root, root.parent):
+        if base in path.parents:
+            return str(path.relative_to(base))
+    return str(path)
+
+
 def unique_manifests(sections: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One section per manifest content (a copied study names the same manifest at two paths)."""
     seen, unique = set(), []
@@ -83,7 +91,7 @@ def report_context(outputs: Outputs) -> dict[str, Any]:
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "version": __version__,
         "verdicts": verdicts, "study": study,
         "any_ci": bool(study) or any(c.get("ci_low") is not None for d in downstream for c in d.get("comparisons", [])),
-        "data": unique_manifests([data_section(p) for p in manifest_paths(outputs)]),
+        "data": unique_manifests([{**data_section(p), "name": _short(p, root)} for p in manifest_paths(outputs)]),
         "generators": [generator_section(run, root, outputs.sample) for run in outputs.train],
         "evaluations": [evaluation_section(e, root) for e in outputs.evaluate],
         "downstream": downstream,

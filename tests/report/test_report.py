@@ -45,8 +45,8 @@ def test_study_report_has_every_section_from_the_real_outputs(report_study, tmp_
 
     manifest = load_manifest(report_study / "prepared")
     splits = report.tables["splits"]
-    assert splits[0] == ["split", "train", "val", "test"]
-    assert splits[1] == ["cases"] + [str(len(manifest.split_ids(s))) for s in ("train", "val", "test")]
+    assert splits[0] == ["manifest", "cases", "train", "val", "test", "folds"]
+    assert splits[1] == ["prepared/manifest.json", "12"] + [str(len(manifest.split_ids(s))) for s in ("train", "val", "test")] + ["2"]
     sphere_train = next(r for r in report.tables["labels"] if r[:2] == ["1 sphere", "train"])
     volumes = sorted(manifest.case(i)["label_voxels"]["1"] * 1.5 ** 3 for i in manifest.split_ids("train"))
     assert sphere_train[3] == fmt_number(volumes[len(volumes) // 2])  # median of an odd count: the middle one

@@ -87,6 +87,8 @@ def _montage(run: Path, sets: list[Path]) -> tuple[str | None, str]:
     except UserError as err:
         return None, f"no montage: {err}"
     labels = {str(k): v for k, v in manifest.labels.items()}
+    if int(manifest.preprocessing.get("dims", 3)) == 3:
+        source += "; the axial slice through each mask's centroid"
     rows = [("real (train)", real_images, real_masks), ("synthetic", np.asarray(images), np.asarray(masks))]
     return montage_uri(rows, labels), source
 

@@ -19,9 +19,9 @@ from synthmed.report.render import fmt_number
 
 from .conftest import SLICE, STUDY_VERDICT, parse_report, results_v2, rewrite_json
 
-pytestmark = pytest.mark.slow  # the session fixture trains a generator and a downstream benchmark (~30 s)
 SECTIONS = ["verdicts", "data", "generators", "fidelity", "memorisation", "downstream"]
 PNG = b"\x89PNG\r\n\x1a\n"
+# tests marked slow read `report_study`, whose session fixture trains a generator and a benchmark (~30 s)
 RUN, EVALUATION, DOWNSTREAM = f"generators/dcgan/{SLICE}", f"evaluation/dcgan/{SLICE}", f"downstream/{SLICE}"
 
 
@@ -34,6 +34,7 @@ def assert_self_contained(report) -> None:
         assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG)
 
 
+@pytest.mark.slow
 def test_study_report_has_every_section_from_the_real_outputs(report_study, tmp_path):
     out = write_report(report_study, tmp_path / "study.html")
     report = parse_report(out)
@@ -73,6 +74,7 @@ def test_study_report_has_every_section_from_the_real_outputs(report_study, tmp_
     assert len(report.tables["comparisons"]) == 1 + len(results["tests"]["wilcoxon_vs_real_only"])
 
 
+@pytest.mark.slow
 def test_only_finished_study_units_are_reported(study_copy, tmp_path):
     (study_copy / "units" / f"evaluate-dcgan-{SLICE}.json").unlink()  # e.g. still running on another worker
     report = parse_report(write_report(study_copy, tmp_path / "r.html"))
@@ -84,6 +86,7 @@ def test_only_finished_study_units_are_reported(study_copy, tmp_path):
         write_report(study_copy)
 
 
+@pytest.mark.slow
 def test_v2_results_show_budgets_signed_effects_and_verdicts(study_copy, tmp_path):
     downstream = study_copy / DOWNSTREAM
     rewrite_json(downstream / "results.json", results_v2)
@@ -96,6 +99,7 @@ def test_v2_results_show_budgets_signed_effects_and_verdicts(study_copy, tmp_pat
     assert "Budget: equal_steps (steps from train.steps), batch size 4" in report.text("downstream")
 
 
+@pytest.mark.slow
 def test_text_from_the_outputs_is_escaped(study_copy, tmp_path):
     def inject(results):
         results["arms"][0]["name"] = '<script>alert(1)</script><img src="https://example.org/x.png">'
@@ -108,6 +112,7 @@ def test_text_from_the_outputs_is_escaped(study_copy, tmp_path):
     assert "&lt;script&gt;" in out.read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,present,absent", [
     (RUN, ["generators"], ["fidelity", "downstream", "verdicts"]),
     (EVALUATION, ["fidelity", "memorisation"], ["generators", "downstream"]),
@@ -130,6 +135,7 @@ def test_a_single_output_folder_gets_its_own_report(report_study, kind, present,
     assert sorted(p.name for p in folder.iterdir()) == before  # nothing written into the output folder
 
 
+@pytest.mark.slow
 def test_a_demo_folder_is_searched_for_finished_outputs(report_study, tmp_path):
     demo = tmp_path / "demo"
     shutil.copytree(report_study / RUN, demo / "run")
@@ -142,6 +148,7 @@ def test_a_demo_folder_is_searched_for_finished_outputs(report_study, tmp_path):
     assert "No downstream benchmark in this folder" in report.text("verdicts")
 
 
+@pytest.mark.slow
 def test_default_out_and_replacing_only_its_own_report(study_copy):
     downstream = study_copy / DOWNSTREAM
     assert write_report(downstream) == downstream.parent / f"{SLICE}_report.html"
@@ -156,3 +163,14 @@ def test_default_out_and_replacing_only_its_own_report(study_copy):
         write_report(study_copy, downstream / "report.html")
     with pytest.raises(UserError, match="is a folder"):
         write_report(study_copy, downstream)
+
+
+def test_label_volumes_of_a_2d_manifest_are_in_pixels(toy_prepared_2d):
+    from synthmed.report.data_section import data_section
+
+    section = data_section(toy_prepared_2d)
+    manifest = load_manifest(toy_prepared_2d)
+    assert section["volume_unit"] == "pixels" and [s["cases"] for s in section["splits"]] == [17, 2, 5]
+    test_row = next(r for r in section["labels"] if r["split"] == "test")
+    pixels = [manifest.case(i)["label_voxels"]["1"] for i in manifest.split_ids("test")]
+    assert (test_row["low"], test_row["high"], test_row["with_label"]) == (min(pixels), max(pixels), 5)

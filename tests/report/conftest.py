@@ -128,6 +128,8 @@ class ReportParser(HTMLParser):
             self.tables[self._table].append([])
         if tag in ("td", "th"):
             self._cell = []
+        if tag == "br" and self._cell is not None:
+            self._cell.append(" ")
 
     def handle_endtag(self, tag):
         if tag in ("td", "th") and self._cell is not None and self._table is not None:

@@ -83,6 +83,7 @@ def downstream_section(folder: Path, root: Path) -> dict[str, Any]:
         "name": name, "path": str(folder), "problem": None, "format_version": results.get("format_version"),
         "results_version": version, "hd95_unit": results.get("hd95_unit", "mm"),
         "hd95_unit_meaning": results.get("hd95_unit_meaning"), "labels": labels, "arms": arm_rows(arms, labels),
+        "arm_labels": {a.get("name"): a["label"] for a in arms if a.get("label")},
         "comparisons": comparisons, "verdicts": verdicts, "budget": results.get("budget"),
         "baselines": results.get("baselines"), "units": results.get("units"),
         "test_cases": len((results.get("manifest") or {}).get("test_cases") or []),

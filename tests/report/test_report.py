@@ -174,3 +174,14 @@ def test_label_volumes_of_a_2d_manifest_are_in_pixels(toy_prepared_2d):
     test_row = next(r for r in section["labels"] if r["split"] == "test")
     pixels = [manifest.case(i)["label_voxels"]["1"] for i in manifest.split_ids("test")]
     assert (test_row["low"], test_row["high"], test_row["with_label"]) == (min(pixels), max(pixels), 5)
+
+
+@pytest.mark.slow
+def test_damaged_parts_become_notes_in_the_report(study_copy, tmp_path):
+    metrics = study_copy / EVALUATION / "metrics.json"
+    metrics.write_text(metrics.read_text()[:100])  # e.g. copied while being written
+    (study_copy / "prepared" / "manifest.json").rename(study_copy / "prepared" / "moved.json")
+    report = parse_report(write_report(study_copy, tmp_path / "r.html"))
+    assert f"{metrics}: cannot read" in report.text("fidelity")
+    assert "manifest not found" in report.text("data")
+    assert report.tables["arms"]  # the rest is still there

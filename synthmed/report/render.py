@@ -40,8 +40,13 @@ def fmt_dice(value: Any) -> str:
     return f"{value:.3f}" if _finite(value) else "–"
 
 
+def _minus(text: str) -> str:
+    """A typographic minus for a leading '-' (an exponent's '-' stays)."""
+    return "−" + text[1:] if text.startswith("-") else text
+
+
 def fmt_signed(value: Any) -> str:
-    return f"{value:+.3f}".replace("-", "−") if _finite(value) else "–"
+    return _minus(f"{value:+.3f}") if _finite(value) else "–"
 
 
 def fmt_ci(value: Any, spec: str = ".4g") -> str:
@@ -49,7 +54,7 @@ def fmt_ci(value: Any, spec: str = ".4g") -> str:
     if isinstance(value, dict):
         value = [value.get("ci_low"), value.get("ci_high")]
     if isinstance(value, (list, tuple)) and len(value) == 2 and all(_finite(v) for v in value):
-        return f"[{value[0]:{spec}}, {value[1]:{spec}}]".replace("-", "−")
+        return f"[{_minus(format(value[0], spec))}, {_minus(format(value[1], spec))}]"
     return ""
 
 

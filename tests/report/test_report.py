@@ -185,3 +185,13 @@ def test_damaged_parts_become_notes_in_the_report(study_copy, tmp_path):
     assert f"{metrics}: cannot read" in report.text("fidelity")
     assert "manifest not found" in report.text("data")
     assert report.tables["arms"]  # the rest is still there
+
+
+def test_number_formats():
+    from synthmed.report.render import fmt_ci, fmt_dice, fmt_signed
+
+    assert fmt_number(None) == "–" and fmt_number(float("nan")) == "–" and fmt_number(12) == "12"
+    assert fmt_number(1137570.27) == "1.138e+06" and fmt_dice(0.81234) == "0.812"
+    assert fmt_signed(-0.0081) == "−0.008" and fmt_signed(0.05) == "+0.050"
+    assert fmt_ci({"ci_low": -0.02, "ci_high": 0.004}, ".3f") == "[−0.020, 0.004]"
+    assert fmt_ci([1.5e-05, 2e-05], ".2g") == "[1.5e-05, 2e-05]" and fmt_ci({"ci_low": None, "ci_high": 1}) == ""

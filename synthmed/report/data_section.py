@@ -24,13 +24,19 @@ def _read_json(path: Path) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-def train_manifest(run: Path) -> str | None:
-    """The manifest a training run read (its config.yaml's data.manifest)."""
+def run_config(run: Path) -> dict[str, Any]:
+    """A training run's config.yaml; empty when it cannot be read."""
     try:
         config = yaml.safe_load((run / "config.yaml").read_text())
-        return config["data"]["manifest"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
-        return None
+    except (OSError, yaml.YAMLError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def train_manifest(run: Path) -> str | None:
+    """The manifest a training run read (its config.yaml's data.manifest)."""
+    manifest = (run_config(run).get("data") or {}).get("manifest")
+    return manifest if isinstance(manifest, str) else None
 
 
 def manifest_paths(outputs: Outputs) -> list[Path]:

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from synthmed.data.dataset import load_arrays
 from synthmed.data.manifest import load_manifest
 from synthmed.errors import UserError
-from synthmed.report.data_section import train_manifest
+from synthmed.report.data_section import run_config, train_manifest
 from synthmed.report.figures import loss_curves_uri, montage_uri
 from synthmed.sample.card import load_card
 from synthmed.sample.sampler import sample_arrays
 from synthmed.sample.synthetic_set import load_synthetic_set
 
-log = logging.getLogger(__name__)
 MONTAGE_CASES = 6  # cases per montage row
 
 
@@ -38,14 +35,6 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         if isinstance(record, dict):
             records.append(record)
     return records
-
-
-def _run_config(run: Path) -> dict[str, Any]:
-    try:
-        config = yaml.safe_load((run / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    return config if isinstance(config, dict) else {}
 
 
 def _trained_on(run: Path) -> int | None:
@@ -95,7 +84,7 @@ def _montage(run: Path, sets: list[Path]) -> tuple[str | None, str]:
 
 def generator_section(run: Path, root: Path, sets: list[Path]) -> dict[str, Any]:
     """Name, model, budget, loss curves and montage of one training run."""
-    config = _run_config(run)
+    config = run_config(run)
     records = read_jsonl(run / "metrics.jsonl")
     name = str(run.relative_to(root)) if run != root else run.name
     montage, montage_source = _montage(run, sets)

@@ -10,6 +10,7 @@
     synthmed downstream --config FILE         does synthetic data improve segmentation of real test cases?
     synthmed vtt      create|invite|serve|analyze  visual Turing test with expert raters
     synthmed export   nnunet --manifest M --synthetic S --out DIR   an nnU-Net v2 dataset (real + synthetic)
+    synthmed report   DIR [--out FILE]        one self-contained HTML report of a study / train / evaluate / downstream folder
     synthmed demo     [--out DIR]             prepare -> train -> sample on the bundled data
 """
 
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     from synthmed.downstream.cli import add_downstream_parser
     from synthmed.export.cli import add_export_parser
     from synthmed.metrics.cli import add_evaluate_parser
+    from synthmed.report.cli import add_report_parser
     from synthmed.sample.cli import add_encode_parser, add_sample_parser
     from synthmed.train.cli import add_grid_parser, add_train_parser
     from synthmed.vtt.cli import add_vtt_parser
@@ -61,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_downstream_parser(sub)
     add_vtt_parser(sub)
     add_export_parser(sub)
+    add_report_parser(sub)
     _add_demo_parser(sub)
     return parser
 

@@ -684,6 +684,29 @@ def export_overwrite_foreign(w, tmp):
     foreign.mkdir(parents=True)
     (foreign / "thesis.tex").write_text("years of work")
     return [*export_args(w, tmp), "--overwrite"], str(foreign)
+# --- report --------------------------------------------------------------------------------------------
+
+
+def report_not_a_synthmed_folder(w, tmp):
+    return ["report", w.raw], str(w.raw)
+
+
+def report_empty_folder(w, tmp):
+    (tmp / "empty").mkdir()
+    return ["report", tmp / "empty"], str(tmp / "empty")
+
+
+def report_prepared_folder(w, tmp):
+    return ["report", w.prepared], str(w.prepared)
+
+
+def report_out_a_file_synthmed_did_not_write(w, tmp):
+    (tmp / "notes.html").write_text("<p>mine</p>")
+    return ["report", w.run, "--out", tmp / "notes.html"], str(tmp / "notes.html")
+
+
+def report_out_inside_the_reported_folder(w, tmp):
+    return ["report", w.run, "--out", w.run / "report.html"], str(w.run / "report.html")
 
 
 # --- the table -----------------------------------------------------------------------------------------
@@ -782,6 +805,11 @@ CASES = [
     ("export", "--overwrite on a folder synthmed did not write", export_overwrite_foreign),
     ("demo", "--out a folder an earlier demo did not write", demo_out_foreign),
     ("demo", "--out under a regular file (unwritable)", demo_out_under_file),
+    ("report", "not a synthmed folder", report_not_a_synthmed_folder),
+    ("report", "empty folder", report_empty_folder),
+    ("report", "a prepared folder (nothing to report)", report_prepared_folder),
+    ("report", "--out a file synthmed did not write", report_out_a_file_synthmed_did_not_write),
+    ("report", "--out inside the reported folder", report_out_inside_the_reported_folder),
 ]
 
 
@@ -836,7 +864,7 @@ def test_the_table_covers_every_stage_and_the_readme_lists_each_row():
     rows = [tuple(c.values[:2]) if hasattr(c, "values") else c[:2] for c in CASES]
     assert len(rows) >= 40
     assert {s for s, _ in rows} == {"prepare", "analyze", "train", "grid", "sample", "encode", "evaluate",
-                                    "downstream", "vtt", "export", "demo"}
+                                    "downstream", "vtt", "export", "report", "demo"}
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     section = readme.split("## What synthmed refuses")[1].split("\n## ")[0]
     listed = [tuple(cell.strip().replace("`", "") for cell in line.split("|")[1:3])

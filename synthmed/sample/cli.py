@@ -2,6 +2,7 @@
 
     synthmed sample --checkpoint C -n N --out DIR         draw synthetic pairs (NIfTI or PNG + dataset card)
     synthmed sample --checkpoint C --seeds 0-99,200 ...   one pair per seed, each regenerable on its own
+    synthmed sample --checkpoint RUN --best ...           from the run's best checkpoint by its fidelity figure
     synthmed encode --checkpoint C --input CASE_ID_or_NIFTI [--mask NIFTI] [--manifest M] --out DIR
 """
 
@@ -11,12 +12,16 @@ import argparse
 
 from synthmed.errors import UserError
 from synthmed.sample.encode import encode_to_folder
+from synthmed.train.checkpoint import resolve_best_checkpoint
 from synthmed.sample.sampler import parse_seeds, sample_to_folder, sampling_device
 
 
 def add_sample_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="draw synthetic image/mask pairs from a checkpoint")
     p.add_argument("--checkpoint", required=True, help="checkpoint file, or a run folder (its newest checkpoint)")
+    p.add_argument("--best", action="store_true",
+                   help="with a run folder as --checkpoint: its best checkpoint by the fidelity figure "
+                        "(checkpoints/best.pt, kept when trained with train.fidelity_every) instead of the newest")
     p.add_argument("-n", type=int, default=None,
                    help="number of pairs, all drawn from one random stream seeded by --seed (required unless "
                         "--seeds or --masks gives them)")
@@ -61,7 +66,8 @@ def _run_sample(args) -> None:
         raise UserError("-n or --seeds is required (which pairs to draw)")
     if args.n is not None and args.n < 1:
         raise UserError(f"-n must be at least 1, got {args.n}")
-    out = sample_to_folder(args.checkpoint, args.n, args.out, seed=args.seed, batch_size=args.batch_size,
+    checkpoint = resolve_best_checkpoint(args.checkpoint) if args.best else args.checkpoint
+    out = sample_to_folder(checkpoint, args.n, args.out, seed=args.seed, batch_size=args.batch_size,
                            use_ema=not args.no_ema, min_component_size=args.min_component_size,
                            keep_largest=args.keep_largest, overwrite=args.overwrite, device=args.device,
                            truncation=args.trunc, masks_dir=args.masks, mask_checkpoint=args.mask_checkpoint,

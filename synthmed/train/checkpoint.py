@@ -25,6 +25,7 @@ from synthmed.models.registry import DataInfo, build_model
 CHECKPOINT_FORMAT = "synthmed-checkpoint"
 EMA_KEY = "G_ema"  # the EMA network's entry: named when every model was a GAN, kept so older checkpoints load
 _NAME = re.compile(r"step_(\d+)\.pt$")
+BEST_NAME = "best.pt"
 
 
 def capture_rng() -> dict[str, Any]:
@@ -74,10 +75,37 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int) 
     return path
 
 
+def best_checkpoint_path(run_dir: Path) -> Path:
+    """``checkpoints/best.pt``: the checkpoint with the lowest fidelity figure (``train.fidelity_every``)."""
+    return Path(run_dir) / "checkpoints" / BEST_NAME
+
+
+def save_best_checkpoint(run_dir: Path, step: int, state: dict[str, Any]) -> Path:
+    """Write the checkpoint of ``step`` as ``checkpoints/best.pt``; `save_checkpoint`'s pruning never removes it."""
+    path = best_checkpoint_path(run_dir)
+    atomic_torch_save({"format": CHECKPOINT_FORMAT, "step": step, **state}, path)
+    return path
+
+
+def resolve_best_checkpoint(run: str | Path) -> Path:
+    """The best checkpoint of a run folder (``sample --best``).
+
+    Raises:
+        UserError: not a run folder, or one without ``checkpoints/best.pt``.
+    """
+    run = Path(run)
+    if not run.is_dir():
+        raise UserError(f"{run}: --best needs a run folder (it picks the folder's checkpoints/{BEST_NAME})")
+    path = best_checkpoint_path(run)
+    if not path.is_file():
+        raise UserError(f"{path}: no best checkpoint; a run keeps one only when trained with train.fidelity_every")
+    return path
+
+
 def remove_unfinished_checkpoints(run_dir: Path) -> list[Path]:
     """Delete the temporary files of checkpoint writes that never finished (a killed run leaves them)."""
     folder = Path(run_dir) / "checkpoints"
-    leftovers = sorted(folder.glob(".step_*.pt.*.tmp")) if folder.is_dir() else []
+    leftovers = sorted([*folder.glob(".step_*.pt.*.tmp"), *folder.glob(f".{BEST_NAME}.*.tmp")]) if folder.is_dir() else []
     for path in leftovers:
         path.unlink(missing_ok=True)
     return leftovers

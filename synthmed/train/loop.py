@@ -371,8 +371,7 @@ class Trainer:
                 logger.close()
         if self.env.is_main:
             plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "plots" / "losses.png")
-            ckpt.export_generator(self.model, self.config.model_dump(mode="json"), self._data_info_record(),
-                                  self.run_dir / "generator.safetensors")
+            ckpt.export_generator(self.model, {**self._state(), "step": self.step}, self.run_dir / "generator.safetensors")
         return self.run_dir
 
     def _record(self, started: float, window_start: int) -> dict:

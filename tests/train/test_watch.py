@@ -32,7 +32,7 @@ def manifest(tmp_path_factory):
 
 def watched_config(manifest, out, steps=6, **train):
     config = tiny_config(manifest, out, steps=steps)
-    config["train"].update({"log_every": 3, "checkpoint_every": 3, "keep_checkpoints": 1, **train})
+    config["train"].update({"log_every": 3, "checkpoint_every": 3, "keep_checkpoints": 1, "device": "cpu", **train})
     return config
 
 

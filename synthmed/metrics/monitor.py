@@ -5,7 +5,7 @@ At every measurement the EMA generator draws the pairs of the fixed seeds ``0..s
 masks), and `FidelityMonitor` gives KID (or FD) of their images against the real validation split in each
 configured feature space, named ``fidelity/<metric>_<space>`` (e.g. ``fidelity/kid_autoencoder``).
 The autoencoder space is fitted once on the training split when the run starts (seeded by
-``train.seed``); radiomics features are z-scored on the validation features (constant ones dropped, as in
+``train.seed``); radiomics features are z-scored on the training split's (constant ones dropped, as in
 ``evaluate``). The real features are computed once. Lower is better.
 """
 
@@ -44,8 +44,9 @@ class FeatureSpace:
         real = self._features(real_images)
         self.keep = np.ones(real.shape[1], bool)
         self.mean, self.std = np.zeros(real.shape[1]), np.ones(real.shape[1])
-        if self.extractor.standardise:
-            mean, std = real.mean(0), real.std(0)
+        if self.extractor.standardise:  # on the train split, as evaluate does: more cases than validation
+            reference = self._features(train_images)
+            mean, std = reference.mean(0), reference.std(0)
             self.keep = std > 1e-6 * (1.0 + np.abs(mean))
             self.mean, self.std = mean, np.where(self.keep, std, 1.0)
         self.real = self.project(real)

@@ -145,3 +145,14 @@ def test_sample_best_draws_from_the_best_checkpoint(monitored_run, tmp_path):
     assert card["checkpoint"]["path"] == str(best_checkpoint_path(run))
     assert main(["sample", "--checkpoint", str(best_checkpoint_path(run)), "--best", "-n", "2",
                  "--out", str(tmp_path / "t")]) == 2  # --best needs the run folder
+
+
+def test_a_resumed_run_remembers_its_best_figure(manifest, tmp_path):
+    out = tmp_path / "run"
+    first = watched_config(manifest, out, steps=4, fidelity_every=2, checkpoint_every=2)
+    train(resolve_config(first), monitor_factory=lambda context: ScriptedMonitor({2: 3.0, 4: 1.0}))
+    figures = {6: 2.0, 8: 5.0}  # worse than step 4's 1.0: best.pt must stay step 4
+    train(resolve_config(first, ["train.steps=8"]), resume=True, monitor_factory=lambda context: ScriptedMonitor(figures))
+    best = load_checkpoint(best_checkpoint_path(out))
+    assert best["step"] == 4 and best["best"]["value"] == 1.0
+    assert load_checkpoint(out)["best"] == {"key": "fidelity/scripted", "value": 1.0, "step": 4}

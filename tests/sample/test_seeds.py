@@ -13,7 +13,7 @@ from synthmed.sample.mask_sources import deformed_training_masks
 from synthmed.sample.sampler import parse_seeds, sample_to_folder
 from synthmed.sample.synthetic_set import load_synthetic_set
 from synthmed.train.checkpoint import load_generator
-from tests.sample.test_mask_sources import _csg_run
+from tests.sample.test_sampler_2d import _run
 
 SG2 = {"z_dim": 16, "w_dim": 16, "channel_base": 256, "channel_max": 16, "augment": {"mode": "none"}}
 DIFFUSION = {"channels": [8, 16], "attention_levels": [False, True], "num_head_channels": 8, "norm_num_groups": 4,
@@ -84,15 +84,17 @@ def test_seeds_and_n_are_alternatives(toy_pipeline, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def csg(tmp_path_factory):
+def runs(tmp_path_factory):
+    """2-step StyleGAN2 M-SG and C-SG runs on the 32² toy set."""
     from synthmed.data.toy2d import prepare_toy_2d
 
-    root = tmp_path_factory.mktemp("csg_seeds")
+    root = tmp_path_factory.mktemp("seeds_sg2")
     manifest = prepare_toy_2d(root / "toy2d", n=24, size=32)
-    return _csg_run(manifest, root / "run")
+    return {variant: _run(manifest, root / variant, variant) for variant in ("M-SG", "C-SG")}
 
 
-def test_a_mask_conditional_model_takes_each_seeds_own_training_mask(csg, tmp_path):
+def test_a_mask_conditional_model_takes_each_seeds_own_training_mask(runs, tmp_path):
+    csg = runs["C-SG"]
     both = sample_to_folder(csg, None, tmp_path / "both", seeds=[4, 11], batch_size=2)
     alone = sample_to_folder(csg, None, tmp_path / "alone", seeds=[11], batch_size=1)
     _, masks, _ = load_synthetic_set(both, (32, 32))
@@ -103,3 +105,17 @@ def test_a_mask_conditional_model_takes_each_seeds_own_training_mask(csg, tmp_pa
     assert np.array_equal(masks_alone[0], expected[0])
     pairs = json.loads((both / "card.json").read_text())["config"]["masks"]["pairs"]
     assert [p["seed"] for p in pairs] == [4, 11]
+
+
+def test_mc_sg_and_a_mask_folder_give_each_seed_its_own_mask(runs, tmp_path):
+    chain = dict(mask_checkpoint=runs["M-SG"])
+    many = sample_to_folder(runs["C-SG"], None, tmp_path / "many", seeds=[2, 6, 9], batch_size=3, **chain)
+    one = sample_to_folder(runs["C-SG"], None, tmp_path / "one", seeds=[6], batch_size=1, **chain)
+    images, masks, _ = load_synthetic_set(many, (32, 32))
+    images_one, masks_one, _ = load_synthetic_set(one, (32, 32))
+    assert np.array_equal(masks[1], masks_one[0]) and np.allclose(images[1], images_one[0], atol=1)
+    folder = sample_to_folder(runs["C-SG"], None, tmp_path / "folder", seeds=[2, 0], masks_dir=many)
+    _, folder_masks, _ = load_synthetic_set(folder, (32, 32))
+    assert np.array_equal(folder_masks, masks[[2, 0]])  # seed k renders the folder's mask number k
+    with pytest.raises(UserError, match="out of range"):
+        sample_to_folder(runs["C-SG"], None, tmp_path / "beyond", seeds=[3], masks_dir=many)

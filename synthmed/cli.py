@@ -39,6 +39,13 @@ def _run_demo(args) -> None:
     run_demo(Path(args.out), steps=args.steps, seed=args.seed)
 
 
+def _fidelity_monitor(context):
+    """The metrics stage's fidelity monitor for ``train.fidelity_every`` (imported only when a run uses it)."""
+    from synthmed.metrics.monitor import fidelity_monitor
+
+    return fidelity_monitor(context)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from synthmed.data.cli import add_analyze_parser, add_prepare_parser
     from synthmed.downstream.cli import add_downstream_parser
@@ -55,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_prepare_parser(sub)
     add_analyze_parser(sub)
-    add_train_parser(sub)
+    add_train_parser(sub, monitor_factory=_fidelity_monitor)
     add_grid_parser(sub)
     add_sample_parser(sub)
     add_encode_parser(sub)

@@ -121,12 +121,8 @@ def export(manifest: PathLike, synthetic: PathLike | Sequence[PathLike], out: Pa
         out: the folder holding nnU-Net datasets; the ``DatasetXXX_Name`` folder is written inside.
         options: ``n``, ``dataset_id``, ``name``, ``folds``, ``overwrite`` (see ``synthmed export nnunet -h``).
     """
-    try:
-        from synthmed.export.nnunet import export_nnunet
-    except ModuleNotFoundError as err:
-        if err.name and err.name.startswith("synthmed.export"):
-            raise UserError("export: this synthmed has no export stage (synthmed.export)") from None
-        raise
+    from synthmed.export.nnunet import export_nnunet
+
     sets = [synthetic] if isinstance(synthetic, (str, os.PathLike)) else list(synthetic)
     return export_nnunet(manifest, sets, out, **options)
 

@@ -66,8 +66,50 @@ def test_runs_of_a_known_image():
 
 
 def test_workers_give_the_same_features_as_one_process(monkeypatch):
-    monkeypatch.setattr(rad, "PARALLEL_MIN_VOXELS", 0)
+    monkeypatch.setattr(rad.RadiomicsExtractor, "parallel_min_voxels", 0)
     images = np.random.default_rng(3).uniform(-1, 1, (3, 1, 12, 12, 12)).astype(np.float32)
     serial = build_feature_extractor("radiomics", workers=1).extract(images)
     parallel = build_feature_extractor("radiomics", workers=2).extract(images)
     assert np.array_equal(serial, parallel) and serial.shape == (3, len(rad.FEATURE_NAMES))
+
+
+def test_frd_features_agree_with_the_hand_written_ones_where_they_overlap():
+    pytest.importorskip("radiomics", reason="pyradiomics (pip install pyradiomics-bhklab, the 'frd' extra) cannot be imported")
+    import SimpleITK as sitk
+    from radiomics.imageoperations import normalizeImage
+
+    from synthmed.metrics.extractors.frd import FRD_SETTINGS, frd_features
+
+    image = np.random.default_rng(5).normal(0, 0.3, (24, 20)).clip(-1, 1)
+    frd = frd_features(image)
+    ours = rad.first_order_features(image, rad.quantise(image))
+    # skewness and kurtosis ignore FRD's z-scoring; pyradiomics' kurtosis is not the excess one
+    assert frd["original_firstorder_Skewness"] == pytest.approx(ours[2], rel=1e-6)
+    assert frd["original_firstorder_Kurtosis"] == pytest.approx(ours[3] + 3, rel=1e-6)
+    # the GLRLM on FRD's discretisation (z-scored x 100, bin width 5) through the hand-written code
+    normalised = sitk.GetArrayFromImage(normalizeImage(sitk.GetImageFromArray(image), normalizeScale=FRD_SETTINGS["normalizeScale"]))
+    width = FRD_SETTINGS["binWidth"]
+    grey = (np.floor(normalised / width) - np.floor(normalised.min() / width)).astype(np.int64)
+    glrlm = rad.glrlm_features(rad.texture_matrices(grey, int(grey.max()) + 1))
+    assert glrlm == pytest.approx([frd[f"original_glrlm_{n}"] for n in PYRADIOMICS_GLRLM], abs=1e-6, rel=0)
+    assert len([k for k in frd if k.startswith("wavelet-")]) > 0 and len([k for k in frd if k.startswith("log-sigma")]) > 0
+
+
+@pytest.mark.slow  # ~30 s: pyradiomics filters every image 13 ways
+def test_frd_feature_space_in_an_evaluation(toy_prepared_2d, tmp_path):
+    pytest.importorskip("radiomics", reason="pyradiomics (pip install pyradiomics-bhklab, the 'frd' extra) cannot be imported")
+    from synthmed.data.dataset import load_arrays
+    from synthmed.data.manifest import load_manifest
+    from synthmed.metrics.evaluate import EvaluateOptions, evaluate_synthetic_set
+    from synthmed.sample.writers import write_synthetic_set
+
+    manifest = load_manifest(toy_prepared_2d)
+    ids = manifest.split_ids("train")[:6]
+    images, masks = load_arrays(manifest, ids)
+    syn = write_synthetic_set(tmp_path / "syn", np.clip(images + 0.3, -1, 1), masks, intensity=manifest.preprocessing["intensity"],
+                              labels={str(k): v for k, v in manifest.labels.items()}, affine=None, modality="image",
+                              card={"format": "synthmed-card", "format_version": 1, "trained_on_case_ids": ids})
+    options = EvaluateOptions(features=("frd",), n_bootstrap=5, kid_subsets=5, workers=1, update_card=False)
+    doc = evaluate_synthetic_set(f"{toy_prepared_2d}:val", syn, tmp_path / "eval", options)
+    assert doc["feature_spaces"]["frd"]["name"] == "frd_2d" and doc["feature_spaces"]["frd"]["settings"]["binWidth"] == 5
+    assert doc["images"]["frd_2d/volume"]["synthetic_vs_real"]["frechet_distance"]["value"] > 0

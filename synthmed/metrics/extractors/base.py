@@ -143,4 +143,4 @@ def _batched(extractor: FeatureExtractor, images: np.ndarray, batch_size: int) -
 
 def _import_builtin() -> None:
     # Importing a module registers its extractors.
-    from synthmed.metrics.extractors import autoencoder, inception, medicalnet, radiomics  # noqa: F401
+    from synthmed.metrics.extractors import autoencoder, frd, inception, medicalnet, radiomics  # noqa: F401

@@ -204,13 +204,15 @@ class RadiomicsExtractor(FeatureExtractor):
     """First-order + GLCM + GLRLM + GLSZM features of whole 3D volumes (see the module docstring).
 
     Volumes are spread over `workers` processes when a batch is large enough to pay for them
-    (``PARALLEL_MIN_VOXELS``); the pool lives as long as the extractor.
+    (``parallel_min_voxels``); the pool lives as long as the extractor.
     """
 
     name = "radiomics"
     spatial_dims = 3
     standardise = True
     version = 2  # 2: GLRLM over 13 (3D) / 4 (2D) directions, as pyradiomics; 1 had 3 axes
+    compute = staticmethod(radiomics_features)  # features of one image (module-level: picklable for the workers)
+    parallel_min_voxels = PARALLEL_MIN_VOXELS
 
     def __init__(self, workers: int | None = None):
         if workers is not None and workers < 1:
@@ -220,9 +222,9 @@ class RadiomicsExtractor(FeatureExtractor):
 
     def extract(self, images: np.ndarray) -> np.ndarray:
         volumes = [image[0] for image in np.asarray(images)]
-        if self.workers > 1 and len(volumes) > 1 and volumes[0].size * len(volumes) >= PARALLEL_MIN_VOXELS:
-            return np.stack(list(self._worker_pool().map(radiomics_features, volumes)))
-        return np.stack([radiomics_features(v) for v in volumes])
+        if self.workers > 1 and len(volumes) > 1 and volumes[0].size * len(volumes) >= self.parallel_min_voxels:
+            return np.stack(list(self._worker_pool().map(self.compute, volumes)))
+        return np.stack([self.compute(v) for v in volumes])
 
     def _worker_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:  # spawn: no copy of a parent's torch threads or open files

@@ -331,8 +331,8 @@ def evaluate_synthetic_set(real: str, synthetic: str | os.PathLike, out: str | o
     synthetic = Path(synthetic)
     inputs = [source.root, synthetic]
     check_output_folder(out, kind="evaluate", inputs=inputs, overwrite=o.overwrite)  # before loading the sets
-    cache = FeatureCache((o.cache_dir or default_cache_dir()) if o.use_cache else None)
     sets, card, names, syn_original = _load_sets(source, synthetic)
+    cache = FeatureCache((o.cache_dir or default_cache_dir()) if o.use_cache else None)
     run = _Run(source, synthetic, names, syn_original, o, device, cache)
     with atomic_directory(out, kind="evaluate", inputs=inputs, overwrite=o.overwrite) as tmp:
         doc = _compute(run, sets, tmp, features, skipped)

@@ -115,11 +115,13 @@ def _run_lengths(grey: np.ndarray, same: np.ndarray, offset: tuple[int, ...], le
     src, dst = _pair_slices(grey.shape, offset)
     starts[dst] = ~same[src]  # a voxel starts a run unless its -offset neighbour has its level
     step = int(np.dot(offset, np.array(grey.strides) // grey.itemsize))
-    flat_same = same.ravel()
-    position = np.flatnonzero(starts).astype(np.int32 if grey.size < 2**31 else np.int64)  # int32: half the memory traffic
-    level = grey.ravel()[position]
     matrix = np.zeros((levels, max(grey.shape)))
-    length = 0
+    matrix[:, 0] = np.bincount(grey[starts & ~same], minlength=levels)  # runs of one voxel, without following them
+    flat_same = same.ravel()
+    position = np.flatnonzero(starts & same).astype(np.int32 if grey.size < 2**31 else np.int64)  # int32: less memory traffic
+    level = grey.ravel()[position]
+    position += step
+    length = 1
     while position.size:
         going_on = flat_same[position]
         matrix[:, length] += np.bincount(level[~going_on], minlength=levels)
@@ -131,12 +133,13 @@ def texture_matrices(grey: np.ndarray, levels: int = LEVELS) -> Textures:
     """GLCM and GLRLM over every direction (one pass of neighbour pairs each) and the GLSZM zones of `grey`."""
     from skimage.measure import label
 
-    grey = np.ascontiguousarray(grey)
+    code_type = np.uint8 if levels * levels <= 256 else np.uint16 if levels * levels <= 65536 else np.int64
+    grey = np.ascontiguousarray(grey, dtype=code_type)  # small integers: less memory traffic per direction
     glcm, glrlm = [], []
     for offset in _offsets(grey.ndim):
         src, dst = _pair_slices(grey.shape, offset)
         a, b = grey[src], grey[dst]
-        counts = np.bincount((a * levels + b).ravel(), minlength=levels * levels).reshape(levels, levels)
+        counts = np.bincount((a * code_type(levels) + b).ravel(), minlength=levels * levels).reshape(levels, levels)
         glcm.append((counts + counts.T).astype(np.float64))
         same = np.zeros(grey.shape, bool)
         same[src] = a == b

@@ -236,7 +236,7 @@ def _build(name: str, o: EvaluateOptions, device: str) -> FeatureExtractor:
     return build_feature_extractor(name, **kwargs)
 
 
-def _feature_space_metrics(name: str, sets: Sets, o: EvaluateOptions, modality: Modality, run: "_Run") -> tuple[dict, dict]:
+def _feature_space_metrics(name: str, sets: Sets, o: EvaluateOptions, modality: Modality, run: _Run) -> tuple[dict, dict]:
     """Distances for one feature space and modality: ``({view: figures}, {view: features by set})``.
 
     The real sets' features come from the feature cache when it holds them; the synthetic set's are

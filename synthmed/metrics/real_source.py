@@ -22,7 +22,13 @@ from synthmed.data.dataset import load_arrays
 from synthmed.data.manifest import Manifest, parse_real_spec
 from synthmed.errors import UserError
 from synthmed.sample.postprocess import images_to_network_units
-from synthmed.sample.synthetic_set import load_synthetic_set, recorded_png_range, synthetic_case_files
+from synthmed.sample.synthetic_set import (
+    PAIR_IMAGE_DIR,
+    PAIR_MASK_DIRS,
+    load_synthetic_set,
+    recorded_png_range,
+    synthetic_case_files,
+)
 
 FOLDER_PERCENTILES = (0.5, 99.5)
 Pair = tuple[np.ndarray, np.ndarray]  # images in [-1, 1] [N, C, *S], masks [N, *S]
@@ -72,7 +78,8 @@ class RealSource:
 def is_pair_folder(path: Path) -> bool:
     """A folder of image/mask pairs rather than a prepared folder (which holds manifest.json)."""
     return path.is_dir() and not (path / "manifest.json").exists() and (
-        ((path / "imagesTr").is_dir() and (path / "labelsTr").is_dir()) or (path / "images").is_dir())
+        ((path / "imagesTr").is_dir() and (path / "labelsTr").is_dir())
+        or ((path / PAIR_IMAGE_DIR).is_dir() and any((path / d).is_dir() for d in PAIR_MASK_DIRS)))
 
 
 def load_real_source(spec: str) -> RealSource:

@@ -96,6 +96,7 @@ def test_a_folder_that_is_no_set_and_a_pair_without_its_mask_are_refused(toy_pre
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # four evaluations (~20 s on the busy 2-core machine)
 def test_feature_cache_is_hit_on_the_second_run_and_invalidated_by_a_changed_file(toy_prepared, tmp_path, monkeypatch):
     extracted = []
     original = radiomics.RadiomicsExtractor.extract

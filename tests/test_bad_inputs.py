@@ -511,6 +511,44 @@ def evaluate_missing_manifest(w, tmp):
     return evaluate_args(w, tmp, real=str(tmp / "noprep")), str(tmp / "noprep")
 
 
+def pair_folder(w, tmp: Path, name: str, n: int | None = None) -> Path:
+    """`n` cases of the sampled set as another tool lays them out: images/ + masks/ with matching names."""
+    folder = tmp / name
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for mask in sorted((w.synthetic / "labelsTr").glob("*.nii.gz"))[:n]:
+        shutil.copy(mask, folder / "masks" / mask.name)
+        shutil.copy(w.synthetic / "imagesTr" / mask.name.replace(".nii.gz", "_0000.nii.gz"), folder / "images" / mask.name)
+    return folder
+
+
+def evaluate_pairs_missing_mask(w, tmp):
+    synthetic = pair_folder(w, tmp, "maisi")
+    mask = sorted((synthetic / "masks").iterdir())[0]
+    mask.unlink()
+    return evaluate_args(w, tmp, synthetic), f"{mask}: mask missing for image {mask.name}"
+
+
+def evaluate_real_folder_one_case(w, tmp):
+    real = pair_folder(w, tmp, "real_pairs", n=1)
+    return evaluate_args(w, tmp, None, str(real)), f"--real {real}: 1 case(s); at least 2 needed"
+
+
+def evaluate_cuda_without_gpu(w, tmp):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: --device cuda is not refused here")
+    return evaluate_args(w, tmp, None, None, "--device", "cuda"), "--device cuda: torch sees no CUDA GPU"
+
+
+def evaluate_zero_workers(w, tmp):
+    return evaluate_args(w, tmp, None, None, "--workers", "0"), "workers must be >= 1, got 0"
+
+
+def evaluate_cache_dir_under_file(w, tmp):
+    (tmp / "file").write_text("x")
+    return evaluate_args(w, tmp, None, None, "--cache-dir", tmp / "file" / "cache"), f"--cache-dir {tmp / 'file' / 'cache'}"
+
+
 # --- downstream ----------------------------------------------------------------------------------------
 
 
@@ -775,6 +813,11 @@ CASES = [
     ("evaluate", "--out equal to the synthetic set", evaluate_out_is_synthetic),
     ("evaluate", "--overwrite on a folder synthmed did not write", evaluate_overwrite_foreign),
     ("evaluate", "manifest missing", evaluate_missing_manifest),
+    ("evaluate", "images/ + masks/ folder: an image without its mask", evaluate_pairs_missing_mask),
+    ("evaluate", "--real folder of pairs with one case", evaluate_real_folder_one_case),
+    ("evaluate", "--device cuda where torch sees no GPU", evaluate_cuda_without_gpu),
+    ("evaluate", "--workers 0", evaluate_zero_workers),
+    ("evaluate", "--cache-dir under a regular file", evaluate_cache_dir_under_file),
     ("downstream", "synthetic set without card.json", downstream_set_without_card),
     ("downstream", "leakage: the card lists a test case", downstream_leakage),
     ("downstream", "generator saw real cases the arm does not", downstream_extra_labels),

@@ -6,8 +6,10 @@ Files are 3D NIfTI volumes (``.nii``, ``.nii.gz``) or 2D images (``.png``, ``.jp
 
 Accepted inputs:
 - an MSD or nnU-Net v2 folder: ``imagesTr/``, ``labelsTr/`` and ``dataset.json`` (optional for 2D).
-  Image names are ``<case>.nii.gz`` (MSD) or ``<case>_0000.nii.gz`` (nnU-Net v2, single channel
-  only), likewise ``.png`` for 2D. Labels are read from ``dataset.json`` in either form,
+  Image names are ``<case>.nii.gz`` (MSD; a 4D NIfTI holds its channels on the last axis) or
+  ``<case>_0000.nii.gz … <case>_000N.nii.gz`` (nnU-Net v2, one file per channel), likewise ``.png``
+  for 2D. ``channel_names`` (or MSD's ``modality``) names the channels. Labels are read from
+  ``dataset.json`` in either form,
   ``{"0": "background", ...}`` (MSD) or ``{"background": 0, ...}`` (nnU-Net v2). The source name is
   ``dataset.json``'s ``"name"``.
 - a folder holding ``images/`` and ``labels/`` (or ``masks/``), paired by file name without its
@@ -16,8 +18,8 @@ Accepted inputs:
   the folder name. 2D images may sit in sub-folders (one per video sequence or patient), mirrored
   under the mask folder: the case id is then ``<sub-folder>__<name>`` and the sub-folder is the
   case's default group, so frames of one sequence never straddle splits.
-- a datalist JSON file (MONAI style): ``{"labels": {...} (optional), "training": [{"image": rel,
-  "label": rel, "id"?, "source"?, "group"?}, ...]}``, paths relative to the JSON file. The source
+- a datalist JSON file (MONAI style): ``{"labels": {...} (optional), "training": [{"image": rel
+  (or [rel, rel, ...]: one 3D file per channel), "label": rel, "id"?, "source"?, "group"?}, ...]}``, paths relative to the JSON file. The source
   of an entry is its ``"source"``, else the JSON file's stem. ``"validation"`` and ``"testing"``
   lists are not read (prepare splits ``"training"`` itself); a warning names them and their counts.
 
@@ -60,6 +62,14 @@ class CaseRecord:
     label: Path  # absolute path of the mask file
     group: str | None = None  # group given by a datalist entry or a 2D sub-folder, else None
     dims: int = 3  # 3: NIfTI volume, 2: PNG/JPEG/TIFF image
+    # every channel file, in channel order, when the image is several files (nnU-Net ``_000N``, a
+    # datalist ``image`` list); `image` is then the first. Empty: `image` holds every channel.
+    channel_files: list[Path] = field(default_factory=list)
+
+    @property
+    def image_files(self) -> list[Path]:
+        """The image file(s) of the case, in channel order."""
+        return self.channel_files or [self.image]
 
 
 @dataclass
@@ -71,6 +81,7 @@ class Source:
     kind: str  # "msd" | "folders" | "datalist"
     labels: dict[int, str] | None = None  # declared labels, None when the input declares none
     modality: str | None = None  # modality from dataset.json, when given
+    channel_names: list[str] | None = None  # dataset.json's channel_names / modality, in channel order
     cases: list[CaseRecord] = field(default_factory=list)
     dims: int = 3  # 3: NIfTI volumes, 2: PNG/JPEG/TIFF images
 
@@ -144,6 +155,17 @@ def parse_labels(raw: object, where: str) -> dict[int, str]:
     return dict(sorted(out.items()))
 
 
+def declared_channel_names(raw: object) -> list[str] | None:
+    """dataset.json's ``channel_names`` / ``modality`` ({"0": "FLAIR", "1": "T1w"}) in channel order;
+    None when absent or not such a mapping."""
+    if not isinstance(raw, dict) or not raw:
+        return None
+    try:
+        return [str(raw[k]) for k in sorted(raw, key=lambda k: int(k))]
+    except (TypeError, ValueError):
+        return None
+
+
 def _read_json(path: Path) -> object:
     try:
         return json.loads(path.read_text())
@@ -153,15 +175,34 @@ def _read_json(path: Path) -> object:
         raise UserError(f"{path}: invalid JSON ({e})") from e
 
 
-def _image_key(key: str, label_keys: set[str], path: Path, problems: list[str]) -> str | None:
-    """The mask key an image belongs to: its own key, or without nnU-Net's ``_0000`` channel suffix."""
+def _image_key(key: str, label_keys: set[str]) -> tuple[str, int | None]:
+    """(mask key, channel) of an image: nnU-Net's ``case_000N`` gives ("case", N); else (key, None)."""
     m = re.fullmatch(r"(.+)_(\d{4})", key)
     if m and m.group(1) in label_keys and key not in label_keys:
-        if m.group(2) != "0000":
-            problems.append(f"{path}: extra channel _{m.group(2)}; only single-channel images are supported")
-            return None
-        return m.group(1)
-    return key
+        return m.group(1), int(m.group(2))
+    return key, None
+
+
+def _group_channels(
+    images: dict[str, tuple[Path, int]], label_keys: set[str], problems: list[str]
+) -> dict[str, tuple[list[Path], int]]:
+    """Case key -> (image files in channel order, dims): nnU-Net ``case_0000 … case_000N`` files of a
+    case become its channels; a problem names a case whose channels are not 0..N-1 without gaps."""
+    channels: dict[str, dict[int, tuple[Path, int]]] = {}
+    for key, (path, dims) in images.items():
+        case_key, channel = _image_key(key, label_keys)
+        channels.setdefault(case_key, {})[0 if channel is None else channel] = (path, dims)
+    by_case: dict[str, tuple[list[Path], int]] = {}
+    for key, found in channels.items():
+        if sorted(found) != list(range(len(found))):
+            first = found[min(found)][0]
+            problems.append(
+                f"{first.parent / key}_XXXX: channel files {sorted(found)} found; expected 0..{len(found) - 1} "
+                f"without gaps (nnU-Net names channels case_0000, case_0001, ...)"
+            )
+            continue
+        by_case[key] = ([found[c][0] for c in sorted(found)], found[0][1])
+    return by_case
 
 
 def _mask_key(key: str, image_keys: set[str]) -> str:
@@ -194,26 +235,22 @@ def _pair_folder(
             problems.append(f"{path}: second mask for {mkey!r} (also {labels[mkey][0].name})")
             continue
         labels[mkey] = (path, dims)
-    by_case: dict[str, tuple[Path, int]] = {}
-    for key, (path, dims) in images.items():
-        case_key = _image_key(key, set(labels), path, problems)
-        if case_key is not None:
-            by_case[case_key] = (path, dims)
+    by_case = _group_channels(images, set(labels), problems)
     cases = []
     for key in sorted(set(by_case) | set(labels)):
         if key not in labels:
-            path, dims = by_case[key]
+            path, dims = by_case[key][0][0], by_case[key][1]
             expected = label_dir / (key + (".nii.gz" if dims == 3 else path.suffix))
             problems.append(f"{path}: image has no mask (expected {expected})")
         elif key not in by_case:
             problems.append(f"{labels[key][0]}: mask has no image in {image_dir}")
         else:
-            (image, dims), (label, label_dims) = by_case[key], labels[key]
+            (files, dims), (label, label_dims) = by_case[key], labels[key]
             if dims != label_dims:
-                problems.append(f"{label}: mask is {label_dims}D but its image {image.name} is {dims}D")
+                problems.append(f"{label}: mask is {label_dims}D but its image {files[0].name} is {dims}D")
                 continue
             case_id, group = _case_id_and_group(key, dims)
-            cases.append(CaseRecord(case_id, source, image, label, group, dims))
+            cases.append(CaseRecord(case_id, source, files[0], label, group, dims, files if len(files) > 1 else []))
     if not images and not labels_raw:
         problems.append(
             f"{image_dir}: no image files found (NIfTI .nii/.nii.gz, or 2D .png/.jpg/.jpeg/.tif/.tiff)"
@@ -242,17 +279,15 @@ def _discover_msd(path: Path, problems: list[str]) -> list[Source]:
         meta = raw
     name = str(meta.get("name") or path.name)
     labels = parse_labels(meta["labels"], str(meta_path)) if "labels" in meta else None
-    modality = None
-    mod = meta.get("modality", meta.get("channel_names"))
-    if isinstance(mod, dict) and mod:
-        modality = str(next(iter(mod.values())))
+    channel_names = declared_channel_names(meta.get("modality", meta.get("channel_names")))
+    modality = channel_names[0] if channel_names else None
     n_before = len(problems)
     for sub in ("imagesTr", "labelsTr"):
         if not (path / sub).is_dir():
             problems.append(f"{path / sub}: missing folder")
     if len(problems) > n_before:
         return []
-    src = Source(name=name, path=path, kind="msd", labels=labels, modality=modality)
+    src = Source(name=name, path=path, kind="msd", labels=labels, modality=modality, channel_names=channel_names)
     src.cases = _pair_folder(path / "imagesTr", path / "labelsTr", name, problems)
     src.dims = _source_dims(src.cases, path, problems)
     if src.dims == 3 and src.cases and not meta_path.exists():
@@ -282,20 +317,27 @@ def _discover_datalist(path: Path, problems: list[str]) -> list[Source]:
     if not isinstance(raw, dict) or not isinstance(raw.get("training"), list):
         raise UserError(f"{path}: a datalist needs a 'training' list of {{'image', 'label'}} entries")
     labels = parse_labels(raw["labels"], str(path)) if "labels" in raw else None
+    channel_names = declared_channel_names(raw.get("channel_names", raw.get("modality")))
     sources: dict[str, Source] = {}
     for i, entry in enumerate(raw["training"]):
         where = f"{path}: training[{i}]"
-        if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or not isinstance(
-            entry.get("label"), str
-        ):
-            problems.append(f"{where}: expected {{'image': str, 'label': str}}, found {entry!r}")
+        images = _datalist_images(entry)
+        if images is None or not isinstance(entry.get("label"), str):
+            problems.append(
+                f"{where}: expected {{'image': str or a list of str (one file per channel), 'label': str}}, "
+                f"found {entry!r}"
+            )
             continue
-        image = (path.parent / entry["image"]).resolve()
-        label = (path.parent / entry["label"]).resolve()
-        missing = [p for p in (image, label) if not p.is_file()]
+        channel_files = [(path.parent / p).resolve() for p in images]
+        image, label = channel_files[0], (path.parent / entry["label"]).resolve()
+        missing = [p for p in (*channel_files, label) if not p.is_file()]
         for p in missing:
             problems.append(f"{where}: file not found: {p}")
-        kinds = [strip_data_suffix(p.name) for p in (image, label)]
+        kinds = [strip_data_suffix(p.name) for p in (*channel_files, label)]
+        if len(channel_files) > 1 and any(k is not None and k[1] == 2 for k in kinds):
+            problems.append(f"{where}: an image list (one file per channel) is for 3D NIfTI volumes")
+            continue
+        kinds = [kinds[0], kinds[-1]]
         for p, kind in zip((image, label), kinds):
             if kind is None:
                 problems.append(
@@ -312,9 +354,11 @@ def _discover_datalist(path: Path, problems: list[str]) -> list[Source]:
         case_id = str(entry.get("id") or (stem if dims == 3 else safe_case_id(stem)))
         src_name = str(entry.get("source") or path.stem)
         group = entry.get("group")
-        src = sources.setdefault(src_name, Source(name=src_name, path=path, kind="datalist", labels=labels))
+        src = sources.setdefault(src_name, Source(name=src_name, path=path, kind="datalist", labels=labels,
+                                                  channel_names=channel_names))
         src.cases.append(
-            CaseRecord(case_id, src_name, image, label, None if group is None else str(group), dims)
+            CaseRecord(case_id, src_name, image, label, None if group is None else str(group), dims,
+                       channel_files if len(channel_files) > 1 else [])
         )
     if not raw["training"]:
         problems.append(f"{path}: 'training' list is empty")
@@ -322,6 +366,18 @@ def _discover_datalist(path: Path, problems: list[str]) -> list[Source]:
     for src in sources.values():
         src.dims = _source_dims(src.cases, path, problems)
     return list(sources.values())
+
+
+def _datalist_images(entry: object) -> list[str] | None:
+    """A datalist entry's image file(s): ``"image": str`` or ``"image": [str, ...]`` (one per channel)."""
+    if not isinstance(entry, dict):
+        return None
+    image = entry.get("image")
+    if isinstance(image, str):
+        return [image]
+    if isinstance(image, list) and image and all(isinstance(p, str) for p in image):
+        return image
+    return None
 
 
 def _warn_unused_lists(path: Path, raw: dict) -> dict[str, int]:

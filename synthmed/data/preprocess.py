@@ -117,7 +117,7 @@ def orient_and_resample(
     if spacing is not None:
         img = Spacing(pixdim=spacing, mode="bilinear", padding_mode="border")(img)
         msk = Spacing(pixdim=spacing, mode="nearest", padding_mode="zeros")(msk)
-        assert img.shape == msk.shape, (img.shape, msk.shape)
+        assert img.shape[1:] == msk.shape[1:], (img.shape, msk.shape)
     return img, msk
 
 

@@ -81,6 +81,14 @@ def test_a_channel_file_off_the_mask_geometry_is_named(tmp_path):
     assert not (tmp_path / "prep").exists()
 
 
+def test_resampling_and_resize_keep_every_channel(tmp_path):
+    source = write_toy_channels(tmp_path / "raw", NAMES[2], "msd4d", n_cases=4, spacing=(1.0, 1.0, 2.0))
+    options = PrepareOptions(**{**OPTIONS, "shape": (12, 12, 12)}, spacing=(2.0, 2.0, 2.0), shape_mode="resize")
+    manifest = json.loads(prepare_dataset([source], tmp_path / "prep", options, progress=False).read_text())
+    image = np.load(tmp_path / "prep" / manifest["cases"][0]["cache"])["image"]
+    assert image.shape == (2, 12, 12, 12) and not np.allclose(image[0], image[1])
+
+
 def test_cases_with_different_channel_counts_are_refused(tmp_path):
     root = write_toy_channels(tmp_path / "raw", NAMES[2], "msd4d", n_cases=4)
     odd = root / "imagesTr" / "mc_003.nii.gz"
@@ -112,3 +120,14 @@ def test_slices_of_multi_channel_volumes_are_refused(tmp_path):
     with pytest.raises(UserError, match="--slices / --mosaic take single-channel volumes"):
         prepare_dataset([root], tmp_path / "prep", PrepareOptions(shape=(16, 16), slices="axial", test_fraction=0.25,
                                                                   val_fraction=0.0, folds=0), progress=False)
+
+
+def test_analyze_reports_the_channels_and_each_channels_range(tmp_path):
+    from synthmed.data.analyze import analyze_dataset
+
+    root = write_toy_channels(tmp_path / "raw", NAMES[4], "msd4d", n_cases=3)
+    [source] = analyze_dataset([root], print_report=False)["sources"]
+    raw = raw_channels(root, "msd4d")
+    case = source["cases"]["mc_000"]
+    assert case["channels"] == 4 and case["shape"] == [16, 16, 16] and source["summary"]["channels"] == [4]
+    assert [c["min"] for c in case["intensity_per_channel"]] == pytest.approx(raw.reshape(4, -1).min(1))

@@ -61,6 +61,14 @@ def intensity_range(intensity: dict[str, Any], channel: int = 0) -> tuple[float,
     return lo, hi
 
 
+def check_image_channels(images: np.ndarray, intensity: dict[str, Any], where: str, channel_axis: int = 1) -> None:
+    """Raises: UserError naming `where` when multi-channel images lack the manifest's channel count."""
+    n = len(channel_intensities(intensity))
+    found = images.shape[channel_axis] if images.ndim > channel_axis else 0
+    if n > 1 and found != n:
+        raise UserError(f"{where}: images have {found} channel(s); the manifest's images have {n}")
+
+
 def _map(x: np.ndarray, lo: float, hi: float, to_original: bool) -> np.ndarray:
     if to_original:
         return ((np.clip(x, -1.0, 1.0) + 1.0) * 0.5 * (hi - lo) + lo).astype(np.float32)

@@ -11,7 +11,7 @@ from synthmed.data.discover import discover_sources
 from synthmed.data.prepare import PrepareOptions, prepare_dataset
 from synthmed.data.toy_channels import write_toy_channels
 from synthmed.errors import UserError
-from synthmed.sample.postprocess import images_to_network_units, images_to_original_units, intensity_range
+from synthmed.sample.postprocess import check_image_channels, images_to_network_units, images_to_original_units, intensity_range
 
 OPTIONS = dict(shape=(16, 16, 16), test_fraction=0.25, val_fraction=0.0, folds=0)
 NAMES = {2: ["FLAIR", "T1w"], 4: ["CT", "T1w", "t1gd", "T2w"]}
@@ -63,6 +63,9 @@ def test_per_channel_intensity_undone_per_channel():
     assert intensity_range(intensity, 1) == (0.0, 10.0)
     with pytest.raises(UserError, match="lack the manifest's 2 channels"):
         images_to_original_units(images[:, :1], intensity)
+    with pytest.raises(UserError, match="SYN: images have 1 channel.s.; the manifest's images have 2"):
+        check_image_channels(images[:, :1], intensity, "SYN")
+    check_image_channels(images, intensity, "SYN")
 
 
 def test_a_channel_file_off_the_mask_geometry_is_named(tmp_path):

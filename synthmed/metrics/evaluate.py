@@ -318,15 +318,16 @@ def _compute(manifest: Manifest, split: str, synthetic: Path, sets: Sets, names:
         Modality.IMAGES.value: {}, Modality.MASKS.value: {},
     }
     tsne_inputs = {}
-    channel_names = _channel_names(manifest, sets)
+    channel_names, unavailable = _channel_names(manifest, sets), {}
     for modality in Modality:
         names_here = channel_names if modality == Modality.IMAGES else channel_names[:1]
         for name, (built, channels, how) in channel_spaces(features, names_here, o.channels).items():
-            if doc["feature_spaces"].get(name, {}).get("status") == "unavailable":
-                continue
             try:
+                if built in unavailable:  # tried once (weights missing): not again per channel or for masks
+                    raise unavailable[built]
                 results, info = _feature_space_metrics(built, sets, o, modality, channels)
             except WeightsUnavailable as e:  # reported once, by the table and metrics.json
+                unavailable[built] = e
                 doc["feature_spaces"][name] = {"status": "unavailable", "reason": str(e)}
                 continue
             suffix = name[name.index("["):] if "[" in name else ""  # "[FLAIR]": one channel of several

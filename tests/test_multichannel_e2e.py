@@ -17,7 +17,7 @@ from tests.train.test_training import tiny_config
 
 
 @pytest.mark.slow
-def test_two_channels_through_every_stage(tmp_path):
+def test_two_channels_through_every_stage(tmp_path, capsys):
     raw = write_toy_channels(tmp_path / "raw", ["FLAIR", "T1w"], "nnunet", n_cases=10)
     prep, run, syn = tmp_path / "prep", tmp_path / "run", tmp_path / "syn"
     assert main(["prepare", str(raw), "--out", str(prep), "--shape", "16", "16", "16", "--test-fraction", "0.2",
@@ -42,6 +42,7 @@ def test_two_channels_through_every_stage(tmp_path):
     assert main(["evaluate", "--real", f"{prep}:test", "--synthetic", str(syn), "--out", str(tmp_path / "eval"),
                  "--features", "autoencoder", "--channels", "per_channel", "--ae-steps", "5", "--bootstrap", "10", "--kid-subsets", "5",
                  "--offline", "--no-card"]) == 0
+    assert "image channels: autoencoder[FLAIR] channel 0 (FLAIR); autoencoder[T1w] channel 1 (T1w)" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["feature_spaces"]["autoencoder[T1w]"]["channels"]["images"] == "channel 1 (T1w)"
     assert metrics["feature_spaces"]["autoencoder"]["channels"]["masks"] == "single channel"

@@ -489,6 +489,10 @@ def format_table(doc: dict[str, Any]) -> str:
     for name, info in doc["feature_spaces"].items():
         if info["status"] != "ok":
             lines.append(f"{name}: {info['status']} ({info['reason']})")
+    channels = {name: info["channels"]["images"] for name, info in doc["feature_spaces"].items()
+                if info.get("channels", {}).get("images", "single channel") != "single channel"}
+    if channels:  # multi-channel images: how each image feature space saw the channels
+        lines.append("image channels: " + "; ".join(f"{name} {how}" for name, how in channels.items()))
     return "\n".join(lines)
 
 

@@ -750,7 +750,7 @@ def test_the_table_covers_every_stage_and_the_readme_lists_each_row():
     assert len(rows) >= 40
     assert {s for s, _ in rows} == {"prepare", "analyze", "train", "grid", "sample", "encode", "evaluate",
                                     "downstream", "vtt", "demo"}
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     section = readme.split("## What synthmed refuses")[1].split("\n## ")[0]
     listed = [tuple(cell.strip().replace("`", "") for cell in line.split("|")[1:3])
               for line in section.splitlines() if line.startswith("| ") and not line.startswith("| stage")]

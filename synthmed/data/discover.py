@@ -168,7 +168,7 @@ def declared_channel_names(raw: object) -> list[str] | None:
 
 def _read_json(path: Path) -> object:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))  # JSON is UTF-8, whatever the locale
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror or e})") from e
     except json.JSONDecodeError as e:

@@ -21,6 +21,7 @@ from synthmed.cli import main
 from synthmed.data.manifest import load_manifest
 from synthmed.data.prepare import PrepareOptions, prepare_dataset
 from synthmed.data.toy import write_toy_dataset
+from synthmed.data.toy_channels import write_toy_channels
 from synthmed.data.toy2d import prepare_toy_2d, write_toy_2d_dataset
 from synthmed.fileio import write_output_marker
 from synthmed.sample.sampler import sample_to_folder
@@ -159,6 +160,43 @@ def affine_mismatch(w, tmp):
         _rewrite(path, affine=affine)
         return path
     return prepare_damaged(w, tmp, damage)
+
+
+def channel_geometry_mismatch(w, tmp):
+    import nibabel as nib
+    raw = write_toy_channels(tmp / "raw_mc", n_cases=4)
+    path = raw / "imagesTr" / "mc_001_0001.nii.gz"
+    affine = nib.load(path).affine.copy()
+    affine[2, 3] += 0.5
+    _rewrite(path, affine=affine)
+    return ["prepare", raw, "--out", tmp / "out", "--shape", "16", "16", "16", "--folds", "0"], str(path)
+
+
+def channel_count_mismatch(w, tmp):
+    raw = write_toy_channels(tmp / "raw_mc", n_cases=4, layout="msd4d")
+    path = raw / "imagesTr" / "mc_002.nii.gz"
+    _rewrite(path, image=np.zeros((16, 16, 16, 3), np.float32))
+    return ["prepare", raw, "--out", tmp / "out", "--shape", "16", "16", "16", "--folds", "0"], str(path)
+
+
+def channel_gap(w, tmp):
+    raw = write_toy_channels(tmp / "raw_mc", n_cases=4)
+    path = raw / "imagesTr" / "mc_003_0001.nii.gz"
+    path.rename(path.with_name("mc_003_0002.nii.gz"))
+    return ["prepare", raw, "--out", tmp / "out", "--shape", "16", "16", "16", "--folds", "0"], "mc_003_XXXX"
+
+
+def channel_files_2d(w, tmp):
+    from PIL import Image
+
+    raw = tmp / "raw2d_mc"
+    for sub in ("imagesTr", "labelsTr"):
+        (raw / sub).mkdir(parents=True)
+    for i in range(4):
+        for c in range(2):
+            Image.fromarray(np.full((8, 8), 40 * c, np.uint8)).save(raw / "imagesTr" / f"c{i}_000{c}.png")
+        Image.fromarray(np.eye(8, dtype=np.uint8)).save(raw / "labelsTr" / f"c{i}.png")
+    return ["prepare", raw, "--out", tmp / "out", "--folds", "0"], str(raw / "imagesTr" / "c0_0001.png")
 
 
 def nan_voxels(w, tmp):
@@ -756,6 +794,10 @@ CASES = [
     ("prepare", "a file that is not NIfTI", garbage_nifti),
     ("prepare", "mask shape differs from image shape", shape_mismatch),
     ("prepare", "mask affine differs from image affine", affine_mismatch),
+    ("prepare", "a channel file off its mask's geometry", channel_geometry_mismatch),
+    ("prepare", "cases with different channel counts", channel_count_mismatch),
+    ("prepare", "nnU-Net channel files with a gap (_0000, _0002)", channel_gap),
+    ("prepare", "2D: channel files (_0000, _0001 PNGs)", channel_files_2d),
     ("prepare", "NaN voxels", nan_voxels),
     ("prepare", "mask label outside the declared labels", undeclared_label),
     ("prepare", "too few cases for the split (3 cases, 5 folds)", too_few_cases),

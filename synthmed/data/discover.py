@@ -7,8 +7,10 @@ Files are 3D volumes (NIfTI ``.nii``/``.nii.gz``, NRRD ``.nrrd``/``.nhdr``, Meta
 
 Accepted inputs:
 - an MSD or nnU-Net v2 folder: ``imagesTr/``, ``labelsTr/`` and ``dataset.json`` (optional for 2D).
-  Image names are ``<case>.nii.gz`` (MSD) or ``<case>_0000.nii.gz`` (nnU-Net v2, single channel
-  only), likewise ``.png`` for 2D. Labels are read from ``dataset.json`` in either form,
+  Image names are ``<case>.nii.gz`` (MSD; a 4D NIfTI holds its channels on the last axis) or
+  ``<case>_0000.nii.gz … <case>_000N.nii.gz`` (nnU-Net v2, one file per channel), likewise ``.png``
+  for 2D. ``channel_names`` (or MSD's ``modality``) names the channels. Labels are read from
+  ``dataset.json`` in either form,
   ``{"0": "background", ...}`` (MSD) or ``{"background": 0, ...}`` (nnU-Net v2). The source name is
   ``dataset.json``'s ``"name"``. ``imagesTs/`` with ``labelsTs/`` are cases given the test split.
 - a folder holding ``images/`` and ``labels/`` (or ``masks/``), paired by file name without its
@@ -19,8 +21,9 @@ Accepted inputs:
   and the sub-folder is the case's default group, so frames of one sequence never straddle splits.
 - with a ``mask_suffix`` (``--mask-suffix _Mask``), also one folder holding both, ``000_HC.png``
   with ``000_HC_Mask.png``.
-- a datalist JSON file (MONAI style): ``{"labels": {...} (optional), "training": [{"image": rel,
-  "label": rel, "id"?, "source"?, "group"?}, ...], "validation": [...]?, "testing": [...]?}``, paths
+- a datalist JSON file (MONAI style): ``{"labels": {...} (optional), "channel_names": {"0": "FLAIR",
+  ...} (optional), "training": [{"image": rel (or [rel, rel, ...]: one 3D file per channel), "label":
+  rel, "id"?, "source"?, "group"?}, ...], "validation": [...]?, "testing": [...]?}``, paths
   relative to the JSON file (a DICOM series: its folder). The source of an entry is its
   ``"source"``, else the JSON file's stem. Entries of ``"validation"`` and ``"testing"`` are given
   that split (see `given_splits`). An entry without ``"id"`` gets one from its path: the file name
@@ -68,6 +71,14 @@ class CaseRecord:
     group: str | None = None  # group given by a datalist entry or a 2D sub-folder, else None
     dims: int = 3  # 3: volume (NIfTI, NRRD, MetaImage, DICOM folder), 2: PNG/JPEG/TIFF image
     given_split: str | None = None  # "val" | "test" from a datalist list or imagesTs; None: the seeded split
+    # every channel file, in channel order, when the image is several files (nnU-Net ``_000N``, a
+    # datalist ``image`` list); `image` is then the first. Empty: `image` holds every channel.
+    channel_files: list[Path] = field(default_factory=list)
+
+    @property
+    def image_files(self) -> list[Path]:
+        """The image file(s) of the case, in channel order."""
+        return self.channel_files or [self.image]
 
 
 @dataclass
@@ -79,6 +90,7 @@ class Source:
     kind: str  # one of SOURCE_KINDS
     labels: dict[int, str] | None = None  # declared labels, None when the input declares none
     modality: str | None = None  # modality from dataset.json, when given
+    channel_names: list[str] | None = None  # dataset.json's channel_names / modality, in channel order
     cases: list[CaseRecord] = field(default_factory=list)
     dims: int = 3  # 3: volumes, 2: PNG/JPEG/TIFF images
     id_note: str | None = None  # how case ids were made when the input gave none, for the summary
@@ -157,24 +169,54 @@ def parse_labels(raw: object, where: str) -> dict[int, str]:
     return dict(sorted(out.items()))
 
 
+def declared_channel_names(raw: object) -> list[str] | None:
+    """dataset.json's ``channel_names`` / ``modality`` ({"0": "FLAIR", "1": "T1w"}) in channel order;
+    None when absent or not such a mapping."""
+    if not isinstance(raw, dict) or not raw:
+        return None
+    try:
+        return [str(raw[k]) for k in sorted(raw, key=lambda k: int(k))]
+    except (TypeError, ValueError):
+        return None
+
+
 def _read_json(path: Path) -> object:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))  # JSON is UTF-8, whatever the locale
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror or e})") from e
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: invalid JSON ({e})") from e
 
 
-def _image_key(key: str, label_keys: set[str], path: Path, problems: list[str]) -> str | None:
-    """The mask key an image belongs to: its own key, or without nnU-Net's ``_0000`` channel suffix."""
+def _image_key(key: str, label_keys: set[str]) -> tuple[str, int | None]:
+    """(mask key, channel) of an image: nnU-Net's ``case_000N`` gives ("case", N); else (key, None)."""
     m = re.fullmatch(r"(.+)_(\d{4})", key)
     if m and m.group(1) in label_keys and key not in label_keys:
-        if m.group(2) != "0000":
-            problems.append(f"{path}: extra channel _{m.group(2)}; only single-channel images are supported")
-            return None
-        return m.group(1)
-    return key
+        return m.group(1), int(m.group(2))
+    return key, None
+
+
+def _group_channels(
+    images: dict[str, tuple[Path, int]], label_keys: set[str], problems: list[str]
+) -> dict[str, tuple[list[Path], int]]:
+    """Case key -> (image files in channel order, dims): nnU-Net ``case_0000 … case_000N`` files of a
+    case become its channels; a problem names a case whose channels are not 0..N-1 without gaps."""
+    channels: dict[str, dict[int, tuple[Path, int]]] = {}
+    for key, (path, dims) in images.items():
+        case_key, channel = _image_key(key, label_keys)
+        channels.setdefault(case_key, {})[0 if channel is None else channel] = (path, dims)
+    by_case: dict[str, tuple[list[Path], int]] = {}
+    for key, found in channels.items():
+        if sorted(found) != list(range(len(found))):
+            first = found[min(found)][0]
+            problems.append(
+                f"{first.parent / key}_XXXX: channel files {sorted(found)} found; expected 0..{len(found) - 1} "
+                f"without gaps (nnU-Net names channels case_0000, case_0001, ...)"
+            )
+            continue
+        by_case[key] = ([found[c][0] for c in sorted(found)], found[0][1])
+    return by_case
 
 
 def _mask_key(key: str, image_keys: set[str], dims: int, mask_suffix: str | None) -> str:
@@ -250,20 +292,17 @@ def _pair_files(
             problems.append(f"{path}: second mask for {mkey!r} (also {labels[mkey][0].name})")
             continue
         labels[mkey] = (path, dims)
-    by_case: dict[str, tuple[Path, int]] = {}
-    for key, (path, dims) in images.items():
-        case_key = _image_key(key, set(labels), path, problems)
-        if case_key is not None:
-            by_case[case_key] = (path, dims)
+    by_case = _group_channels(images, set(labels), problems)
     cases = []
     for key in sorted(set(by_case) & set(labels)):
-        (image, dims), (label, label_dims) = by_case[key], labels[key]
+        (files, dims), (label, label_dims) = by_case[key], labels[key]
         if dims != label_dims:
-            problems.append(f"{label}: mask is {label_dims}D but its image {image.name} is {dims}D")
+            problems.append(f"{label}: mask is {label_dims}D but its image {files[0].name} is {dims}D")
             continue
         case_id, group = _case_id_and_group(key, dims)
-        cases.append(CaseRecord(case_id, source, image, label, group, dims))
-    lonely_images = {k: by_case[k][0] for k in sorted(set(by_case) - set(labels))}
+        cases.append(CaseRecord(case_id, source, files[0], label, group, dims,
+                                channel_files=files if len(files) > 1 else []))
+    lonely_images = {k: by_case[k][0][0] for k in sorted(set(by_case) - set(labels))}
     lonely_masks = {k: labels[k][0] for k in sorted(set(labels) - set(by_case))}
     if lonely_images or lonely_masks:
         dims = next(iter({**by_case, **labels}.values()))[1]
@@ -305,17 +344,15 @@ def _discover_msd(path: Path, problems: list[str], mask_suffix: str | None) -> l
         meta = raw
     name = str(meta.get("name") or path.name)
     labels = parse_labels(meta["labels"], str(meta_path)) if "labels" in meta else None
-    modality = None
-    mod = meta.get("modality", meta.get("channel_names"))
-    if isinstance(mod, dict) and mod:
-        modality = str(next(iter(mod.values())))
+    channel_names = declared_channel_names(meta.get("modality", meta.get("channel_names")))
+    modality = channel_names[0] if channel_names else None
     n_before = len(problems)
     for sub in ("imagesTr", "labelsTr"):
         if not (path / sub).is_dir():
             problems.append(f"{path / sub}: missing folder")
     if len(problems) > n_before:
         return []
-    src = Source(name=name, path=path, kind="msd", labels=labels, modality=modality)
+    src = Source(name=name, path=path, kind="msd", labels=labels, modality=modality, channel_names=channel_names)
     src.cases = _pair_folder(path / "imagesTr", path / "labelsTr", name, problems, mask_suffix)
     src.cases += _test_cases(path, name, problems, mask_suffix)
     src.dims = _source_dims(src.cases, path, problems)
@@ -360,18 +397,19 @@ DATALIST_SPLITS = {"training": None, "validation": "val", "testing": "test"}  # 
 def _datalist_record(path: Path, where: str, entry: object, problems: list[str]) -> tuple[CaseRecord, Path] | None:
     """The record of one datalist entry and its image path as listed (symbolic links not followed, for an
     id made from the path), or None with problems."""
-    if not isinstance(entry, dict) or not isinstance(entry.get("image"), str) or not isinstance(
-        entry.get("label"), str
-    ):
-        problems.append(f"{where}: expected {{'image': str, 'label': str}}, found {entry!r}")
+    images = _datalist_images(entry)
+    if images is None or not isinstance(entry.get("label"), str):  # type: ignore[union-attr]
+        problems.append(f"{where}: expected {{'image': str or a list of str (one file per channel), 'label': str}}, "
+                        f"found {entry!r}")
         return None
-    image = (path.parent / entry["image"]).resolve()
-    label = (path.parent / entry["label"]).resolve()
-    missing = [p for p in (image, label) if not p.exists()]
+    assert isinstance(entry, dict)
+    channel_files = [(path.parent / p).resolve() for p in images]
+    image, label = channel_files[0], (path.parent / entry["label"]).resolve()
+    missing = [p for p in (*channel_files, label) if not p.exists()]
     for p in missing:
         problems.append(f"{where}: file not found: {p}")
     kinds = [(p.name, 3) if is_dicom_folder(p) else strip_data_suffix(p.name) for p in (image, label)]
-    listed = Path(os.path.abspath(path.parent / entry["image"]))
+    listed = Path(os.path.abspath(path.parent / images[0]))
     for p, kind in zip((image, label), kinds):
         if kind is None and p not in missing:
             problems.append(
@@ -384,9 +422,13 @@ def _datalist_record(path: Path, where: str, entry: object, problems: list[str])
     if kinds[1][1] != dims:  # type: ignore[index]
         problems.append(f"{where}: image {image.name} and mask {label.name} are not both 2D or both 3D")
         return None
+    if len(channel_files) > 1 and dims == 2:
+        problems.append(f"{where}: an image list (one file per channel) is for 3D volumes")
+        return None
     group = entry.get("group")
     record = CaseRecord(str(entry.get("id") or ""), str(entry.get("source") or path.stem), image, label,
-                        None if group is None else str(group), dims)
+                        None if group is None else str(group), dims,
+                        channel_files=channel_files if len(channel_files) > 1 else [])
     return record, listed
 
 
@@ -416,6 +458,7 @@ def _discover_datalist(path: Path, problems: list[str]) -> list[Source]:
     if not isinstance(raw, dict) or not isinstance(raw.get("training"), list):
         raise UserError(f"{path}: a datalist needs a 'training' list of {{'image', 'label'}} entries")
     labels = parse_labels(raw["labels"], str(path)) if "labels" in raw else None
+    channel_names = declared_channel_names(raw.get("channel_names", raw.get("modality")))
     found: list[tuple[CaseRecord, Path]] = []
     for key, split in DATALIST_SPLITS.items():
         entries = raw.get(key, [])
@@ -435,13 +478,26 @@ def _discover_datalist(path: Path, problems: list[str]) -> list[Source]:
         record.id = case_id
     sources: dict[str, Source] = {}
     for record, _ in found:
-        src = sources.setdefault(record.source, Source(record.source, path, "datalist", labels=labels))
+        src = sources.setdefault(record.source, Source(record.source, path, "datalist", labels=labels,
+                                                       channel_names=channel_names))
         src.cases.append(record)
     for src in sources.values():
         src.dims = _source_dims(src.cases, path, problems)
         n_own = sum(1 for r, _ in unnamed if r.source == src.name)
         src.id_note = f"ids of {n_own} of {len(src.cases)} entries made from their {how}" if n_own else None
     return list(sources.values())
+
+
+def _datalist_images(entry: object) -> list[str] | None:
+    """A datalist entry's image file(s): ``"image": str`` or ``"image": [str, ...]`` (one per channel)."""
+    if not isinstance(entry, dict):
+        return None
+    image = entry.get("image")
+    if isinstance(image, str):
+        return [image]
+    if isinstance(image, list) and image and all(isinstance(p, str) for p in image):
+        return image
+    return None
 
 
 def discover_sources(inputs: list[str | Path], mask_suffix: str | None = None) -> list[Source]:

@@ -307,6 +307,12 @@ def open_images(sources: list[Source], options: PrepareOptions, progress: bool) 
     """
     _check_image_options(options)
     records = [c for s in sources for c in s.cases]
+    several = [r for r in records if r.channel_files]
+    if several:
+        raise UserError(
+            f"{several[0].channel_files[1]}: 2D cases are one grey or RGB image each; {len(several)} case(s) have "
+            f"channel files (_0000, _0001, ...), which synthmed reads for 3D volumes only"
+        )
     shape = shape_2d(options, None) or _common_size(records)
     shape_mode = options.resolved_shape_mode(2)
     declared = declared_labels(sources, options)

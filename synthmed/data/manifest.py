@@ -5,7 +5,8 @@ Layout of a prepared folder::
     OUT/manifest.json
     OUT/cases/<id>.npz     # np.savez: image float32 [C,*S] in [-1, 1], mask uint8 [*S]
 
-3D: S = (D, H, W) and C = 1. 2D: S = (H, W) and C = 1 (grayscale) or 3 (RGB).
+3D: S = (D, H, W) and C = 1, or C channels (multi-channel volumes). 2D: S = (H, W) and C = 1
+(grayscale) or 3 (RGB).
 
 ``manifest.json`` top-level keys (format_version 1): ``format`` ("synthmed-manifest"),
 ``format_version``, ``synthmed_version``, ``created`` (ISO time), ``sources`` (name, absolute path,
@@ -14,7 +15,9 @@ k_folds, group_regex, train/val/test id lists, folds).
 
 ``preprocessing`` always has ``dims`` (3 or 2; a manifest without it is 3D), ``shape``,
 ``shape_mode``, ``modality`` and ``intensity`` (window ``lo``/``hi``, or percentiles with the median
-case range ``reference_lo``/``reference_hi``). 3D adds orientation, spacing and foreground_margin.
+case range ``reference_lo``/``reference_hi``). Multi-channel volumes add ``channels`` (C), make
+``modality`` the list of channel names and ``intensity`` ``{"mode": "per_channel", "channels": [{"name",
+"mode", ...window or percentile keys}, ...]}``; each case's ``intensity`` then holds lists of C ``lo``/``hi``. 3D adds orientation, spacing and foreground_margin.
 2D adds ``channels``, ``bit_depth`` (8 or 16: the depth synthetic PNGs are written with),
 ``input`` ("images", "slices" or "mosaic"), ``spacing_unit`` ("pixel": input pixels, or "mm" for
 slices) and, per input, ``masks`` (how 2D masks were read) or ``slicing`` (axis, volume spacing, ...).

@@ -93,7 +93,11 @@ class SliceReader(CaseReader):
 
     def check(self, record: CaseRecord) -> LoadedCase:
         labels = set(self.declared) if self.declared else None
-        return load_checked_case(record, labels, self.options.crop_to_image)
+        case = load_checked_case(record, labels, self.options.crop_to_image)
+        if case.image is not None and case.image.ndim == 4:
+            case.problems.append(f"{record.image}: --slices / --mosaic take single-channel volumes; this image "
+                                 f"has {case.image.shape[0]} channels (prepare it as 3D volumes)")
+        return case
 
     def prepare(self, case: LoadedCase) -> list[PreparedCase]:
         assert case.image is not None and case.mask is not None and case.affine is not None

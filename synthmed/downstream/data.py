@@ -18,7 +18,7 @@ from synthmed.data.manifest import Manifest
 from synthmed.errors import UserError, format_problems
 from synthmed.sample.synthetic_set import load_synthetic_set
 from synthmed.sample.card import load_card
-from synthmed.sample.postprocess import images_to_network_units
+from synthmed.sample.postprocess import check_image_channels, images_to_network_units
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ def load_synthetic(folder: str | Path, manifest: Manifest, indices: list[int] | 
     unknown = sorted(set(np.unique(masks).tolist()) - valid_labels)
     if unknown:
         raise UserError(f"{folder}: mask labels {unknown} are not among {manifest.path}'s labels {sorted(valid_labels)}")
+    check_image_channels(images, manifest.preprocessing["intensity"], str(folder))
     stacked = images_to_network_units(images, manifest.preprocessing["intensity"])
     return CaseArrays(stacked, binarize_masks(masks) if binarize else masks, names)
 

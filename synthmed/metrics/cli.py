@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from synthmed.metrics.channels import CHANNEL_MODES
 from synthmed.metrics.evaluate import EvaluateOptions, evaluate_synthetic_set, format_table
 from synthmed.metrics.extractors import available_feature_extractors
 from synthmed.metrics.extractors.base import DEVICES
@@ -34,6 +35,9 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--ae-steps", type=int, default=DEFAULTS.ae_steps, help="training steps of the autoencoder feature space")
     p.add_argument("--offline", action="store_true", help="never download weights; use only the cache")
     p.add_argument("--no-card", action="store_true", help="do not write headline figures into the set's card.json")
+    p.add_argument("--channels", choices=CHANNEL_MODES, default=DEFAULTS.channels,
+                   help="multi-channel images: auto (stacked where a feature space takes C channels, e.g. the "
+                        "autoencoder; per channel otherwise), per_channel, or stacked; intensity is always per channel")
     p.add_argument("--device", choices=DEVICES, default=DEFAULTS.device, help="torch feature extractors (auto: cuda when available)")
     p.add_argument("--workers", type=int, default=DEFAULTS.workers, help="radiomics worker processes (default: the CPU cores)")
     p.add_argument("--cache-dir", default=DEFAULTS.cache_dir, metavar="DIR",
@@ -51,6 +55,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         kid_subset_size=args.kid_subset_size, prdc_k=args.k, copy_ratio=args.copy_ratio, top_k_pairs=args.top_k,
         tsne_perplexity=args.tsne_perplexity, tsne_learning_rate=args.tsne_learning_rate, ae_steps=args.ae_steps,
         download_weights=not args.offline, update_card=not args.no_card, seed=args.seed, overwrite=args.overwrite,
+        channels=args.channels,
         device=args.device, workers=args.workers, cache_dir=args.cache_dir, use_cache=not args.no_cache,
     )
     doc = evaluate_synthetic_set(args.real, args.synthetic, args.out, options)

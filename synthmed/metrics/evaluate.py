@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 import synthmed
+from synthmed.data.discover import safe_case_id
 from synthmed.errors import UserError
 from synthmed.fileio import atomic_directory, atomic_write_json, check_output_folder
 from synthmed.metrics import plots
@@ -32,6 +33,7 @@ from synthmed.metrics.extractors.base import (
     look_up_feature_extractor,
     resolve_device,
 )
+from synthmed.metrics.channels import ChannelFeatures, channel_names_of, channel_spaces, check_channel_mode
 from synthmed.metrics.feature_cache import FeatureCache, default_cache_dir
 from synthmed.metrics.inception_score import inception_score
 from synthmed.metrics.intensity import intensity_wasserstein, sample_voxels
@@ -72,6 +74,7 @@ class EvaluateOptions:
     seed: int = 0
     overwrite: bool = False
     extractor_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)  # per feature space, e.g. {"inception": {"pretrained": False}}
+    channels: str = "auto"  # multi-channel images: auto, per_channel or stacked (see `synthmed.metrics.channels`)
     device: str = "auto"  # torch feature extractors: auto (cuda when available), cpu or cuda
     workers: int | None = None  # radiomics worker processes; None: the CPU cores available
     cache_dir: str | None = None  # real-set feature cache; None: $SYNTHMED_CACHE/features or ~/.cache/synthmed/features
@@ -101,6 +104,7 @@ def _check_options(o: EvaluateOptions) -> None:
         problems.append(f"workers must be >= 1, got {o.workers}")
     if problems:
         raise UserError("evaluate: " + "; ".join(problems))
+    check_channel_mode(o.channels)
     for name in o.features:
         look_up_feature_extractor(name)
 
@@ -223,7 +227,7 @@ def _resolve_features(names: tuple[str, ...], data_dims: int) -> tuple[dict[str,
     return use, skipped
 
 
-def _build(name: str, o: EvaluateOptions, device: str) -> FeatureExtractor:
+def _build(name: str, o: EvaluateOptions, device: str, channels: list[int] | None = None) -> FeatureExtractor:
     kwargs = dict(o.extractor_kwargs.get(name, {}))
     if look_up_feature_extractor(name).uses_device:
         kwargs.setdefault("device", device)
@@ -233,16 +237,19 @@ def _build(name: str, o: EvaluateOptions, device: str) -> FeatureExtractor:
         kwargs.setdefault("steps", o.ae_steps)
     if name in ("inception", "medicalnet") and kwargs.get("pretrained", True):
         kwargs.setdefault("download", o.download_weights)
+    if channels is not None:  # multi-channel images, one channel at a time (see `channels`)
+        return ChannelFeatures(lambda: build_feature_extractor(name, **kwargs), channels)
     return build_feature_extractor(name, **kwargs)
 
 
-def _feature_space_metrics(name: str, sets: Sets, o: EvaluateOptions, modality: Modality, run: _Run) -> tuple[dict, dict]:
+def _feature_space_metrics(name: str, sets: Sets, o: EvaluateOptions, modality: Modality, run: _Run,
+                           channels: list[int] | None = None) -> tuple[dict, dict]:
     """Distances for one feature space and modality: ``({view: figures}, {view: features by set})``.
 
     The real sets' features come from the feature cache when it holds them; the synthetic set's are
     always extracted.
     """
-    extractor = _build(name, o, run.device)
+    extractor = _build(name, o, run.device, channels)
     by_set = {k: _as_modality(*getattr(sets, k), modality, sets.num_labels) for k in ("real", "synthetic", "train", "test")}
     if extractor.needs_fit:
         extractor.fit(by_set["train"], seed=o.seed)
@@ -360,14 +367,23 @@ def _compute(run: _Run, sets: Sets, folder: Path, features: dict[str, str], skip
         Modality.IMAGES.value: {}, Modality.MASKS.value: {},
     }
     tsne_inputs = {}
-    for name, built in features.items():
-        for modality in Modality:
+    channel_names, unavailable = _channel_names(source, sets), {}
+    for modality in Modality:
+        names_here = channel_names if modality == Modality.IMAGES else channel_names[:1]
+        for name, (built, channels, how) in channel_spaces(features, names_here, o.channels).items():
             try:
-                results, info = _feature_space_metrics(built, sets, o, modality, run)
+                if built in unavailable:  # tried once (weights missing): not again per channel or for masks
+                    raise unavailable[built]
+                results, info = _feature_space_metrics(built, sets, o, modality, run, channels)
             except WeightsUnavailable as e:  # reported once, by the table and metrics.json
+                unavailable[built] = e
                 doc["feature_spaces"][name] = {"status": "unavailable", "reason": str(e)}
-                break
-            doc["feature_spaces"][name] = {"status": "ok", **info["describe"]}
+                continue
+            suffix = name[name.index("["):] if "[" in name else ""  # "[FLAIR]": one channel of several
+            results = {(k.replace(built, built + suffix, 1) if k.startswith(built + "/") else k + suffix): v
+                       for k, v in results.items()}
+            described = doc["feature_spaces"].setdefault(name, {"status": "ok", **info["describe"]})
+            described.setdefault("channels", {})[modality.value] = how
             doc[modality.value].update(results)
             tsne_inputs.setdefault(modality, []).append((name, info["views"]))
     doc["diversity"] = _diversity(sets, o)
@@ -384,6 +400,13 @@ def _compute(run: _Run, sets: Sets, folder: Path, features: dict[str, str], skip
     return json_safe(doc)
 
 
+def _channel_names(source: RealSource, sets: Sets) -> list[str]:
+    """The image channels evaluated one by one (multi-channel 3D); one entry for grey or RGB images."""
+    if source.preprocessing["intensity"].get("mode") != "per_channel":
+        return ["image"]
+    return channel_names_of(source.preprocessing, sets.real[0].shape[1])
+
+
 def _diversity(sets: Sets, o: EvaluateOptions) -> dict:
     out = {}
     for modality in Modality:
@@ -396,12 +419,24 @@ def _diversity(sets: Sets, o: EvaluateOptions) -> dict:
 
 
 def _intensity(source: RealSource, sets: Sets, syn_original: np.ndarray, labels: list[int], o: EvaluateOptions, folder: Path) -> dict:
-    intensity = source.preprocessing["intensity"]
-    real_original = images_to_original_units(sets.real[0], intensity)
-    unit = "HU" if str(source.preprocessing.get("modality", "")).upper() == "CT" else "original units"
-    result = intensity_wasserstein(real_original, syn_original, sets.real[1], sets.synthetic[1], labels, seed=o.seed)
-    plots.save_histograms(folder / "intensity_histograms.png",
-                          {"real": sample_voxels(real_original, seed=o.seed), "synthetic": sample_voxels(syn_original, seed=o.seed)}, unit)
+    real_original = images_to_original_units(sets.real[0], source.preprocessing["intensity"])
+    names = _channel_names(source, sets)
+    if len(names) == 1:
+        unit = "HU" if str(source.preprocessing.get("modality", "")).upper() == "CT" else "original units"
+        return _channel_intensity(real_original, syn_original, sets, labels, unit, o, folder / "intensity_histograms.png")
+    per_channel = {  # each channel in its own units
+        name: _channel_intensity(real_original[:, c:c + 1], syn_original[:, c:c + 1], sets, labels,
+                                 "HU" if name.upper() == "CT" else "original units", o,
+                                 folder / f"intensity_histograms_{c}_{safe_case_id(name)}.png")
+        for c, name in enumerate(names)}
+    return {"channels": "per_channel", "per_channel": per_channel}
+
+
+def _channel_intensity(real: np.ndarray, syn: np.ndarray, sets: Sets, labels: list[int], unit: str, o: EvaluateOptions,
+                       figure: Path) -> dict:
+    """Wasserstein distances of channel 0 of `real` / `syn` (original units), and their histogram figure."""
+    result = intensity_wasserstein(real, syn, sets.real[1], sets.synthetic[1], labels, seed=o.seed)
+    plots.save_histograms(figure, {"real": sample_voxels(real, seed=o.seed), "synthetic": sample_voxels(syn, seed=o.seed)}, unit)
     return {"unit": unit, MetricKey.WASSERSTEIN.value: result}
 
 
@@ -510,6 +545,10 @@ def format_table(doc: dict[str, Any]) -> str:
     cache = doc.get("feature_cache", {})
     if cache.get("folder"):
         lines.append(f"device {doc.get('device')}; real-set feature cache {cache['folder']}: {cache['hits']} hit(s), {cache['misses']} miss(es)")
+    channels = {name: info["channels"]["images"] for name, info in doc["feature_spaces"].items()
+                if info.get("channels", {}).get("images", "single channel") != "single channel"}
+    if channels:  # multi-channel images: how each image feature space saw the channels
+        lines.append("image channels: " + "; ".join(f"{name} {how}" for name, how in channels.items()))
     return "\n".join(lines)
 
 

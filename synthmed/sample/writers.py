@@ -223,7 +223,7 @@ def write_synthetic_set(
             if is_2d:
                 _write_png_pair(tmp, case, images_m11[i], mask, bits)
             else:
-                _write_nifti_pair(tmp, case, images_to_original_units(images_m11[i], intensity), mask, affine)
+                _write_nifti_pair(tmp, case, images_to_original_units(images_m11[i], intensity, channel_axis=0), mask, affine)
         atomic_write_json(tmp / "dataset.json", dataset)
         atomic_write_json(tmp / "card.json", card)
     return out_dir

@@ -13,6 +13,9 @@ of the usual step is reported as missing slices; any other uneven gap as inconsi
 
 from __future__ import annotations
 
+import contextlib
+import locale
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +59,23 @@ def itk_affine(image: sitk.Image) -> np.ndarray:
     return affine
 
 
+@contextlib.contextmanager
+def process_locale_kept() -> Iterator[None]:
+    """Restore the process locale after SimpleITK: GDCM sets LC_ALL to "C", which would turn every later
+    ``Path.read_text()`` without an encoding into ASCII."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
 def read_itk_volume(path: Path, problems: list[str]) -> tuple[np.ndarray, np.ndarray, tuple] | None:
     """(data [i,j,k], RAS affine, voxel size) of an NRRD/MetaImage file or a DICOM series folder, or None
     with a problem appended (unreadable, not 3D, several components, or a broken DICOM series)."""
     try:
-        image = read_dicom_series(path, problems) if path.is_dir() else sitk.ReadImage(str(path))
+        with process_locale_kept():
+            image = read_dicom_series(path, problems) if path.is_dir() else sitk.ReadImage(str(path))
     except RuntimeError as e:  # SimpleITK raises RuntimeError for unreadable and truncated files
         first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         problems.append(f"{path}: unreadable or truncated volume ({first})")

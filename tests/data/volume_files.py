@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from synthmed.data.volume_io import process_locale_kept
+
 UID_ROOT = "1.2.826.0.1.3680043.2.1125"  # an example UID root, as SimpleITK's own DICOM examples use
 
 
@@ -47,5 +49,6 @@ def nifti_to_dicom(
         piece.SetMetaData("0020|0013", str(k + 1))
         piece.SetMetaData("0008|0018", f"{UID_ROOT}.3.{series}.{k + 1}")
         writer.SetFileName(str(folder / f"slice_{series}_{k:03d}.dcm"))
-        writer.Execute(piece)
+        with process_locale_kept():
+            writer.Execute(piece)
     return folder

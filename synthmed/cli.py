@@ -9,7 +9,8 @@
     synthmed evaluate --real M --synthetic S  fidelity, diversity and memorisation of a synthetic set
     synthmed downstream --config FILE         does synthetic data improve segmentation of real test cases?
     synthmed vtt      create|invite|serve|analyze  visual Turing test with expert raters
-    synthmed demo     [--out DIR]             prepare -> train -> sample on the bundled data
+    synthmed study    --config FILE           the whole protocol as resumable work units (--jobs N, --worker)
+    synthmed demo     [--out DIR]             the tiny study on the bundled data, with its HTML report
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     from synthmed.data.cli import add_analyze_parser, add_prepare_parser
     from synthmed.downstream.cli import add_downstream_parser
     from synthmed.metrics.cli import add_evaluate_parser
+    from synthmed.study.cli import add_study_parser
     from synthmed.sample.cli import add_encode_parser, add_sample_parser
     from synthmed.train.cli import add_grid_parser, add_train_parser
     from synthmed.vtt.cli import add_vtt_parser
@@ -58,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_parser(sub)
     add_downstream_parser(sub)
     add_vtt_parser(sub)
+    add_study_parser(sub)
     _add_demo_parser(sub)
     return parser
 

@@ -36,4 +36,5 @@ def _run_study(args: argparse.Namespace) -> None:
         run_jobs(args.config, study, args.jobs, args.set)
     else:
         run_worker(study)
-    print_answer(study)
+    if not args.worker:  # each worker of an array would print it again
+        print_answer(study)

@@ -27,7 +27,7 @@ from synthmed.study.plan import (AGGREGATE, DOWNSTREAM, EVALUATE, PREPARE, REPOR
                                  build_plan, plan_document, slices)
 
 log = logging.getLogger(__name__)
-POLL_S = 2.0  # how often an idle worker looks for a unit whose dependencies another worker finished
+POLL_S = 1.0  # how often an idle worker looks for a unit whose dependencies another worker finished
 
 
 @dataclass

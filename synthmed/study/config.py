@@ -120,6 +120,11 @@ class StudyConfig(StrictModel):
                              f"({self.n_samples})")
         if self.protocol == "fixed_validation" and self.folds is not None:
             raise ValueError("folds applies to protocol: folds only")
+        if self.data.raw is not None and self.protocol == "fixed_validation" and self.data.prepare.val_fraction == 0:
+            raise ValueError("protocol fixed_validation selects models on the val split: data.prepare.val_fraction "
+                             "must be > 0")
+        if self.data.raw is not None and self.protocol == "folds" and self.data.prepare.folds < 2:
+            raise ValueError("protocol folds needs data.prepare.folds >= 2")
         return self
 
 

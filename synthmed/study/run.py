@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from synthmed.config import config_to_yaml
+from synthmed.data.discover import discover_sources
 from synthmed.data.manifest import load_manifest
 from synthmed.downstream.config import resolve_downstream_config
 from synthmed.errors import UserError
@@ -92,7 +93,9 @@ def check_inputs(study: Study) -> list[str]:
     for name in config.generators:
         run = work.generator_config(config, name, placeholder, study.folder / "generators" / name, 0)
         notes.append(f"generator {name}: {run.model.name}, {run.train.steps} steps, batch {run.train.batch_size}")
-    if config.data.prepared is not None:
+    if config.data.raw is not None:
+        notes.append(raw_data_note(config))
+    else:
         manifest = load_manifest(config.data.prepared)
         for sl in slices(config, manifest_folds(config)):
             cases = work.slice_cases(manifest, config, sl)
@@ -100,6 +103,23 @@ def check_inputs(study: Study) -> list[str]:
                          f"{len(cases['test'])} test real cases")
     resolve_downstream_config(work.downstream_raw(config, study.folder, "r1-s0"), source="downstream")
     return notes
+
+
+def raw_data_note(config: StudyConfig) -> str:
+    """How many cases the raw data holds and roughly how many the train split will get (before prepare).
+
+    Raises:
+        UserError: the data cannot be read, or the largest real-set size cannot fit.
+    """
+    sources = discover_sources(work.raw_inputs(config))
+    n = sum(len(s.cases) for s in sources)
+    opts = config.data.prepare
+    test, val = max(1, round(opts.test_fraction * n)), max(int(opts.val_fraction > 0), round(opts.val_fraction * n))
+    pool = (n - test - val) * (1 - 1 / opts.folds if config.protocol == "folds" else 1)
+    if max(config.real_sizes) > pool:
+        raise UserError(f"real_sizes: {max(config.real_sizes)} exceeds the about {int(pool)} training cases that "
+                        f"{n} cases leave after the test and validation fractions")
+    return f"data: {n} cases; about {n - test - val} train, {val} val, {test} test after prepare (groups may shift these)"
 
 
 def print_plan(study: Study, notes: list[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import html
 import json
 import logging
@@ -10,7 +11,8 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from synthmed.data.discover import discover_sources
 from synthmed.data.manifest import load_manifest
 from synthmed.downstream.config import resolve_downstream_config
 from synthmed.errors import UserError
-from synthmed.fileio import atomic_write_json, atomic_write_text
+from synthmed.fileio import atomic_write_text
 from synthmed.study import aggregate as agg
 from synthmed.study import units as work
 from synthmed.study.config import StudyConfig, load_study_config
@@ -28,6 +30,7 @@ from synthmed.study.plan import (AGGREGATE, DOWNSTREAM, EVALUATE, PREPARE, REPOR
                                  build_plan, plan_document, slices)
 
 log = logging.getLogger(__name__)
+STUDY_LOCK = ".study.lock"
 POLL_S = 1.0  # how often an idle worker looks for a unit whose dependencies another worker finished
 
 
@@ -64,22 +67,48 @@ def open_study(config_path: str | Path, out: str | None = None, overrides: Seque
     config.out = str(folder)
     units = build_plan(config, manifest_folds(config))
     plan = plan_document(config, units, Path(config.data.prepared) if config.data.prepared else None)
-    text = config_to_yaml(config)
-    existing = folder / "study.yaml"
-    if existing.is_file():
-        if existing.read_text() != text:
-            raise UserError(f"{folder}: holds a study started with another configuration ({existing}); "
-                            "use a new --out, or the same configuration to resume it")
+    if write:
+        with study_folder_lock(folder):  # workers starting together: one writes, the others compare
+            write_study_files(folder, config_to_yaml(config), plan)
+    elif (folder / "study.yaml").is_file():
+        check_same_study(folder, config_to_yaml(config))
     elif folder.exists() and any(folder.iterdir()):
         raise UserError(f"{folder}: exists and is not a study folder (no study.yaml); choose another --out")
-    if not write:
-        return Study(config, folder, units, plan)
-    folder.mkdir(parents=True, exist_ok=True)
-    if not existing.is_file():
-        atomic_write_text(existing, text)
-    if not (folder / "plan.json").is_file():
-        atomic_write_json(folder / "plan.json", plan)
     return Study(config, folder, units, plan)
+
+
+@contextmanager
+def study_folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive flock on ``STUDY/.study.lock`` (created with the folder) while the plan is written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / STUDY_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def check_same_study(folder: Path, text: str) -> None:
+    if (folder / "study.yaml").read_text() != text:
+        raise UserError(f"{folder}: holds a study started with another configuration ({folder / 'study.yaml'}); "
+                        "use a new --out, or the same configuration to resume it")
+
+
+def write_study_files(folder: Path, text: str, plan: dict) -> None:
+    """study.yaml and plan.json on the first run; a later run (or worker) checks it has the same study.
+
+    Raises:
+        UserError: the folder holds another study, or files that are not a study's.
+    """
+    if (folder / "study.yaml").is_file():
+        check_same_study(folder, text)
+        return
+    if any(p.name != STUDY_LOCK for p in folder.iterdir()):
+        (folder / STUDY_LOCK).unlink(missing_ok=True)  # leave a folder that is not ours as it was
+        raise UserError(f"{folder}: exists and is not a study folder (no study.yaml); choose another --out")
+    atomic_write_text(folder / "plan.json", json.dumps(plan, indent=2))
+    atomic_write_text(folder / "study.yaml", text)  # last: its presence says the folder is a study
 
 
 def check_inputs(study: Study) -> list[str]:

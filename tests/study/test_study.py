@@ -162,3 +162,12 @@ def test_a_study_folder_is_not_resumed_with_another_configuration(one_worker: Pa
     raw = {**TINY, "seeds": [0, 2]}
     assert main(["study", "--config", str(write_config(tmp_path, raw)), "--out", str(one_worker)]) == 2
     assert "another configuration" in capsys.readouterr().err
+
+
+def test_a_folder_that_is_not_a_study_is_refused_and_left_as_it_was(tmp_path: Path, capsys) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert main(["study", "--config", str(write_config(tmp_path, TINY)), "--out", str(mine)]) == 2
+    assert "not a study folder" in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]

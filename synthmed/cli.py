@@ -25,9 +25,9 @@ from synthmed.errors import UserError
 
 
 def _add_demo_parser(sub) -> None:
-    p = sub.add_parser("demo", help="prepare -> train -> sample on the bundled hippocampus subset")
+    p = sub.add_parser("demo", help="the tiny study (prepare -> train -> sample -> evaluate -> downstream -> report) on the bundled hippocampus subset")
     p.add_argument("--out", default="demo_output", help="output folder (an earlier demo's folder there is replaced)")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: the demo preset)")
+    p.add_argument("--steps", type=int, default=None, help="generator training steps (default 300)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run_demo)
 

@@ -171,3 +171,19 @@ def test_a_folder_that_is_not_a_study_is_refused_and_left_as_it_was(tmp_path: Pa
     assert main(["study", "--config", str(write_config(tmp_path, TINY)), "--out", str(mine)]) == 2
     assert "not a study folder" in capsys.readouterr().err
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+
+def test_the_demo_runs_configs_study_tiny(tmp_path: Path) -> None:
+    from synthmed.demo import DEMO_GENERATOR, demo_study
+    from synthmed.study.config import load_study_config
+    from synthmed.study.units import generator_config
+
+    preset = tmp_path / "gen.yaml"
+    preset.write_text(yaml.safe_dump(DEMO_GENERATOR))
+    demo = write_config(tmp_path, demo_study(preset, None, 0))
+    tiny, mine = load_study_config(ROOT / "configs" / "study_tiny.yaml"), load_study_config(demo)
+    ignore = {"generators", "out"}
+    assert mine.model_dump(exclude=ignore) == tiny.model_dump(exclude=ignore)
+    assert mine.generators["dcgan"].steps == tiny.generators["dcgan"].steps
+    runs = [generator_config(c, "dcgan", tmp_path / "m", tmp_path / "run", 0) for c in (tiny, mine)]
+    assert runs[0] == runs[1]

@@ -21,7 +21,7 @@ from synthmed.metrics.evaluate import headline_figures
 from synthmed.metrics.json_safe import json_safe
 from synthmed.study.config import StudyConfig
 from synthmed.study.locks import is_finished, read_record
-from synthmed.study.plan import DOWNSTREAM, EVALUATE, STAGE_ORDER, parse_slice
+from synthmed.study.plan import AGGREGATE, DOWNSTREAM, EVALUATE, REPORT, STAGE_ORDER, parse_slice
 
 REAL, REAL_AUG = "real-noaug", "real-aug"
 
@@ -130,14 +130,15 @@ def wall_time(study: Path, units: list[dict]) -> dict[str, float]:
 def aggregate(config: StudyConfig, study: Path, plan: dict) -> dict[str, Any]:
     """Write results.json and summary.csv from the finished units; return the results document."""
     units = plan["units"]
+    work = [u for u in units if u["kind"] not in (AGGREGATE, REPORT)]  # what the answer is built from
     table = case_table(study, units)
     comparisons = {str(size): compare_size(g, config) for size, g in table.groupby("real_size")}
     rows = [{"real_size": int(size), **{k: v for k, v in r.items() if k != "verdict"}, "verdict": r["verdict"]}
             for size, rs in comparisons.items() for r in rs]
     doc = {"format": "synthmed-study-results", "format_version": 1, "name": config.name,
            "protocol": config.protocol, "real_sizes": config.real_sizes, "seeds": config.seeds,
-           "finished_units": sorted(u["id"] for u in units if is_finished(study, u["id"])),
-           "units": len(units), "comparisons": comparisons,
+           "finished_units": sorted(u["id"] for u in work if is_finished(study, u["id"])),
+           "units": len(work), "comparisons": comparisons,
            "verdicts": [r["verdict"] for r in rows], "fidelity": fidelity(study, units),
            "wall_s_per_stage": wall_time(study, units),
            "method": "Dice per test case = mean over foreground labels, then over the slices (seeds"

@@ -91,17 +91,17 @@ def slice_cases(manifest: Manifest, config: StudyConfig, sl: Slice) -> dict[str,
     """
     if sl.fold is None:
         pool, val = manifest.split_ids("train"), manifest.split_ids("val")
-        where = f"{manifest.path}: the train split"
+        where = f"the train split of {manifest.path}"
         rng = np.random.default_rng(sl.seed)
     else:
         pool, val = manifest.split_ids("train", fold=sl.fold), manifest.split_ids("train", fold=sl.fold, part="val")
-        where = f"{manifest.path}: fold {sl.fold}'s training part"
+        where = f"fold {sl.fold}'s training part in {manifest.path}"
         rng = np.random.default_rng([sl.seed, sl.fold])
     if not val:
         raise UserError(f"{manifest.path}: no validation cases for protocol {config.protocol} "
                         "(data.prepare.val_fraction must be > 0 for fixed_validation, folds >= 2 for folds)")
     if sl.real_size > len(pool):
-        raise UserError(f"real_sizes: {sl.real_size} exceeds {where} ({len(pool)} cases)")
+        raise UserError(f"real_sizes: {sl.real_size} exceeds the {len(pool)} cases of {where}")
     chosen = sorted(pool[i] for i in rng.permutation(len(pool))[: sl.real_size])
     return {"train": chosen, "val": sorted(val), "test": manifest.split_ids("test")}
 

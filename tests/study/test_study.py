@@ -187,3 +187,54 @@ def test_the_demo_runs_configs_study_tiny(tmp_path: Path) -> None:
     assert mine.generators["dcgan"].steps == tiny.generators["dcgan"].steps
     runs = [generator_config(c, "dcgan", tmp_path / "m", tmp_path / "run", 0) for c in (tiny, mine)]
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "configs").glob("study_*.yaml")), ids=lambda p: p.stem)
+def test_every_study_preset_validates(preset: Path, tmp_path: Path) -> None:
+    """Keys, values and generator presets (the real-data presets' datasets are not needed here)."""
+    from synthmed.config import read_yaml
+    from synthmed.study.config import StudyConfig
+    from synthmed.study.units import generator_config
+
+    config = StudyConfig.model_validate(read_yaml(preset))
+    for name, gen in config.generators.items():
+        gen.preset = str(ROOT / gen.preset)
+        run = generator_config(config, name, tmp_path / "m", tmp_path / "run", 0)
+        assert run.train.steps == gen.steps
+    assert config.downstream.with_augmentation == [False, True]  # real + augmentation is always a baseline
+
+
+def test_folds_protocol_slices_draw_from_the_folds_training_part(tmp_path: Path) -> None:
+    from synthmed.data.manifest import Manifest
+    from synthmed.study.config import StudyConfig
+    from synthmed.study.plan import Slice, slice_cases, write_sub_manifest
+
+    ids = [f"c{i:02d}" for i in range(20)]
+    folds = [ids[0:5], ids[5:10], ids[10:15]]
+    doc = {"labels": {"0": "bg", "1": "fg"}, "preprocessing": {}, "cases": [{"id": i, "cache": f"cases/{i}.npz"} for i in ids],
+           "splits": {"train": ids[:15], "val": ids[15:17], "test": ids[17:], "folds": folds}}
+    (tmp_path / "prepared").mkdir()
+    (tmp_path / "prepared" / "manifest.json").write_text(json.dumps(doc))
+    manifest = Manifest(tmp_path / "prepared" / "manifest.json", doc)
+    config = StudyConfig.model_validate({**TINY, "protocol": "folds", "real_sizes": [4],
+                                         "data": {"prepared": str(tmp_path / "prepared")}})
+    cases = slice_cases(manifest, config, Slice(4, 0, fold=1))
+    assert cases["val"] == folds[1] and cases["test"] == ids[17:]
+    assert len(cases["train"]) == 4 and set(cases["train"]) <= set(folds[0] + folds[2])
+    path = write_sub_manifest(manifest, cases, tmp_path / "slices" / "r4-s0-f1", Slice(4, 0, fold=1))
+    sub = json.loads(path.read_text())
+    assert sub["splits"]["folds"] == [folds[1]] and sub["splits"]["train"] == cases["train"]
+    assert {c["cache"] for c in sub["cases"]} == {f"../../prepared/cases/{i}.npz" for i in
+                                                  cases["train"] + cases["val"] + cases["test"]}
+    with pytest.raises(Exception, match="exceeds the 10 cases of fold 1's training part"):
+        slice_cases(manifest, config, Slice(11, 0, fold=1))
+
+
+def test_jobs_split_threads_and_gpus_between_workers(monkeypatch) -> None:
+    from synthmed.study.run import worker_environment
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    envs = [worker_environment(i, 4) for i in range(4)]
+    assert [e["OMP_NUM_THREADS"] for e in envs] == ["2"] * 4
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "0", "1"]

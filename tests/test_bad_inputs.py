@@ -573,6 +573,30 @@ def demo_out_under_file(w, tmp):
     return ["demo", "--out", tmp / "a_file" / "demo"], str(tmp / "a_file" / "demo")
 
 
+# --- study ---------------------------------------------------------------------------------------------
+
+
+def study_yaml(w, tmp, **changes) -> Path:
+    raw = {"data": {"prepared": str(w.prepared)}, "real_sizes": [3], "n_samples": 4,
+           "generators": {"g": {"preset": str(Path(__file__).parents[1] / "configs" / "dcgan3d_32.yaml"), "steps": 2}},
+           "downstream": {"n_synthetic": [4]}, **changes}
+    (tmp / "study.yaml").write_text(yaml.safe_dump(raw))
+    return tmp / "study.yaml"
+
+
+def study_unknown_key(w, tmp):
+    gen = {"g": {"preset": "configs/dcgan3d_32.yaml", "stepz": 2}}
+    return ["study", "--config", study_yaml(w, tmp, generators=gen), "--out", tmp / "s"], "generators.g.stepz: unknown key"
+
+
+def study_real_size_too_big(w, tmp):
+    return ["study", "--config", study_yaml(w, tmp, real_sizes=[50]), "--out", tmp / "s"], "real_sizes: 50"
+
+
+def study_out_foreign(w, tmp):
+    return ["study", "--config", study_yaml(w, tmp), "--out", foreign_folder(tmp)], str(tmp / "mine")
+
+
 # --- the table -----------------------------------------------------------------------------------------
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
@@ -651,6 +675,9 @@ CASES = [
     ("vtt", "invite: rater already invited", vtt_invite_already_invited),
     ("vtt", "analyze: no ratings yet", vtt_analyze_without_ratings),
     ("vtt", "analyze: --out equal to the study", vtt_analyze_out_is_study),
+    ("study", "unknown key in the study YAML", study_unknown_key),
+    ("study", "a real-set size larger than the train split", study_real_size_too_big),
+    ("study", "--out a folder that is not a study folder", study_out_foreign),
     ("demo", "--out a folder an earlier demo did not write", demo_out_foreign),
     ("demo", "--out under a regular file (unwritable)", demo_out_under_file),
 ]
@@ -707,7 +734,7 @@ def test_the_table_covers_every_stage_and_the_readme_lists_each_row():
     rows = [tuple(c.values[:2]) if hasattr(c, "values") else c[:2] for c in CASES]
     assert len(rows) >= 40
     assert {s for s, _ in rows} == {"prepare", "analyze", "train", "grid", "sample", "encode", "evaluate",
-                                    "downstream", "vtt", "demo"}
+                                    "downstream", "vtt", "study", "demo"}
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     section = readme.split("## What synthmed refuses")[1].split("\n## ")[0]
     listed = [tuple(cell.strip().replace("`", "") for cell in line.split("|")[1:3])

@@ -27,11 +27,12 @@ def _run_study(args: argparse.Namespace) -> None:
 
     if args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: needs at least 1")
-    study = open_study(args.config, args.out, args.set, write=not args.dry_run)
-    notes = check_inputs(study)
+    study = open_study(args.config, args.out, args.set, write=False)
+    notes = check_inputs(study)  # before anything is written: a refused study leaves no folder
     if args.dry_run:
         print_plan(study, notes)
         return
+    study = open_study(args.config, args.out, args.set)
     if args.jobs > 1:
         run_jobs(args.config, study, args.jobs, args.set)
     else:

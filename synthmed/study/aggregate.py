@@ -127,6 +127,14 @@ def wall_time(study: Path, units: list[dict]) -> dict[str, float]:
     return {k: round(v, 1) for k, v in totals.items() if v}
 
 
+def downstream_budget(study: Path, units: list[dict]) -> dict[str, Any] | None:
+    """How the segmentation arms' training budgets were set (the downstream stage's ``budget`` record)."""
+    for u in units:
+        if u["kind"] == DOWNSTREAM and is_finished(study, u["id"]):
+            return json.loads((study / u["output"] / "results.json").read_text()).get("budget")
+    return None
+
+
 def aggregate(config: StudyConfig, study: Path, plan: dict) -> dict[str, Any]:
     """Write results.json and summary.csv from the finished units; return the results document."""
     units = plan["units"]
@@ -140,7 +148,7 @@ def aggregate(config: StudyConfig, study: Path, plan: dict) -> dict[str, Any]:
            "finished_units": sorted(u["id"] for u in work if is_finished(study, u["id"])),
            "units": len(work), "comparisons": comparisons,
            "verdicts": [r["verdict"] for r in rows], "fidelity": fidelity(study, units),
-           "wall_s_per_stage": wall_time(study, units),
+           "wall_s_per_stage": wall_time(study, units), "downstream_budget": downstream_budget(study, units),
            "method": "Dice per test case = mean over foreground labels, then over the slices (seeds"
                      + (", folds" if config.protocol == "folds" else "") + ") of a real-set size; paired by "
                      "case: mean difference with a bootstrap CI, Wilcoxon signed-rank, Holm per real-set size"}

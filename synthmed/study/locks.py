@@ -81,6 +81,14 @@ def has_failed(study: Path, unit_id: str) -> bool:
     return record_path(study, unit_id, failed=True).is_file()
 
 
+def failed_since(study: Path, unit_id: str, since: float) -> bool:
+    """Whether the unit's last failure was recorded at or after `since` (a time.time() value)."""
+    try:
+        return record_path(study, unit_id, failed=True).stat().st_mtime >= since
+    except FileNotFoundError:  # never failed, or another worker has since finished it
+        return False
+
+
 def write_record(study: Path, unit_id: str, kind: str, started: float, error: str | None = None) -> None:
     """The finished (or failed) record of a unit; a finished record removes an earlier failure's."""
     doc: dict[str, Any] = {"id": unit_id, "kind": kind, "wall_s": round(time.time() - started, 2),

@@ -25,7 +25,7 @@ from synthmed.fileio import atomic_write_text
 from synthmed.study import aggregate as agg
 from synthmed.study import units as work
 from synthmed.study.config import StudyConfig, load_study_config
-from synthmed.study.locks import UnitLock, has_failed, is_finished, record_path, write_record
+from synthmed.study.locks import UnitLock, failed_since, has_failed, is_finished, write_record
 from synthmed.study.plan import (AGGREGATE, DOWNSTREAM, EVALUATE, PREPARE, REPORT, SAMPLE, SLICE, TRAIN, Unit,
                                  build_plan, plan_document, slices)
 
@@ -192,12 +192,11 @@ def run_one(study: Study, unit: Unit) -> bool:
     return True
 
 
-def blocked_units(study: Study, since: float) -> set[str]:
-    """Units that failed in this session (by any worker), and every unit that needs one of them."""
+def blocked_units(study: Study, since: float, failed_here: set[str]) -> set[str]:
+    """Units that failed in this session (here, or in any worker since `since`), and every unit that needs one."""
     blocked = set()
     for u in study.units:  # in dependency order
-        failed = has_failed(study.folder, u.id) and record_path(study.folder, u.id, True).stat().st_mtime >= since
-        if failed or blocked.intersection(u.needs):
+        if u.id in failed_here or failed_since(study.folder, u.id, since) or blocked.intersection(u.needs):
             blocked.add(u.id)
     return blocked
 
@@ -208,10 +207,10 @@ def run_worker(study: Study) -> int:
     Raises:
         UserError: some units failed (listed), so the units that need them cannot run.
     """
-    since, ran = time.time() - 1, 0
+    since, ran, failed_here = time.time(), 0, set()
     while True:
         pending = [u for u in study.units if not is_finished(study.folder, u.id)]
-        blocked = blocked_units(study, since)
+        blocked = blocked_units(study, since, failed_here)
         if all(u.id in blocked for u in pending):
             break
         claimed = False
@@ -222,11 +221,14 @@ def run_worker(study: Study) -> int:
                 if not lock.acquire() or is_finished(study.folder, u.id):
                     continue
                 claimed = True
-                ran += run_one(study, u)
+                if run_one(study, u):
+                    ran += 1
+                else:
+                    failed_here.add(u.id)
             break
         if not claimed:
             time.sleep(POLL_S)  # other workers are running what the pending units need
-    failed = sorted(blocked_units(study, since) & {u.id for u in study.units if has_failed(study.folder, u.id)})
+    failed = sorted(blocked_units(study, since, failed_here) & {u.id for u in study.units if has_failed(study.folder, u.id)})
     if failed:
         raise UserError(f"{study.folder}: unit(s) failed: {', '.join(failed)} (see units/<id>.failed.json; "
                         "a rerun retries them)")

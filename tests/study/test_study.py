@@ -238,3 +238,27 @@ def test_jobs_split_threads_and_gpus_between_workers(monkeypatch) -> None:
     envs = [worker_environment(i, 4) for i in range(4)]
     assert [e["OMP_NUM_THREADS"] for e in envs] == ["2"] * 4
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "0", "1"]
+
+
+def test_a_failed_unit_blocks_what_needs_it_and_a_rerun_retries_it(one_worker: Path, tmp_path: Path, monkeypatch) -> None:
+    from synthmed.errors import UserError
+    from synthmed.study import units as work
+
+    calls = []
+
+    def failing_train(config, study, unit):
+        calls.append(unit.id)
+        raise UserError(f"{unit.id}: constructed failure")
+
+    monkeypatch.setattr(work, "run_train", failing_train)
+    raw = {**TINY, "data": {"prepared": str(one_worker / "prepared")}}
+    study = open_study(write_config(tmp_path, raw), str(tmp_path / "s"))
+    with pytest.raises(UserError, match="unit\\(s\\) failed: train-dcgan-r6-s0, train-dcgan-r6-s1"):
+        run_worker(study)
+    assert sorted(calls) == ["train-dcgan-r6-s0", "train-dcgan-r6-s1"]  # each tried once in a session
+    record = json.loads((tmp_path / "s" / "units" / "train-dcgan-r6-s0.failed.json").read_text())
+    assert "constructed failure" in record["error"]
+    assert not list((tmp_path / "s" / "units").glob("sample-*")) and not (tmp_path / "s" / "results.json").exists()
+    with pytest.raises(UserError):
+        run_worker(study)  # a new session retries the failed units
+    assert len(calls) == 4

@@ -9,6 +9,7 @@ report's path and one verdict line per arm.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ import yaml
 
 from synthmed.errors import UserError
 from synthmed.fileio import check_output_folder, write_output_marker
-from synthmed.study.run import check_inputs, open_study, print_answer, run_worker
+from synthmed.study.run import check_inputs, open_study, print_answer, run_jobs, run_worker
 
 GENERATOR_FILE = "dcgan3d_16.yaml"
 STUDY_FILE = "demo_study.yaml"
@@ -55,6 +56,7 @@ def demo_study(generator_preset: Path, steps: int | None, seed: int) -> dict:
 
 
 DEMO_STEPS = 300
+DEMO_WORKERS = 2  # local worker processes (one per core of a 2-core machine)
 
 
 def replace_demo_folder(out: Path, entries: list[str]) -> None:
@@ -74,18 +76,24 @@ def replace_demo_folder(out: Path, entries: list[str]) -> None:
 
 
 def run_demo(out: Path, steps: int | None = None, seed: int = 0) -> Path:
-    """Run the tiny study in ``out/study``; returns the report's path."""
+    """Run the tiny study in ``out/study`` with up to two local workers; returns the report's path."""
     started = time.perf_counter()
     replace_demo_folder(out, [STUDY_FOLDER, STUDY_FILE, GENERATOR_FILE])
     (out / GENERATOR_FILE).write_text(yaml.safe_dump(DEMO_GENERATOR, sort_keys=False))
     study_yaml = out / STUDY_FILE
     study_yaml.write_text(yaml.safe_dump(demo_study((out / GENERATOR_FILE).resolve(), steps, seed), sort_keys=False))
-    study = open_study(study_yaml, str(out / STUDY_FOLDER))
+    study = open_study(study_yaml, str(out / STUDY_FOLDER), write=False)
     check_inputs(study)
+    study = open_study(study_yaml, str(out / STUDY_FOLDER))
+    jobs = min(DEMO_WORKERS, os.cpu_count() or 1)
     print(f"The tiny study: {len(study.units)} work units in {study.folder} (bundled MSD Hippocampus subset, 16^3).\n"
           "Each seed draws 8 real training cases; a 3D DCGAN trains on exactly those, and every segmentation arm\n"
-          "trains on the same 8 (plus 16 synthetic pairs for real + synthetic); all are scored on 10 real test cases.")
-    run_worker(study)
+          "trains on the same 8 (plus 16 synthetic pairs for real + synthetic); all are scored on 10 real test cases.\n"
+          f"{jobs} worker process(es) share the units (synthmed study --jobs {jobs}).")
+    if jobs > 1:
+        run_jobs(study_yaml, study, jobs, [])
+    else:
+        run_worker(study)
     print_answer(study)
     print("The numbers show the machinery on tiny data, not an answer: see configs/study_hippocampus_small.yaml.")
     print(f"Done in {time.perf_counter() - started:.0f} s.")

@@ -3,7 +3,9 @@ as resumable work units that several workers can share.
 
 Study folder layout (``--out STUDY``; every path is relative to it)::
 
-    STUDY/study.yaml                     the resolved study configuration (strict; written by the first run)
+    STUDY/study.yaml                     the resolved study configuration (strict; written by the first run;
+                                         a rerun with another configuration is refused)
+    STUDY/.study.lock                    flock held while the first worker writes study.yaml and plan.json
     STUDY/plan.json                      every work unit: {"id", "kind", "needs": [unit ids], "output", "slice"}
                                          and the protocol ("fixed_validation" or "folds")
     STUDY/prepared/                      unit "prepare": the prepared dataset (absent when data.prepared names
@@ -32,7 +34,8 @@ Study folder layout (``--out STUDY``; every path is relative to it)::
                                          over seeds/folds), signed effects against real-only and against
                                          real + augmentation with bootstrap CIs, Wilcoxon p, Holm, the
                                          verdict sentences, the fidelity headline per generator, the protocol,
-                                         the wall time per stage
+                                         the wall time per stage, the downstream's budget record
     STUDY/summary.csv                    the same table, one row per (real size, arm, baseline)
-    STUDY/report.html                    unit "report": synthmed.report.write_report(STUDY)
+    STUDY/report.html                    unit "report": synthmed.report.write_report(STUDY) (until that stage is
+                                         merged: a plain page of the verdicts)
 """

@@ -26,8 +26,8 @@ from synthmed.study import aggregate as agg
 from synthmed.study import units as work
 from synthmed.study.config import StudyConfig, load_study_config
 from synthmed.study.locks import UnitLock, failed_since, has_failed, is_finished, write_record
-from synthmed.study.plan import (AGGREGATE, DOWNSTREAM, EVALUATE, PREPARE, REPORT, SAMPLE, SLICE, TRAIN, Unit,
-                                 build_plan, plan_document, slices)
+from synthmed.study.plan import (AGGREGATE, DOWNSTREAM, EVALUATE, PREPARE, REPORT, SAMPLE, SLICE, STAGE_ORDER, TRAIN,
+                                 Unit, build_plan, plan_document, slices)
 
 log = logging.getLogger(__name__)
 STUDY_LOCK = ".study.lock"
@@ -214,7 +214,7 @@ def run_worker(study: Study) -> int:
         if all(u.id in blocked for u in pending):
             break
         claimed = False
-        for u in pending:
+        for u in sorted(pending, key=lambda u: STAGE_ORDER.index(u.kind)):  # upstream first: more units in parallel
             if u.id in blocked or not all(is_finished(study.folder, n) for n in u.needs):
                 continue
             with UnitLock(study.folder, u.id) as lock:

@@ -11,7 +11,8 @@
     synthmed vtt      create|invite|serve|analyze  visual Turing test with expert raters
     synthmed export   nnunet --manifest M --synthetic S --out DIR   an nnU-Net v2 dataset (real + synthetic)
     synthmed report   DIR [--out FILE]        one self-contained HTML report of a study / train / evaluate / downstream folder
-    synthmed demo     [--out DIR]             prepare -> train -> sample on the bundled data
+    synthmed study    --config FILE           the whole protocol as resumable work units (--jobs N, --worker)
+    synthmed demo     [--out DIR]             the tiny study on the bundled data, with its HTML report
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from synthmed.errors import UserError
 
 
 def _add_demo_parser(sub) -> None:
-    p = sub.add_parser("demo", help="prepare -> train -> sample on the bundled hippocampus subset")
+    p = sub.add_parser("demo", help="the tiny study (prepare -> train -> sample -> evaluate -> downstream -> report) on the bundled hippocampus subset")
     p.add_argument("--out", default="demo_output", help="output folder (an earlier demo's folder there is replaced)")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: the demo preset)")
+    p.add_argument("--steps", type=int, default=None, help="generator training steps (default 300)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run_demo)
 
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     from synthmed.export.cli import add_export_parser
     from synthmed.metrics.cli import add_evaluate_parser
     from synthmed.report.cli import add_report_parser
+    from synthmed.study.cli import add_study_parser
     from synthmed.sample.cli import add_encode_parser, add_sample_parser
     from synthmed.train.cli import add_grid_parser, add_train_parser
     from synthmed.vtt.cli import add_vtt_parser
@@ -71,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_vtt_parser(sub)
     add_export_parser(sub)
     add_report_parser(sub)
+    add_study_parser(sub)
     _add_demo_parser(sub)
     return parser
 

@@ -783,6 +783,28 @@ def report_out_a_file_synthmed_did_not_write(w, tmp):
 
 def report_out_inside_the_reported_folder(w, tmp):
     return ["report", w.run, "--out", w.run / "report.html"], str(w.run / "report.html")
+# --- study ---------------------------------------------------------------------------------------------
+
+
+def study_yaml(w, tmp, **changes) -> Path:
+    raw = {"data": {"prepared": str(w.prepared)}, "real_sizes": [3], "n_samples": 4,
+           "generators": {"g": {"preset": str(Path(__file__).parents[1] / "configs" / "dcgan3d_32.yaml"), "steps": 2}},
+           "downstream": {"n_synthetic": [4]}, **changes}
+    (tmp / "study.yaml").write_text(yaml.safe_dump(raw))
+    return tmp / "study.yaml"
+
+
+def study_unknown_key(w, tmp):
+    gen = {"g": {"preset": "configs/dcgan3d_32.yaml", "stepz": 2}}
+    return ["study", "--config", study_yaml(w, tmp, generators=gen), "--out", tmp / "s"], "generators.g.stepz: unknown key"
+
+
+def study_real_size_too_big(w, tmp):
+    return ["study", "--config", study_yaml(w, tmp, real_sizes=[50]), "--out", tmp / "s"], "real_sizes: 50"
+
+
+def study_out_foreign(w, tmp):
+    return ["study", "--config", study_yaml(w, tmp), "--out", foreign_folder(tmp)], str(tmp / "mine")
 
 
 # --- the table -----------------------------------------------------------------------------------------
@@ -888,6 +910,9 @@ CASES = [
     ("export", "--name with a space", export_bad_name),
     ("export", "--out inside the prepared folder", export_out_inside_prepared),
     ("export", "--overwrite on a folder synthmed did not write", export_overwrite_foreign),
+    ("study", "unknown key in the study YAML", study_unknown_key),
+    ("study", "a real-set size larger than the train split", study_real_size_too_big),
+    ("study", "--out a folder that is not a study folder", study_out_foreign),
     ("demo", "--out a folder an earlier demo did not write", demo_out_foreign),
     ("demo", "--out under a regular file (unwritable)", demo_out_under_file),
     ("report", "not a synthmed folder", report_not_a_synthmed_folder),
@@ -949,7 +974,7 @@ def test_the_table_covers_every_stage_and_the_readme_lists_each_row():
     rows = [tuple(c.values[:2]) if hasattr(c, "values") else c[:2] for c in CASES]
     assert len(rows) >= 40
     assert {s for s, _ in rows} == {"prepare", "analyze", "train", "grid", "sample", "encode", "evaluate",
-                                    "downstream", "vtt", "export", "report", "demo"}
+                                    "downstream", "vtt", "export", "report", "study", "demo"}
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     section = readme.split("## What synthmed refuses")[1].split("\n## ")[0]
     listed = [tuple(cell.strip().replace("`", "") for cell in line.split("|")[1:3])

@@ -303,6 +303,7 @@ def _compute(manifest: Manifest, split: str, synthetic: Path, sets: Sets, names:
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "real": {"manifest": str(manifest.path), "manifest_sha256": manifest.sha256, "split": split, "n": len(sets.real[0])},
         "synthetic": {"folder": str(synthetic.resolve()), "n": len(names)},
+        "labels": {str(k): {"name": manifest.labels[k], "source_value": manifest.label_values[k]} for k in labels},
         "reference": {"n_real_train": len(sets.train[0]), "n_real_test": len(sets.test[0])},
         "options": {k: v for k, v in asdict(o).items() if k != "extractor_kwargs"},
         "intervals": {"method": SUBSAMPLE_METHOD, "replicates": o.n_bootstrap, "confidence": CI_LEVEL},

@@ -224,6 +224,7 @@ def _analyze_prepared(path: Path) -> dict[str, Any]:
         "dims": int(m.preprocessing.get("dims", 3)),
         "size_key": size_key,
         "labels": {str(k): v for k, v in m.labels.items()},
+        "label_values": {str(k): v for k, v in m.label_values.items()},  # class index -> source value
         "preprocessing": m.preprocessing,
         "summary": summary,
         "cases": cases,
@@ -269,6 +270,8 @@ def format_report(result: dict[str, Any]) -> str:
         pixels = "voxels" if src.get("dims", 3) == 3 else "pixels"
         for k in s["label_voxels"]:
             name = src["labels"].get(k, "") if src.get("labels") else ""
+            value = (src.get("label_values") or {}).get(k, int(k))
+            name += f" (source value {value})" if value != int(k) else ""
             rows.append((f"label {k}{' ' + name if name else ''} {pixels}", _fmt_range(s["label_voxels"][k], digits=6)))
             if size_key != "label_input_px":  # the same numbers as the pixel counts
                 rows.append((f"label {k}{' ' + name if name else ''} {unit}", _fmt_range(s[size_key][k], digits=6)))

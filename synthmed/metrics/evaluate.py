@@ -357,6 +357,7 @@ def _compute(run: _Run, sets: Sets, folder: Path, features: dict[str, str], skip
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "real": {**source.description, "n": len(sets.real[0])},
         "synthetic": {"folder": str(run.synthetic.resolve()), "n": len(names)},
+        "labels": {str(k): {"name": source.labels[k], "source_value": source.label_values[k]} for k in labels},
         "reference": {"n_real_train": len(sets.train[0]), "n_real_test": len(sets.test[0])},
         "options": {k: v for k, v in asdict(o).items() if k != "extractor_kwargs"},
         "device": run.device,

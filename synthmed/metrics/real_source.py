@@ -48,6 +48,11 @@ class RealSource:
     folder_ids: list[str] | None = None
 
     @property
+    def label_values(self) -> dict[int, int]:
+        """Class index -> the source's label value (a manifest's remapping; a folder's values are its own)."""
+        return self.manifest.label_values if self.manifest is not None else {k: k for k in self.labels}
+
+    @property
     def dims(self) -> int:
         return int(self.preprocessing.get("dims", len(self.preprocessing["shape"])))
 

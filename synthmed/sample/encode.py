@@ -89,6 +89,7 @@ def encode_to_folder(
         np.save(tmp / "latent.npy", z[0].cpu().numpy().astype(np.float32))
         write_synthetic_set(tmp / "reconstruction", rec_image.cpu().numpy(), rec_mask.cpu().numpy(),
                             intensity=data["preprocessing"]["intensity"], labels=data["labels"],
+                            label_values=data.get("label_values"),
                             affine=reference_affine(data["preprocessing"], data["train_cases"]),
                             modality=data["preprocessing"].get("modality", "image"), card=card, prefix="rec")
         atomic_write_json(tmp / "encode.json", {

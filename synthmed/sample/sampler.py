@@ -111,6 +111,7 @@ def sample_to_folder(
         masks,
         intensity=preprocessing["intensity"],
         labels=_effective_labels(data["labels"], model),
+        label_values=None if model.codec.config.binarize else data.get("label_values"),
         affine=None if is_2d else reference_affine(preprocessing, data["train_cases"]),
         modality=preprocessing.get("modality", "image"),
         card=card,

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from synthmed.data.checks import read_nifti
-from synthmed.data.nnunet_json import restore_mask
 from synthmed.errors import UserError, format_problems
 
 ENDINGS = (".nii.gz", ".png", ".nii")
@@ -203,8 +202,8 @@ def load_synthetic_set(folder: str | os.PathLike, shape: tuple[int, ...] | None,
                        ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Images (original units, float32 ``[N, C, *shape]``), masks (int64 ``[N, *shape]``) and case names.
 
-    Masks come back in the manifest's label values: a label mapping recorded in ``dataset.json`` (see
-    `synthmed.data.nnunet_json`) is undone.
+    Masks come back as written: the manifest's class indices 0..L-1 (their source values are recorded
+    in ``dataset.json``; see `synthmed.data.nnunet_json.restore_mask`).
 
     Reads cases ``indices`` (positions in id order; None: all) of a set; every problem is collected
     and reported at once. ``shape=None``: every case must have the first case's shape. `png_range`:
@@ -244,16 +243,7 @@ def load_synthetic_set(folder: str | os.PathLike, shape: tuple[int, ...] | None,
         raise UserError(format_problems(f"{folder}: synthetic set cannot be read", problems))
     if not images:
         return np.zeros((0, 1, *(shape or ())), np.float32), np.zeros((0, *(shape or ())), np.int64), []
-    return np.stack(images), restore_mask(np.stack(masks), _dataset_json(folder)), names
-
-
-def _dataset_json(folder: Path) -> dict:
-    """The set's dataset.json ({} when absent or unreadable: a set from elsewhere may have none)."""
-    try:
-        found = json.loads((folder / "dataset.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
+    return np.stack(images), np.stack(masks), names
 
 
 def load_masks(folder: str | os.PathLike, shape: tuple[int, ...], num_labels: int) -> tuple[np.ndarray, list[str]]:

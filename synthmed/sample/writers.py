@@ -160,6 +160,7 @@ def write_synthetic_set(
     *,
     intensity: dict[str, Any],  # manifest preprocessing.intensity, to undo the [-1, 1] mapping
     labels: dict[str, str],  # manifest labels, str(int) -> name
+    label_values: dict[str, int] | None = None,  # manifest label_values (index -> source value), for dataset.json
     affine: np.ndarray | None,  # 3D: [4, 4] world affine for every volume (see reference_affine); 2D: None
     modality: str | Sequence[str],  # channel name(s) for dataset.json, e.g. "MRI" or "CT"
     card: dict[str, Any],  # dataset card (see synthmed.sample.card.build_card)
@@ -181,8 +182,8 @@ def write_synthetic_set(
     ``affine``, with qform and sform set (code 1, scanner) and header zooms equal to the spacing, in mm.
     ``dataset.json`` follows nnU-Net v2's rules (`synthmed.data.nnunet_json.build_dataset_json`: a
     ``background`` label 0, consecutive values, channel names that keep nnU-Net's CT normalisation);
-    non-consecutive label values are remapped and the masks written with the new values (the mapping
-    is recorded in ``dataset.json``). ``card.json`` is ``card`` as given.
+    non-consecutive label values are remapped and the masks written with the new values; the source
+    value of each written value is recorded in ``dataset.json`` where they differ (see `label_values`). ``card.json`` is ``card`` as given.
 
     All inputs are checked before anything is written. The folder is built under a temporary name and
     renamed at the end, so on any failure nothing is left behind.
@@ -209,7 +210,7 @@ def write_synthetic_set(
     n = images_m11.shape[0]
     bits = 8 if images_m11.shape[1] == 3 else bit_depth  # Pillow writes RGB PNG at 8 bits only
     dataset, mapping = build_dataset_json(
-        labels, modality, images_m11.shape[1], n, PNG_ENDING if is_2d else FILE_ENDING, name=out_dir.name,
+        labels, modality, images_m11.shape[1], n, PNG_ENDING if is_2d else FILE_ENDING, label_values, name=out_dir.name,
         description="synthetic image/mask pairs written by synthmed; provenance in card.json")
     if is_2d:
         dataset["synthmed_png_intensity"] = {"bit_depth": bits, "lo": lo, "hi": hi}

@@ -121,7 +121,8 @@ def data_record(manifest: Manifest, ids: list[str]) -> dict:
         "manifest_path": str(manifest.path),
         "manifest_sha256": manifest.sha256,
         "trained_on": sorted(ids),
-        "labels": {str(k): v for k, v in manifest.labels.items()},
+        "labels": {str(k): v for k, v in manifest.labels.items()},  # class indices 0..L-1
+        "label_values": {str(k): v for k, v in manifest.label_values.items()},  # their source values
         "preprocessing": manifest.preprocessing,
         "train_cases": [{k: manifest.case(i)[k] for k in ("id", "affine", "spacing", "shape")} for i in sorted(ids)],
     }

@@ -22,7 +22,7 @@ Accepted inputs:
 - with a ``mask_suffix`` (``--mask-suffix _Mask``), also one folder holding both, ``000_HC.png``
   with ``000_HC_Mask.png``.
 - a datalist JSON file (MONAI style): ``{"labels": {...} (optional), "channel_names": {"0": "FLAIR",
-  ...} (optional), "training": [{"image": rel (or [rel, rel, ...]: one 3D file per channel), "label":
+  ...} (optional), "training": [{"image": rel (or [rel, rel, ...]: one file per channel), "label":
   rel, "id"?, "source"?, "group"?}, ...], "validation": [...]?, "testing": [...]?}``, paths
   relative to the JSON file (a DICOM series: its folder). The source of an entry is its
   ``"source"``, else the JSON file's stem. Entries of ``"validation"`` and ``"testing"`` are given
@@ -421,9 +421,6 @@ def _datalist_record(path: Path, where: str, entry: object, problems: list[str])
     dims = kinds[0][1]  # type: ignore[index]
     if kinds[1][1] != dims:  # type: ignore[index]
         problems.append(f"{where}: image {image.name} and mask {label.name} are not both 2D or both 3D")
-        return None
-    if len(channel_files) > 1 and dims == 2:
-        problems.append(f"{where}: an image list (one file per channel) is for 3D volumes")
         return None
     group = entry.get("group")
     record = CaseRecord(str(entry.get("id") or ""), str(entry.get("source") or path.stem), image, label,

@@ -56,6 +56,7 @@ class Image2D:
     pixels: np.ndarray  # [H,W] or [H,W,3], as stored (uint8, uint16, or another dtype for TIFF)
     pixel_type: str  # "uint8", "uint16" or the numpy dtype name of other TIFF pixels
     color: bool  # RGB with channels that differ somewhere
+    channel_files: int = 0  # several grey files stacked as [H,W,C] (nnU-Net _000N, a datalist list); 0: one file
 
 
 @dataclass
@@ -201,6 +202,33 @@ def read_image_2d(path: Path, problems: list[str]) -> Image2D | None:
     if data.ndim == 3 and not color:
         data = data[..., 0]
     return Image2D(pixels=data, pixel_type=pixel_type, color=color)
+
+
+def read_channel_files(record: CaseRecord, mask_size: tuple[int, ...] | None, problems: list[str]) -> Image2D | None:
+    """The grey channel files of a case (`CaseRecord.channel_files`) stacked as pixels [H,W,C]; None with
+    problems appended (each naming its file) when one is unreadable, RGB, of another pixel type than
+    channel 0, or of another size than the mask (`mask_size`, None: unknown, then channel 0's size)."""
+    reads = [read_image_2d(path, problems) for path in record.channel_files]
+    if any(r is None for r in reads):
+        return None
+    first = reads[0]
+    assert first is not None
+    size = mask_size or first.pixels.shape[:2]
+    bad = len(problems)
+    for c, (path, img) in enumerate(zip(record.channel_files, reads)):
+        assert img is not None
+        if img.color:
+            problems.append(f"{path}: channel {c} is an RGB image; a channel file must be one grey image (8 or 16 bit)")
+        elif img.pixels.shape != tuple(size):
+            problems.append(f"{path}: channel {c} has size {_shape(img.pixels.shape)}, its mask {record.label.name} "
+                            f"{_shape(size)} (H x W; every channel needs the mask's size)")
+        elif img.pixel_type != first.pixel_type:
+            problems.append(f"{path}: channel {c} has {img.pixel_type} pixels, channel 0 {first.pixel_type} "
+                            f"(every channel needs one pixel type)")
+    if len(problems) > bad:
+        return None
+    pixels = np.stack([r.pixels for r in reads if r is not None], axis=-1)
+    return Image2D(pixels=pixels, pixel_type=first.pixel_type, color=False, channel_files=len(reads))
 
 
 def luminance(pixels: np.ndarray) -> np.ndarray:
@@ -353,8 +381,11 @@ def check_image_pair(record: CaseRecord, declared_labels: set[int] | None,
     takes `mask_threshold`), the same size, and mask values among `declared_labels` (None: any value a mask
     may hold)."""
     pair = ImagePair(record)
-    pair.image = read_image_2d(record.image, pair.problems)
     pair.mask = read_mask_2d(record.label, pair.problems, mask_threshold)
+    if record.channel_files:
+        pair.image = read_channel_files(record, None if pair.mask is None else pair.mask.labels.shape, pair.problems)
+    else:
+        pair.image = read_image_2d(record.image, pair.problems)
     if pair.image is None or pair.mask is None:
         return pair
     labels = pair.mask.labels

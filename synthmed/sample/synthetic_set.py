@@ -143,9 +143,13 @@ def _png_mapping(folder: Path) -> dict | None:
         return None
     try:
         mapping = document["synthmed_png_intensity"]
-        return {k: float(mapping[k]) for k in ("bit_depth", "lo", "hi")}
+        found: dict = {k: float(mapping[k]) for k in ("bit_depth", "lo", "hi")}
+        if "channels" in mapping:  # grey channel files, each with its own range
+            found["channels"] = [(float(c["lo"]), float(c["hi"])) for c in mapping["channels"]]
+        return found
     except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{path}: 'synthmed_png_intensity' needs bit_depth, lo and hi ({e})") from None
+        raise UserError(f"{path}: 'synthmed_png_intensity' needs bit_depth, lo and hi, and lo and hi for each of "
+                        f"its channels ({e})") from None
 
 
 def recorded_png_range(folder: str | os.PathLike) -> tuple[float, float] | None:
@@ -164,13 +168,36 @@ def _foreign_png(levels: np.ndarray, png_range: tuple[float, float] | None) -> n
     return png_range[0] + levels.astype(np.float64) / top * (png_range[1] - png_range[0])
 
 
+def _read_png_channels(image_path: Path, mapping: dict, problems: list[str],
+                       mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """A case of grey channel PNGs (``<case>_0000.png … _000N.png``, `image_path` the first), each mapped
+    from its levels with its own recorded range; None after a problem (a missing channel file named)."""
+    stem = image_path.name[: -len("_0000.png")]
+    top = 2 ** mapping["bit_depth"] - 1
+    channels = []
+    for c, (lo, hi) in enumerate(mapping["channels"]):
+        path = image_path.parent / f"{stem}_{c:04d}.png"
+        if not path.is_file():
+            problems.append(f"{path}: channel {c} missing (dataset.json records {len(mapping['channels'])} channels)")
+            return None
+        levels = _read_png(path, problems)
+        if levels is None:
+            return None
+        if levels.ndim != 2:
+            problems.append(f"{path}: channel {c} is not one grey image (shape {list(levels.shape)})")
+            return None
+        channels.append(lo + levels.astype(np.float64) / top * (hi - lo))
+    return np.stack(channels).astype(np.float32), mask.astype(np.int64)
+
+
 def read_synthetic_case(folder: str | os.PathLike, image_path: Path, label_path: Path, problems: list[str],
                         png_range: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """(image float32 [C, *S] in original units, mask int64 [*S]) of one case; None after a problem.
 
     3D cases of synthmed's layout read every channel file ``<case>_XXXX.nii.gz`` (other NIfTI pairs:
-    the one file); 2D cases one PNG (RGB gives 3 channels), mapped from PNG levels to original units
-    with dataset.json's recorded range; a PNG set without that record (another tool's) is mapped
+    the one file); 2D cases one PNG (RGB gives 3 channels), or one grey PNG per channel
+    ``<case>_XXXX.png`` where dataset.json records each channel's range, mapped from PNG levels to
+    original units with dataset.json's recorded range; a PNG set without that record (another tool's) is mapped
     by `_foreign_png`, and its 0/255 binary masks become 0/1.
     """
     folder = Path(folder)
@@ -185,6 +212,8 @@ def read_synthetic_case(folder: str | os.PathLike, image_path: Path, label_path:
             mask = (mask > 0) if set(np.unique(mask).tolist()) == {0, 255} else mask
             mask = mask[0] if mask.ndim == 3 else mask  # a grey mask stored as RGB
             return _foreign_png(levels, png_range).astype(np.float32), mask.astype(np.int64)
+        if "channels" in m:
+            return _read_png_channels(image_path, m, problems, mask)
         image = m["lo"] + levels.astype(np.float64) / (2 ** m["bit_depth"] - 1) * (m["hi"] - m["lo"])
         return image.astype(np.float32), mask.astype(np.int64)
     if not image_path.name.endswith("_0000.nii.gz"):  # a pair folder: one image file per case

@@ -31,6 +31,7 @@ from synthmed.train.loop import train
 from synthmed.vtt.invite import invite
 from synthmed.vtt.study import StudyOptions, create_study
 from tests.conftest import TOY_OPTIONS
+from tests.data.test_channels_2d import write_toy_channels_2d
 from tests.data.test_checks import _rewrite
 from tests.sphere_sets import write_sphere_set
 from tests.train.test_training import tiny_config
@@ -186,17 +187,24 @@ def channel_gap(w, tmp):
     return ["prepare", raw, "--out", tmp / "out", "--shape", "16", "16", "16", "--folds", "0"], "mc_003_XXXX"
 
 
-def channel_files_2d(w, tmp):
+def channel_size_2d(w, tmp):
     from PIL import Image
 
-    raw = tmp / "raw2d_mc"
-    for sub in ("imagesTr", "labelsTr"):
-        (raw / sub).mkdir(parents=True)
-    for i in range(4):
-        for c in range(2):
-            Image.fromarray(np.full((8, 8), 40 * c, np.uint8)).save(raw / "imagesTr" / f"c{i}_000{c}.png")
-        Image.fromarray(np.eye(8, dtype=np.uint8)).save(raw / "labelsTr" / f"c{i}.png")
-    return ["prepare", raw, "--out", tmp / "out", "--folds", "0"], str(raw / "imagesTr" / "c0_0001.png")
+    raw = write_toy_channels_2d(tmp / "raw2d_mc", "nnunet", n=4)
+    path = raw / "imagesTr" / "c01_0001.png"
+    Image.fromarray(np.full((24, 32), 3000, np.uint16)).save(path)
+    return ["prepare", raw, "--out", tmp / "out", "--folds", "0"], str(path)
+
+
+def channel_rgb_2d(w, tmp):
+    from PIL import Image
+
+    raw = write_toy_channels_2d(tmp / "raw2d_mc", "datalist", n=4)
+    path = raw.parent / "imagesTr" / "c02_0001.png"
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb).save(path)
+    return ["prepare", raw, "--out", tmp / "out", "--folds", "0"], str(path)
 
 
 def nan_voxels(w, tmp):
@@ -819,7 +827,8 @@ CASES = [
     ("prepare", "a channel file off its mask's geometry", channel_geometry_mismatch),
     ("prepare", "cases with different channel counts", channel_count_mismatch),
     ("prepare", "nnU-Net channel files with a gap (_0000, _0002)", channel_gap),
-    ("prepare", "2D: channel files (_0000, _0001 PNGs)", channel_files_2d),
+    ("prepare", "2D: a channel file off its mask's size", channel_size_2d),
+    ("prepare", "2D: an RGB channel file", channel_rgb_2d),
     ("prepare", "NaN voxels", nan_voxels),
     ("prepare", "mask label outside the declared labels", undeclared_label),
     ("prepare", "too few cases for the split (3 cases, 5 folds)", too_few_cases),

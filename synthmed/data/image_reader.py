@@ -9,9 +9,13 @@ synthetic PNGs are written with) and ``intensity``; case entries have ``spacing:
 - read and checked by `images2d` (mask rules there: JPEG masks are thresholded at luminance > 127
   and refused when they do not cluster near 0 and 255; 0/255 PNG masks become 0/1);
 - channels: 3 when any image has colour (grayscale images are then repeated over R, G, B), else 1;
-  ``channels=1`` turns colour into luminance, ``channels=3`` repeats grayscale;
+  ``channels=1`` turns colour into luminance, ``channels=3`` repeats grayscale. Cases of several grey
+  channel files (nnU-Net ``case_000N.png``, a datalist ``image`` list; `images2d.read_channel_files`)
+  have C channels named by ``channel_names`` (or ``--modality A,B``), each mapped with its own range as
+  below; the manifest then holds ``intensity: {"mode": "per_channel", "channels": [{"name", ...}]}``
+  and ``modality`` as the list of names, as for 3D, and case entries per-channel ``lo``/``hi`` lists;
 - intensity (linear to [-1, 1]): 8-bit images: the window 0..255; 16-bit (and other TIFF pixel
-  types): the data's own range, min..max over all images (16-bit files often hold 10- or 12-bit
+  types): the data's own range, min..max over all images (per channel file) (16-bit files often hold 10- or 12-bit
   data, which 0..65535 would squeeze into a sliver of [-1, 1]); a given ``window`` or
   ``intensity="percentile"`` (per image) overrides it. Synthetic PNGs map [-1, 1] back onto this
   range, at ``bit_depth`` 8 (8-bit input) or 16;

@@ -1,7 +1,7 @@
 """2D images of several grey channel files: nnU-Net ``case_0000.png … case_000N.png`` with channel_names
 in dataset.json, and a datalist ``"image": [a.png, b.png]``. Each channel is mapped with its own range
 (checked against the files), and a 2-channel set goes prepare -> train (dcgan2d) -> sample (one PNG per
-channel) -> evaluate -> vtt, all through the CLI."""
+channel) -> evaluate -> downstream -> vtt, all through the CLI."""
 
 from __future__ import annotations
 
@@ -55,9 +55,9 @@ def _file_range(root: Path, channel: int) -> tuple[float, float]:
     return float(min(v.min() for v in values)), float(max(v.max() for v in values))
 
 
-def _prepare(raw: Path, out: Path, *extra: str) -> dict:
+def _prepare(raw: Path, out: Path, *extra: str, folds: int = 0) -> dict:
     assert main(["prepare", str(raw), "--out", str(out), "--test-fraction", "0.2", "--val-fraction", "0",
-                 "--folds", "0", *extra]) == 0
+                 "--folds", str(folds), *extra]) == 0
     return json.loads((out / "manifest.json").read_text())
 
 
@@ -87,7 +87,7 @@ def test_both_layouts_map_each_channel_with_its_own_range(tmp_path, layout):
 def test_two_channel_2d_set_through_every_stage(tmp_path, capsys):
     raw = write_toy_channels_2d(tmp_path / "raw", "nnunet", n=10)
     prep, run, syn = tmp_path / "prep", tmp_path / "run", tmp_path / "syn"
-    manifest = _prepare(raw, prep)
+    manifest = _prepare(raw, prep, folds=2)
     config = tiny_config(prep / "manifest.json", run, model="dcgan2d", steps=2)
     config["train"]["checkpoint_every"] = 2
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
@@ -113,6 +113,14 @@ def test_two_channel_2d_set_through_every_stage(tmp_path, capsys):
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert set(metrics["intensity"]["per_channel"]) == set(NAMES)
     assert metrics["feature_spaces"]["autoencoder[T2]"]["channels"]["images"] == "channel 1 (T2)"
+
+    config = {"manifest": str(prep), "synthetic": {"toy": str(syn)}, "arms": ["real", "synthetic"], "n_synthetic": [3],
+              "folds": 2, "train": {"epochs": 1, "batch_size": 4, "model_size": "tiny", "progress": False},
+              "out": str(tmp_path / "ds")}
+    (tmp_path / "ds.yaml").write_text(yaml.safe_dump(config))
+    assert main(["downstream", "--config", str(tmp_path / "ds.yaml")]) == 0
+    results = json.loads((tmp_path / "ds" / "results.json").read_text())
+    assert {a["name"] for a in results["arms"]} == {"real-rall-noaug", "synthetic-toy-n3-noaug"}
 
     assert main(["vtt", "create", "--real", f"{prep}:train", "--synthetic", str(syn), "--out", str(tmp_path / "vtt"),
                  "--n", "4", "--channel", "1"]) == 0

@@ -134,17 +134,3 @@ def test_analyze_reports_the_channels_and_each_channels_range(tmp_path):
     case = source["cases"]["mc_000"]
     assert case["channels"] == 4 and case["shape"] == [16, 16, 16] and source["summary"]["channels"] == [4]
     assert [c["min"] for c in case["intensity_per_channel"]] == pytest.approx(raw.reshape(4, -1).min(1))
-
-
-def test_2d_channel_files_are_refused_not_dropped(tmp_path):
-    from PIL import Image
-
-    for sub in ("imagesTr", "labelsTr"):
-        (tmp_path / "raw" / sub).mkdir(parents=True)
-    for i in range(4):
-        for c in range(2):
-            Image.fromarray(np.full((8, 8), 40 * c, np.uint8)).save(tmp_path / "raw" / "imagesTr" / f"c{i}_000{c}.png")
-        Image.fromarray(np.eye(8, dtype=np.uint8)).save(tmp_path / "raw" / "labelsTr" / f"c{i}.png")
-    with pytest.raises(UserError, match=r"c0_0001.png: 2D cases are one grey or RGB image each; 4 case\(s\)"):
-        prepare_dataset([tmp_path / "raw"], tmp_path / "prep", PrepareOptions(test_fraction=0.25, val_fraction=0.0,
-                                                                             folds=0), progress=False)

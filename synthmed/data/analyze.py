@@ -110,18 +110,25 @@ def _intensity_range(channel: np.ndarray) -> dict[str, float | None]:
             "p0.5": float(np.percentile(vals, 0.5)), "p99.5": float(np.percentile(vals, 99.5))}
 
 
-def analyze_raw_case_2d(image_path: Path, label_path: Path) -> tuple[dict[str, Any] | None, list[str]]:
-    """Statistics of one raw 2D image/mask pair, or None and the problems found."""
+def analyze_raw_case_2d(image_path: Path | list[Path], label_path: Path) -> tuple[dict[str, Any] | None, list[str]]:
+    """Statistics of one raw 2D image/mask pair (image: one file, or one grey file per channel), or None and
+    the problems found."""
     problems: list[str] = []
-    img = read_image_2d(image_path, problems)
+    paths = image_path if isinstance(image_path, list) else [image_path]
+    reads = [read_image_2d(p, problems) for p in paths]
     msk = read_mask_2d(label_path, problems)
-    if img is None or msk is None:
+    if any(r is None for r in reads) or msk is None:
+        return None, problems
+    img = reads[0]
+    assert img is not None
+    if len({r.pixels.shape for r in reads if r is not None}) > 1:
+        problems.append(f"{paths[0]}: channel files differ in size ({', '.join(p.name for p in paths)})")
         return None, problems
     shape = list(img.pixels.shape[:2])
     if list(msk.labels.shape) != shape:
         problems.append(f"{label_path}: mask size {'x'.join(map(str, msk.labels.shape))} differs from image "
                         f"size {'x'.join(map(str, shape))} (H x W)")
-    vals = np.asarray(img.pixels, dtype=np.float64)
+    vals = np.concatenate([np.asarray(r.pixels, dtype=np.float64).ravel() for r in reads if r is not None])
     labels, counts = np.unique(msk.labels, return_counts=True)
     return {
         "shape": shape,
@@ -134,6 +141,8 @@ def analyze_raw_case_2d(image_path: Path, label_path: Path) -> tuple[dict[str, A
             "p0.5": float(np.percentile(vals, 0.5)),
             "p99.5": float(np.percentile(vals, 99.5)),
         },
+        **({"channels": len(reads), "intensity_per_channel": [_intensity_range(r.pixels) for r in reads if r is not None]}
+           if len(reads) > 1 else {}),
         "mask_rule": msk.rule,
         "jpeg_midgrey_pixels": msk.midgrey_pixels,
         "label_voxels": {str(int(k)): int(c) for k, c in zip(labels, counts) if k != 0},
@@ -170,7 +179,7 @@ def _summarise(cases: dict[str, dict[str, Any]], size_key: str = "label_mm3") ->
     }
     if rows and "mask_rule" in rows[0]:  # raw 2D images
         summary.update(_summarise_2d(rows))
-    if any(r.get("channels", 1) > 1 for r in rows):  # multi-channel volumes: each channel's own range
+    if any(r.get("channels", 1) > 1 for r in rows):  # multi-channel images: each channel's own range
         summary["channels"] = sorted({r["channels"] for r in rows})
         per_channel = [r["intensity_per_channel"] for r in rows if "intensity_per_channel" in r]
         summary["intensity_per_channel"] = [
@@ -394,7 +403,7 @@ def analyze_dataset(
             analyze_case = analyze_raw_case if src.dims == 3 else analyze_raw_case_2d
             size_key = "label_mm3" if src.dims == 3 else "label_input_px"
             for rec in src.cases:
-                stats, probs = analyze_case(rec.image_files if src.dims == 3 else rec.image, rec.label)
+                stats, probs = analyze_case(rec.image_files, rec.label)
                 problems += probs
                 if stats is not None:
                     cases[rec.id] = stats

@@ -14,6 +14,7 @@ import yaml
 from PIL import Image
 
 from synthmed.cli import main
+from synthmed.data.analyze import analyze_dataset
 from synthmed.data.toy2d import toy_disc
 from synthmed.sample.synthetic_set import load_synthetic_set
 from tests.train.test_training import tiny_config
@@ -79,6 +80,9 @@ def test_both_layouts_map_each_channel_with_its_own_range(tmp_path, layout):
     raw_0 = np.asarray(Image.open(case["image_file"])).astype(np.float64)  # channel 0 back from [-1, 1]
     lo, hi = pre["intensity"]["channels"][0]["lo"], pre["intensity"]["channels"][0]["hi"]
     assert np.allclose((image[0] + 1) / 2 * (hi - lo) + lo, raw_0, atol=0.05)
+    [source] = analyze_dataset([raw], print_report=False)["sources"]
+    assert source["summary"]["channels"] == [2]
+    assert [c["min"]["min"] for c in source["summary"]["intensity_per_channel"]] == [_file_range(root, c)[0] for c in range(2)]
     percentile = _prepare(raw, tmp_path / "prep_pct", "--intensity", "percentile")["preprocessing"]["intensity"]
     assert [c["mode"] for c in percentile["channels"]] == ["percentile", "percentile"]
     assert percentile["channels"][1]["reference_lo"] > percentile["channels"][0]["reference_hi"]  # its own range

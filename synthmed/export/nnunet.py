@@ -194,13 +194,14 @@ def _leakage_problems(manifest: Manifest, folder: Path) -> list[str]:
 
 
 def _channels_of(image: Path, ending: str) -> int:
-    if ending == PNG:
+    stem = image.name[: -len(f"_0000{ending}")]
+    files = len(list(image.parent.glob(f"{stem}_[0-9][0-9][0-9][0-9]{ending}")))
+    if ending == PNG and files == 1:  # one grey or RGB PNG; several: one grey PNG per channel
         from PIL import Image
 
         with Image.open(image) as im:
             return len(im.getbands())
-    stem = image.name[: -len(f"_0000{ending}")]
-    return len(list(image.parent.glob(f"{stem}_[0-9][0-9][0-9][0-9]{ending}")))
+    return files
 
 
 def _set_label(folder: Path, used: set[str]) -> str:
@@ -220,8 +221,11 @@ def _write_real_case(folder: Path, suffix: str, manifest: Manifest, case_id: str
     mask = remap_mask(mask, mapping)
     images, labels = folder / f"images{suffix}", folder / f"labels{suffix}"
     if ending == PNG:
-        bits = 8 if image_m11.shape[0] == 3 else int(manifest.preprocessing.get("bit_depth", 8))
-        _save_png(png_levels(image_m11, bits), images / f"{case_id}_0000{PNG}")
+        grey_channels = manifest.preprocessing["intensity"].get("mode") == "per_channel"
+        bits = 8 if image_m11.shape[0] == 3 and not grey_channels else int(manifest.preprocessing.get("bit_depth", 8))
+        levels = png_levels(image_m11, bits)
+        for c, channel in enumerate(levels if grey_channels else [levels]):  # grey channels: one PNG each
+            _save_png(channel[None] if grey_channels else channel, images / f"{case_id}_{c:04d}{PNG}")
         _save_png(mask[None], labels / f"{case_id}{PNG}")
         return
     case = manifest.case(case_id)

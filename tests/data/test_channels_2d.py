@@ -1,7 +1,7 @@
 """2D images of several grey channel files: nnU-Net ``case_0000.png … case_000N.png`` with channel_names
 in dataset.json, and a datalist ``"image": [a.png, b.png]``. Each channel is mapped with its own range
 (checked against the files), and a 2-channel set goes prepare -> train (dcgan2d) -> sample (one PNG per
-channel) -> evaluate -> downstream -> vtt, all through the CLI."""
+channel) -> evaluate -> downstream -> export -> vtt, all through the CLI."""
 
 from __future__ import annotations
 
@@ -125,6 +125,12 @@ def test_two_channel_2d_set_through_every_stage(tmp_path, capsys):
     assert main(["downstream", "--config", str(tmp_path / "ds.yaml")]) == 0
     results = json.loads((tmp_path / "ds" / "results.json").read_text())
     assert {a["name"] for a in results["arms"]} == {"real-rall-noaug", "synthetic-toy-n3-noaug"}
+
+    assert main(["export", "nnunet", "--manifest", str(prep), "--synthetic", str(syn), "-n", "3",
+                 "--out", str(tmp_path / "export")]) == 0
+    [exported] = (tmp_path / "export").iterdir()
+    assert json.loads((exported / "dataset.json").read_text())["channel_names"] == {"0": "T1", "1": "T2"}
+    assert {p.name[-9:] for p in (exported / "imagesTr").glob("*.png")} == {"_0000.png", "_0001.png"}
 
     assert main(["vtt", "create", "--real", f"{prep}:train", "--synthetic", str(syn), "--out", str(tmp_path / "vtt"),
                  "--n", "4", "--channel", "1"]) == 0

@@ -23,9 +23,9 @@ NAMES = ["T1", "T2"]
 CHANNEL_LEVELS = ((1000, 3000), (20000, 5000))  # (background, disc) per channel: different ranges and contrasts
 
 
-def write_toy_channels_2d(root: Path, layout: str, n: int = 10, size: int = 32, seed: int = 0) -> Path:
-    """`n` cases of two 16-bit grey channel PNGs and a 0/255 mask; returns what to give `prepare`
-    (the nnU-Net folder, or the datalist JSON)."""
+def write_toy_channels_2d(root: Path, layout: str, n: int = 10, size: int = 32, seed: int = 0, bits: int = 16) -> Path:
+    """`n` cases of two grey channel PNGs (16-bit; `bits` 8: levels divided by 256) and a 0/255 mask;
+    returns what to give `prepare` (the nnU-Net folder, or the datalist JSON)."""
     rng = np.random.default_rng(seed)
     (root / "imagesTr").mkdir(parents=True, exist_ok=True)
     (root / "labelsTr").mkdir(parents=True, exist_ok=True)
@@ -36,7 +36,8 @@ def write_toy_channels_2d(root: Path, layout: str, n: int = 10, size: int = 32, 
         files = [f"imagesTr/{case}_{c:04d}.png" for c in range(len(CHANNEL_LEVELS))]
         for f, (background, level) in zip(files, CHANNEL_LEVELS):
             pixels = np.where(disc, level, background) + rng.normal(0, 100, disc.shape)
-            Image.fromarray(np.clip(pixels, 0, 65535).astype(np.uint16)).save(root / f)
+            pixels = np.clip(pixels, 0, 65535).astype(np.uint16)
+            Image.fromarray(pixels if bits == 16 else (pixels // 256).astype(np.uint8)).save(root / f)
         Image.fromarray(disc.astype(np.uint8) * 255).save(root / "labelsTr" / f"{case}.png")
         entries.append({"image": files, "label": f"labelsTr/{case}.png", "id": case})
     names = {str(c): name for c, name in enumerate(NAMES)}
@@ -135,3 +136,14 @@ def test_two_channel_2d_set_through_every_stage(tmp_path, capsys):
     assert main(["vtt", "create", "--real", f"{prep}:train", "--synthetic", str(syn), "--out", str(tmp_path / "vtt"),
                  "--n", "4", "--channel", "1"]) == 0
     capsys.readouterr()
+
+
+def test_8bit_channels_keep_the_8bit_window_and_channel_counts_must_agree(tmp_path, capsys):
+    raw = write_toy_channels_2d(tmp_path / "raw", "nnunet", n=6, bits=8)
+    pre = _prepare(raw, tmp_path / "prep")["preprocessing"]
+    assert pre["bit_depth"] == 8
+    assert [(c["lo"], c["hi"], c["from"]) for c in pre["intensity"]["channels"]] == [(0.0, 255.0, "8-bit range")] * 2
+    (raw / "imagesTr" / "c03_0001.png").unlink()  # c03 now has one channel file
+    code = main(["prepare", str(raw), "--out", str(tmp_path / "prep2"), "--folds", "0"])
+    assert code == 2 and not (tmp_path / "prep2").exists()
+    assert "c03_0000.png: 1 channel file(s), other cases 2 (every case needs the same channels)" in capsys.readouterr().err

@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e ".[test]"
 	$(PY) -m pip install --quiet --no-deps "nnunetv2>=2.2,<3"  # see pyproject's test extra: its deps pin another torch
+	$(PY) -m pip install --quiet -e ".[frd]" || echo "pyradiomics-bhklab did not build (a C compiler is needed): the frd feature space and its tests are skipped"
 	touch $(STAMP)
 
 demo: $(STAMP)

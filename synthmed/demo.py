@@ -1,31 +1,62 @@
-"""``synthmed demo``: the main job end to end on the bundled MSD Hippocampus subset.
+"""``synthmed demo``: the tiny study on the bundled MSD Hippocampus subset, with its HTML report.
 
-prepare (percentile-mapped MRI, 1.5 mm, 32^3) -> train a 3D DCGAN on the train split -> sample
-synthetic pairs -> a montage of real vs synthetic slices with mask overlays and a printed summary.
+prepare (16^3) -> for each of 3 seeds: 8 real training cases -> train a small 3D DCGAN on exactly those
+cases -> sample 16 pairs -> evaluate them -> downstream segmentation (real, real + synthetic, each with
+and without augmentation, scored on 10 real test cases) -> aggregate -> report. The same work as
+``synthmed study --config configs/study_tiny.yaml`` (a test keeps the two equal); ends by printing the
+report's path and one verdict line per arm.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
 
-import numpy as np
+import yaml
 
-from synthmed.data.bundled import sample_dataset_path
-from synthmed.data.dataset import load_arrays
-from synthmed.data.manifest import load_manifest
-from synthmed.data.prepare import make_options, prepare_dataset
 from synthmed.errors import UserError
 from synthmed.fileio import check_output_folder, write_output_marker
-from synthmed.sample.montage import save_montage
-from synthmed.sample.sampler import sample_arrays, sample_to_folder
-from synthmed.train.config import resolve_config
-from synthmed.train.loop import train
+from synthmed.study.run import check_inputs, open_study, print_answer, run_jobs, run_worker
 
-DEMO_STEPS = 600
-DEMO_SAMPLES = 16
-MONTAGE = "montage.png"
+GENERATOR_FILE = "dcgan3d_16.yaml"
+STUDY_FILE = "demo_study.yaml"
+STUDY_FOLDER = "study"
+# configs/dcgan3d_32.yaml with the --set overrides of configs/study_tiny.yaml applied (the package ships no configs/)
+DEMO_GENERATOR = {
+    "model": {"name": "dcgan3d", "params": {"latent_dim": 32, "base_channels": 8, "max_channels": 32,
+                                             "pairing": {"layout": "channel", "mask_encoding": "onehot"}}},
+    "data": {"manifest": "prepared", "split": "train"},
+    "optim": {"G": {"type": "adam", "lr": 2.0e-4, "betas": [0.5, 0.999]},
+              "D": {"type": "adam", "lr": 1.0e-4, "betas": [0.5, 0.999]}},
+    "train": {"steps": 2000, "batch_size": 8, "ema_kimg": 0.5, "log_every": 10, "checkpoint_every": 500},
+    "out": "runs/dcgan3d_16",
+}
+
+
+def demo_study(generator_preset: Path, steps: int | None, seed: int) -> dict:
+    """The study of configs/study_tiny.yaml, with the generator preset written next to it."""
+    tiny = {
+        "name": "tiny",
+        "data": {"raw": ["bundled"],
+                 "prepare": {"intensity": "percentile", "spacing": [1.5, 1.5, 1.5], "shape": [16, 16, 16],
+                             "shape_mode": "resize", "test_fraction": 0.25, "val_fraction": 0.15, "folds": 0}},
+        "protocol": "fixed_validation",
+        "real_sizes": [8],
+        "seeds": [seed, seed + 1, seed + 2],
+        "generators": {"dcgan": {"preset": str(generator_preset), "steps": steps or DEMO_STEPS}},
+        "n_samples": 16,
+        "evaluation": {"features": ["radiomics"], "bootstrap": 20},
+        "downstream": {"arms": ["real", "real+synthetic"], "n_synthetic": [16], "with_augmentation": [False, True],
+                       "train": {"epochs": 10, "batch_size": 4, "model_size": "tiny"}, "stats": {"bootstrap": 1000}},
+        "out": "runs/study_tiny",
+    }
+    return tiny
+
+
+DEMO_STEPS = 300
+DEMO_WORKERS = 2  # local worker processes (one per core of a 2-core machine)
 
 
 def replace_demo_folder(out: Path, entries: list[str]) -> None:
@@ -44,67 +75,26 @@ def replace_demo_folder(out: Path, entries: list[str]) -> None:
         raise UserError(f"{out}: cannot write the demo folder ({e.strerror or e}); choose another --out") from None
 
 
-def demo_config(manifest: Path, run_dir: Path, steps: int, seed: int) -> dict:
-    """A small 3D DCGAN that learns the hippocampus pairs in minutes on two CPU cores."""
-    return {
-        "model": {"name": "dcgan3d", "params": {"latent_dim": 64, "base_channels": 16, "max_channels": 128,
-                                                 "pairing": {"layout": "channel", "mask_encoding": "onehot"}}},
-        "data": {"manifest": str(manifest), "split": "train"},
-        "optim": {"G": {"type": "adam", "lr": 2e-4, "betas": [0.5, 0.999]},
-                  "D": {"type": "adam", "lr": 1e-4, "betas": [0.5, 0.999]}},
-        "train": {"steps": steps, "batch_size": 8, "seed": seed, "ema_kimg": 0.2, "log_every": 20,
-                  "checkpoint_every": steps},
-        "out": str(run_dir),
-    }
-
-
-def mask_statistics(masks: np.ndarray, labels: list[int]) -> dict[int, float]:
-    """Mean voxel count per label over a set of masks."""
-    return {label: float((masks == label).sum(axis=tuple(range(1, masks.ndim))).mean()) for label in labels}
-
-
-def run_demo(out: Path, steps: int | None = None, seed: int = 0) -> None:
-    steps = steps or DEMO_STEPS
+def run_demo(out: Path, steps: int | None = None, seed: int = 0) -> Path:
+    """Run the tiny study in ``out/study`` with up to two local workers; returns the report's path."""
     started = time.perf_counter()
-    prepared, run_dir, synthetic = out / "prepared", out / "run", out / "synthetic"
-    replace_demo_folder(out, [prepared.name, run_dir.name, synthetic.name, MONTAGE])
-
-    print(f"[1/4] prepare: bundled MSD Task04 Hippocampus subset -> {prepared}")
-    options = make_options(intensity="percentile", spacing=(1.5, 1.5, 1.5), shape=(32, 32, 32),
-                           test_fraction=0.2, val_fraction=0.1, folds=3, seed=seed)
-    prepare_dataset([sample_dataset_path()], prepared, options)
-    manifest = load_manifest(prepared)
-
-    print(f"[2/4] train: 3D DCGAN, {steps} steps on the {len(manifest.split_ids('train'))} train cases -> {run_dir}")
-    config = resolve_config(demo_config(prepared, run_dir, steps, seed), source="demo")
-    train(config)
-
-    print(f"[3/4] sample: {DEMO_SAMPLES} synthetic pairs -> {synthetic}")
-    sample_to_folder(run_dir, DEMO_SAMPLES, synthetic, seed=seed)
-
-    print("[4/4] montage and summary")
-    real_images, real_masks = load_arrays(manifest, manifest.split_ids("train"))
-    syn_images, syn_masks = sample_arrays(run_dir, DEMO_SAMPLES, seed=seed)
-    labels = {str(k): v for k, v in manifest.labels.items()}
-    montage = save_montage(out / MONTAGE, [("real (train)", real_images, real_masks),
-                                                 ("synthetic", syn_images, syn_masks)], labels=labels)
-    _print_summary(manifest, real_images, real_masks, syn_images, syn_masks)
-    print(f"\nOutputs in {out.resolve()}:")
-    for name, path in [("prepared data + manifest", prepared / "manifest.json"), ("training run", run_dir),
-                       ("loss curves", run_dir / "plots" / "losses.png"), ("synthetic NIfTI + card", synthetic),
-                       ("montage (real vs synthetic)", montage)]:
-        print(f"  {name:28s} {path}")
+    replace_demo_folder(out, [STUDY_FOLDER, STUDY_FILE, GENERATOR_FILE])
+    (out / GENERATOR_FILE).write_text(yaml.safe_dump(DEMO_GENERATOR, sort_keys=False))
+    study_yaml = out / STUDY_FILE
+    study_yaml.write_text(yaml.safe_dump(demo_study((out / GENERATOR_FILE).resolve(), steps, seed), sort_keys=False))
+    study = open_study(study_yaml, str(out / STUDY_FOLDER), write=False)
+    check_inputs(study)
+    study = open_study(study_yaml, str(out / STUDY_FOLDER))
+    jobs = min(DEMO_WORKERS, os.cpu_count() or 1)
+    print(f"The tiny study: {len(study.units)} work units in {study.folder} (bundled MSD Hippocampus subset, 16^3).\n"
+          "Each seed draws 8 real training cases; a 3D DCGAN trains on exactly those, and every segmentation arm\n"
+          "trains on the same 8 (plus 16 synthetic pairs for real + synthetic); all are scored on 10 real test cases.\n"
+          f"{jobs} worker process(es) share the units (synthmed study --jobs {jobs}).")
+    if jobs > 1:
+        run_jobs(study_yaml, study, jobs, [])
+    else:
+        run_worker(study)
+    print_answer(study)
+    print("The numbers show the machinery on tiny data, not an answer: see configs/study_hippocampus_small.yaml.")
     print(f"Done in {time.perf_counter() - started:.0f} s.")
-
-
-def _print_summary(manifest, real_images, real_masks, syn_images, syn_masks) -> None:
-    fg_labels = [k for k in sorted(manifest.labels) if k != 0]
-    real_vol, syn_vol = mask_statistics(real_masks, fg_labels), mask_statistics(syn_masks, fg_labels)
-    print(f"\n{'':28s}{'real train':>12s}{'synthetic':>12s}")
-    print(f"{'cases':28s}{len(real_masks):12d}{len(syn_masks):12d}")
-    for label in fg_labels:
-        name = f"mean voxels '{manifest.labels[label]}'"
-        print(f"{name:28s}{real_vol[label]:12.0f}{syn_vol[label]:12.0f}")
-    for title, images, masks in [("real", real_images, real_masks), ("synthetic", syn_images, syn_masks)]:
-        inside = images[:, 0][masks > 0]
-        print(f"{'mean intensity in mask (' + title + ')':40s}{(inside.mean() if inside.size else float('nan')):+.3f}")
+    return study.folder / "report.html"

@@ -13,6 +13,14 @@ from synthmed.data.toy import write_toy_dataset
 TOY_OPTIONS = dict(shape=(16, 16, 16), spacing=None, test_fraction=0.2, val_fraction=0.1, folds=3)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_user_feature_cache(tmp_path_factory):
+    """`synthmed evaluate` caches real-set features under $SYNTHMED_CACHE: a session folder, never ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SYNTHMED_CACHE", str(tmp_path_factory.mktemp("synthmed_cache")))
+        yield
+
+
 @pytest.fixture
 def toy_msd(tmp_path: Path) -> Path:
     """MSD folder (imagesTr/, labelsTr/, dataset.json) with 12 toy CT cases."""

@@ -21,6 +21,7 @@ from synthmed.cli import main
 from synthmed.data.manifest import load_manifest
 from synthmed.data.prepare import PrepareOptions, prepare_dataset
 from synthmed.data.toy import write_toy_dataset
+from synthmed.data.toy_channels import write_toy_channels
 from synthmed.data.toy2d import prepare_toy_2d, write_toy_2d_dataset
 from synthmed.fileio import write_output_marker
 from synthmed.sample.sampler import sample_to_folder
@@ -30,6 +31,7 @@ from synthmed.train.loop import train
 from synthmed.vtt.invite import invite
 from synthmed.vtt.study import StudyOptions, create_study
 from tests.conftest import TOY_OPTIONS
+from tests.data.test_channels_2d import write_toy_channels_2d
 from tests.data.test_checks import _rewrite
 from tests.sphere_sets import write_sphere_set
 from tests.train.test_training import tiny_config
@@ -161,6 +163,50 @@ def affine_mismatch(w, tmp):
     return prepare_damaged(w, tmp, damage)
 
 
+def channel_geometry_mismatch(w, tmp):
+    import nibabel as nib
+    raw = write_toy_channels(tmp / "raw_mc", n_cases=4)
+    path = raw / "imagesTr" / "mc_001_0001.nii.gz"
+    affine = nib.load(path).affine.copy()
+    affine[2, 3] += 0.5
+    _rewrite(path, affine=affine)
+    return ["prepare", raw, "--out", tmp / "out", "--shape", "16", "16", "16", "--folds", "0"], str(path)
+
+
+def channel_count_mismatch(w, tmp):
+    raw = write_toy_channels(tmp / "raw_mc", n_cases=4, layout="msd4d")
+    path = raw / "imagesTr" / "mc_002.nii.gz"
+    _rewrite(path, image=np.zeros((16, 16, 16, 3), np.float32))
+    return ["prepare", raw, "--out", tmp / "out", "--shape", "16", "16", "16", "--folds", "0"], str(path)
+
+
+def channel_gap(w, tmp):
+    raw = write_toy_channels(tmp / "raw_mc", n_cases=4)
+    path = raw / "imagesTr" / "mc_003_0001.nii.gz"
+    path.rename(path.with_name("mc_003_0002.nii.gz"))
+    return ["prepare", raw, "--out", tmp / "out", "--shape", "16", "16", "16", "--folds", "0"], "mc_003_XXXX"
+
+
+def channel_size_2d(w, tmp):
+    from PIL import Image
+
+    raw = write_toy_channels_2d(tmp / "raw2d_mc", "nnunet", n=4)
+    path = raw / "imagesTr" / "c01_0001.png"
+    Image.fromarray(np.full((24, 32), 3000, np.uint16)).save(path)
+    return ["prepare", raw, "--out", tmp / "out", "--folds", "0"], str(path)
+
+
+def channel_rgb_2d(w, tmp):
+    from PIL import Image
+
+    raw = write_toy_channels_2d(tmp / "raw2d_mc", "datalist", n=4)
+    path = raw.parent / "imagesTr" / "c02_0001.png"
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb).save(path)
+    return ["prepare", raw, "--out", tmp / "out", "--folds", "0"], str(path)
+
+
 def nan_voxels(w, tmp):
     def damage(raw):
         import nibabel as nib
@@ -233,6 +279,64 @@ def prepare_2d_image_without_mask(w, tmp):
     raw = write_toy_2d_dataset(tmp / "raw2d", n=12, size=16)
     (raw / "masks" / "toy2d_002.png").unlink()
     return ["prepare", raw, "--out", tmp / "out", "--folds", "0"], str(raw / "images" / "toy2d_002.png")
+
+
+
+def prepare_dicom(w, tmp, **damage) -> tuple[list, str]:
+    """The toy set with toy_001's image as a DICOM series folder, broken by `damage`."""
+    from tests.data.volume_files import nifti_to_dicom
+    raw = copy(w.raw, tmp)
+    image = raw / "imagesTr" / "toy_001.nii.gz"
+    folder = nifti_to_dicom(image, raw / "imagesTr" / "toy_001", **{k: v for k, v in damage.items() if k != "series"})
+    if "series" in damage:  # a second series in the same folder
+        nifti_to_dicom(image, folder, series=damage["series"])
+    image.unlink()
+    return ["prepare", raw, "--out", tmp / "out", *PREPARE], str(folder)
+
+
+def prepare_dicom_missing_slice(w, tmp):
+    return prepare_dicom(w, tmp, drop=(7,))
+
+
+def prepare_dicom_uneven_spacing(w, tmp):
+    return prepare_dicom(w, tmp, shift={7: 0.6})
+
+
+def prepare_dicom_two_series(w, tmp):
+    return prepare_dicom(w, tmp, series="2")
+
+
+def prepare_2d_suffixed_masks_without_mask_suffix(w, tmp):
+    raw = write_toy_2d_dataset(tmp / "raw2d", n=12, size=16)
+    for mask in (raw / "masks").glob("*.png"):
+        mask.rename(mask.with_name(f"{mask.stem}_Mask.png"))
+    return ["prepare", raw, "--out", tmp / "out", "--folds", "0"], "--mask-suffix _Mask would pair 12"
+
+
+def prepare_group_in_two_given_splits(w, tmp):
+    import json
+    raw = write_toy_dataset(tmp / "raw_dl", n_cases=12, layout="datalist")
+    data = json.loads(raw.read_text())
+    data["validation"], data["testing"] = data["training"][8:10], data["training"][10:]
+    data["training"] = data["training"][:8]
+    data["validation"][0]["group"] = data["testing"][0]["group"] = "patient7"
+    raw.write_text(json.dumps(data))
+    return ["prepare", raw, "--out", tmp / "out", *PREPARE], "group 'patient7' is in test and val"
+
+
+def prepare_split_file_unknown_ids(w, tmp):
+    import json
+    split = tmp / "split.json"
+    split.write_text(json.dumps({"test": ["toy_000", "nobody"]}))
+    return ["prepare", w.raw, "--out", tmp / "out", "--split-file", split, *PREPARE], f"--split-file {split}"
+
+
+def prepare_2d_many_valued_masks(w, tmp):
+    from PIL import Image
+    raw = write_toy_2d_dataset(tmp / "raw2d", n=12, size=16)
+    ramp = np.tile(np.arange(16, dtype=np.uint8) * 16, (16, 1))  # 16 grey levels
+    Image.fromarray(ramp).save(raw / "masks" / "toy2d_000.png")
+    return ["prepare", raw, "--out", tmp / "out", "--folds", "0"], str(raw / "masks" / "toy2d_000.png")
 
 
 def analyze_out_inside_input(w, tmp):
@@ -453,6 +557,44 @@ def evaluate_missing_manifest(w, tmp):
     return evaluate_args(w, tmp, real=str(tmp / "noprep")), str(tmp / "noprep")
 
 
+def pair_folder(w, tmp: Path, name: str, n: int | None = None) -> Path:
+    """`n` cases of the sampled set as another tool lays them out: images/ + masks/ with matching names."""
+    folder = tmp / name
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for mask in sorted((w.synthetic / "labelsTr").glob("*.nii.gz"))[:n]:
+        shutil.copy(mask, folder / "masks" / mask.name)
+        shutil.copy(w.synthetic / "imagesTr" / mask.name.replace(".nii.gz", "_0000.nii.gz"), folder / "images" / mask.name)
+    return folder
+
+
+def evaluate_pairs_missing_mask(w, tmp):
+    synthetic = pair_folder(w, tmp, "maisi")
+    mask = sorted((synthetic / "masks").iterdir())[0]
+    mask.unlink()
+    return evaluate_args(w, tmp, synthetic), f"{mask}: mask missing for image {mask.name}"
+
+
+def evaluate_real_folder_one_case(w, tmp):
+    real = pair_folder(w, tmp, "real_pairs", n=1)
+    return evaluate_args(w, tmp, None, str(real)), f"--real {real}: 1 case(s); at least 2 needed"
+
+
+def evaluate_cuda_without_gpu(w, tmp):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: --device cuda is not refused here")
+    return evaluate_args(w, tmp, None, None, "--device", "cuda"), "--device cuda: torch sees no CUDA GPU"
+
+
+def evaluate_zero_workers(w, tmp):
+    return evaluate_args(w, tmp, None, None, "--workers", "0"), "workers must be >= 1, got 0"
+
+
+def evaluate_cache_dir_under_file(w, tmp):
+    (tmp / "file").write_text("x")
+    return evaluate_args(w, tmp, None, None, "--cache-dir", tmp / "file" / "cache"), f"--cache-dir {tmp / 'file' / 'cache'}"
+
+
 # --- downstream ----------------------------------------------------------------------------------------
 
 
@@ -466,6 +608,12 @@ def downstream_leakage(w, tmp):
     leaked = manifest.split_ids("test")[0]
     synthetic = write_sphere_set(tmp / "leaky", w.manifest, n=4, trained_on=[*manifest.split_ids("train"), leaked])
     return ["downstream", "--config", downstream_config(w, tmp, synthetic)], leaked
+
+
+def downstream_extra_labels(w, tmp):
+    manifest = load_manifest(w.manifest)
+    synthetic = write_sphere_set(tmp / "wide", w.manifest, n=4, trained_on=manifest.split_ids("train"))
+    return ["downstream", "--config", downstream_config(w, tmp, synthetic, real_sizes=[2])], "label-budget guard"
 
 
 def downstream_unknown_key(w, tmp):
@@ -620,6 +768,51 @@ def export_overwrite_foreign(w, tmp):
     foreign.mkdir(parents=True)
     (foreign / "thesis.tex").write_text("years of work")
     return [*export_args(w, tmp), "--overwrite"], str(foreign)
+# --- report --------------------------------------------------------------------------------------------
+
+
+def report_not_a_synthmed_folder(w, tmp):
+    return ["report", w.raw], str(w.raw)
+
+
+def report_empty_folder(w, tmp):
+    (tmp / "empty").mkdir()
+    return ["report", tmp / "empty"], str(tmp / "empty")
+
+
+def report_prepared_folder(w, tmp):
+    return ["report", w.prepared], str(w.prepared)
+
+
+def report_out_a_file_synthmed_did_not_write(w, tmp):
+    (tmp / "notes.html").write_text("<p>mine</p>")
+    return ["report", w.run, "--out", tmp / "notes.html"], str(tmp / "notes.html")
+
+
+def report_out_inside_the_reported_folder(w, tmp):
+    return ["report", w.run, "--out", w.run / "report.html"], str(w.run / "report.html")
+# --- study ---------------------------------------------------------------------------------------------
+
+
+def study_yaml(w, tmp, **changes) -> Path:
+    raw = {"data": {"prepared": str(w.prepared)}, "real_sizes": [3], "n_samples": 4,
+           "generators": {"g": {"preset": str(Path(__file__).parents[1] / "configs" / "dcgan3d_32.yaml"), "steps": 2}},
+           "downstream": {"n_synthetic": [4]}, **changes}
+    (tmp / "study.yaml").write_text(yaml.safe_dump(raw))
+    return tmp / "study.yaml"
+
+
+def study_unknown_key(w, tmp):
+    gen = {"g": {"preset": "configs/dcgan3d_32.yaml", "stepz": 2}}
+    return ["study", "--config", study_yaml(w, tmp, generators=gen), "--out", tmp / "s"], "generators.g.stepz: unknown key"
+
+
+def study_real_size_too_big(w, tmp):
+    return ["study", "--config", study_yaml(w, tmp, real_sizes=[50]), "--out", tmp / "s"], "real_sizes: 50"
+
+
+def study_out_foreign(w, tmp):
+    return ["study", "--config", study_yaml(w, tmp), "--out", foreign_folder(tmp)], str(tmp / "mine")
 
 
 # --- the table -----------------------------------------------------------------------------------------
@@ -631,6 +824,11 @@ CASES = [
     ("prepare", "a file that is not NIfTI", garbage_nifti),
     ("prepare", "mask shape differs from image shape", shape_mismatch),
     ("prepare", "mask affine differs from image affine", affine_mismatch),
+    ("prepare", "a channel file off its mask's geometry", channel_geometry_mismatch),
+    ("prepare", "cases with different channel counts", channel_count_mismatch),
+    ("prepare", "nnU-Net channel files with a gap (_0000, _0002)", channel_gap),
+    ("prepare", "2D: a channel file off its mask's size", channel_size_2d),
+    ("prepare", "2D: an RGB channel file", channel_rgb_2d),
     ("prepare", "NaN voxels", nan_voxels),
     ("prepare", "mask label outside the declared labels", undeclared_label),
     ("prepare", "too few cases for the split (3 cases, 5 folds)", too_few_cases),
@@ -643,6 +841,13 @@ CASES = [
     ("prepare", "--out under a regular file (unwritable)", prepare_out_under_file),
     ("prepare", "2D: grey JPEG mask", prepare_2d_grey_jpeg_mask),
     ("prepare", "2D: image without mask", prepare_2d_image_without_mask),
+    ("prepare", "DICOM series with a missing slice", prepare_dicom_missing_slice),
+    ("prepare", "DICOM series with uneven slice spacing", prepare_dicom_uneven_spacing),
+    ("prepare", "two DICOM series in one folder", prepare_dicom_two_series),
+    ("prepare", "2D: masks named <image>_Mask without --mask-suffix", prepare_2d_suffixed_masks_without_mask_suffix),
+    ("prepare", "one group in two given splits", prepare_group_in_two_given_splits),
+    ("prepare", "--split-file naming unknown ids", prepare_split_file_unknown_ids),
+    ("prepare", "2D: mask with more than 10 values", prepare_2d_many_valued_masks),
     ("analyze", "--out inside the input", analyze_out_inside_input),
     ("analyze", "input folder missing", analyze_missing_input),
     ("train", "unknown config key", unknown_config_key),
@@ -681,8 +886,14 @@ CASES = [
     ("evaluate", "--out equal to the synthetic set", evaluate_out_is_synthetic),
     ("evaluate", "--overwrite on a folder synthmed did not write", evaluate_overwrite_foreign),
     ("evaluate", "manifest missing", evaluate_missing_manifest),
+    ("evaluate", "images/ + masks/ folder: an image without its mask", evaluate_pairs_missing_mask),
+    ("evaluate", "--real folder of pairs with one case", evaluate_real_folder_one_case),
+    ("evaluate", "--device cuda where torch sees no GPU", evaluate_cuda_without_gpu),
+    ("evaluate", "--workers 0", evaluate_zero_workers),
+    ("evaluate", "--cache-dir under a regular file", evaluate_cache_dir_under_file),
     ("downstream", "synthetic set without card.json", downstream_set_without_card),
     ("downstream", "leakage: the card lists a test case", downstream_leakage),
+    ("downstream", "generator saw real cases the arm does not", downstream_extra_labels),
     ("downstream", "unknown config key", downstream_unknown_key),
     ("downstream", "n_synthetic larger than the set", downstream_too_many_synthetic),
     ("downstream", "manifest without folds", downstream_no_folds),
@@ -708,8 +919,16 @@ CASES = [
     ("export", "--name with a space", export_bad_name),
     ("export", "--out inside the prepared folder", export_out_inside_prepared),
     ("export", "--overwrite on a folder synthmed did not write", export_overwrite_foreign),
+    ("study", "unknown key in the study YAML", study_unknown_key),
+    ("study", "a real-set size larger than the train split", study_real_size_too_big),
+    ("study", "--out a folder that is not a study folder", study_out_foreign),
     ("demo", "--out a folder an earlier demo did not write", demo_out_foreign),
     ("demo", "--out under a regular file (unwritable)", demo_out_under_file),
+    ("report", "not a synthmed folder", report_not_a_synthmed_folder),
+    ("report", "empty folder", report_empty_folder),
+    ("report", "a prepared folder (nothing to report)", report_prepared_folder),
+    ("report", "--out a file synthmed did not write", report_out_a_file_synthmed_did_not_write),
+    ("report", "--out inside the reported folder", report_out_inside_the_reported_folder),
 ]
 
 
@@ -764,8 +983,8 @@ def test_the_table_covers_every_stage_and_the_readme_lists_each_row():
     rows = [tuple(c.values[:2]) if hasattr(c, "values") else c[:2] for c in CASES]
     assert len(rows) >= 40
     assert {s for s, _ in rows} == {"prepare", "analyze", "train", "grid", "sample", "encode", "evaluate",
-                                    "downstream", "vtt", "export", "demo"}
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+                                    "downstream", "vtt", "export", "report", "study", "demo"}
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     section = readme.split("## What synthmed refuses")[1].split("\n## ")[0]
     listed = [tuple(cell.strip().replace("`", "") for cell in line.split("|")[1:3])
               for line in section.splitlines() if line.startswith("| ") and not line.startswith("| stage")]

@@ -61,7 +61,7 @@ def test_missing_config_file_is_named(tmp_path, capsys):
 
 
 TRAINING_PRESETS = sorted(
-    p for p in Path("configs").glob("*.yaml") if not p.stem.endswith("_grid") and not p.stem.startswith("downstream")
+    p for p in Path("configs").glob("*.yaml") if not p.stem.endswith("_grid") and not p.stem.startswith(("downstream", "study"))
 )
 
 

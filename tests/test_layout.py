@@ -23,6 +23,7 @@ STAGE_RANK = {
     "study": 9,
     "demo": 10,
     "cli": 11,
+    "api": 11,  # synthmed.api: the stage functions as Python (synthmed/__init__.py forwards to it lazily)
 }
 # Functions through which a registry imports its families (which import the registry: a deliberate circle).
 REGISTRY_LOADERS = {"_import_families", "_import_builtin"}

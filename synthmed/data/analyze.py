@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from synthmed.data.checks import read_nifti
-from synthmed.data.discover import discover_sources
+from synthmed.data.checks import read_nifti, read_volume
+from synthmed.data.discover import discover_sources, strip_nifti_suffix
 from synthmed.data.images2d import read_image_2d, read_mask_2d
 from synthmed.data.manifest import MANIFEST_NAME, load_manifest
 from synthmed.data.preprocess import affine_spacing
@@ -51,27 +51,43 @@ def _axis_stats(rows: list[list[float]]) -> dict[str, list[float]] | None:
     return {"min": a.min(0).tolist(), "median": np.median(a, 0).tolist(), "max": a.max(0).tolist()}
 
 
-def analyze_raw_case(image_path: Path, label_path: Path) -> tuple[dict[str, Any] | None, list[str]]:
-    """Statistics of one raw case, or None and the problems found."""
+def _read_channels(image_path: Path | list[Path], problems: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(image [C, D, H, W], affine) of one file (a 4D NIfTI holds C channels) or of one file per channel."""
+    paths = image_path if isinstance(image_path, list) else [image_path]
+    reads = [read_nifti(p, problems, channels=True) if len(paths) == 1 and strip_nifti_suffix(p.name) is not None
+             else read_volume(p, problems) for p in paths]
+    if any(r is None for r in reads):
+        return None
+    if len({r[0].shape for r in reads}) > 1:  # type: ignore[index]
+        problems.append(f"{paths[0]}: channel files differ in shape ({', '.join(p.name for p in paths)})")
+        return None
+    image = np.stack([r[0] for r in reads]) if len(reads) > 1 else reads[0][0]  # type: ignore[index]
+    return (image if image.ndim == 4 else image[None]), reads[0][1]  # type: ignore[index]
+
+
+def analyze_raw_case(image_path: Path | list[Path], label_path: Path) -> tuple[dict[str, Any] | None, list[str]]:
+    """Statistics of one raw case (image: one file, or one file per channel), or None and the problems found."""
     problems: list[str] = []
-    img = read_nifti(image_path, problems)
-    msk = read_nifti(label_path, problems)
+    img = _read_channels(image_path, problems)
+    msk = read_volume(label_path, problems)
     if img is None or msk is None:
         return None, problems
-    image, affine, _ = img
+    channels, affine = img
+    image = channels if len(channels) > 1 else channels[0]
     mask, _, _ = msk
     spacing = affine_spacing(affine)
     finite = np.isfinite(image)
     if not finite.all():
         problems.append(f"{image_path}: {int((~finite).sum())} NaN/Inf voxels")
     vals = np.asarray(image[finite], dtype=np.float64)
-    if mask.shape != image.shape:
-        problems.append(f"{label_path}: mask shape {mask.shape} differs from image shape {image.shape}")
+    if mask.shape != channels.shape[1:]:
+        problems.append(f"{label_path}: mask shape {mask.shape} differs from image shape {channels.shape[1:]}")
     mask_i = np.rint(np.asarray(mask, dtype=np.float64)).astype(np.int64)
     labels, counts = np.unique(mask_i, return_counts=True)
     voxel_mm3 = float(np.prod(spacing))
     return {
-        "shape": list(image.shape),
+        "shape": list(channels.shape[1:]),
+        "channels": len(channels),
         "spacing": spacing,
         "dtype": str(image.dtype),
         "intensity": {
@@ -80,23 +96,39 @@ def analyze_raw_case(image_path: Path, label_path: Path) -> tuple[dict[str, Any]
             "p0.5": float(np.percentile(vals, 0.5)) if vals.size else None,
             "p99.5": float(np.percentile(vals, 99.5)) if vals.size else None,
         },
+        **({"intensity_per_channel": [_intensity_range(c) for c in channels]} if len(channels) > 1 else {}),
         "label_voxels": {str(int(k)): int(c) for k, c in zip(labels, counts) if k != 0},
         "label_mm3": {str(int(k)): float(c) * voxel_mm3 for k, c in zip(labels, counts) if k != 0},
     }, problems
 
 
-def analyze_raw_case_2d(image_path: Path, label_path: Path) -> tuple[dict[str, Any] | None, list[str]]:
-    """Statistics of one raw 2D image/mask pair, or None and the problems found."""
+def _intensity_range(channel: np.ndarray) -> dict[str, float | None]:
+    vals = np.asarray(channel[np.isfinite(channel)], dtype=np.float64)
+    if not vals.size:
+        return {"min": None, "max": None}
+    return {"min": float(vals.min()), "max": float(vals.max()),
+            "p0.5": float(np.percentile(vals, 0.5)), "p99.5": float(np.percentile(vals, 99.5))}
+
+
+def analyze_raw_case_2d(image_path: Path | list[Path], label_path: Path) -> tuple[dict[str, Any] | None, list[str]]:
+    """Statistics of one raw 2D image/mask pair (image: one file, or one grey file per channel), or None and
+    the problems found."""
     problems: list[str] = []
-    img = read_image_2d(image_path, problems)
+    paths = image_path if isinstance(image_path, list) else [image_path]
+    reads = [read_image_2d(p, problems) for p in paths]
     msk = read_mask_2d(label_path, problems)
-    if img is None or msk is None:
+    if any(r is None for r in reads) or msk is None:
+        return None, problems
+    img = reads[0]
+    assert img is not None
+    if len({r.pixels.shape for r in reads if r is not None}) > 1:
+        problems.append(f"{paths[0]}: channel files differ in size ({', '.join(p.name for p in paths)})")
         return None, problems
     shape = list(img.pixels.shape[:2])
     if list(msk.labels.shape) != shape:
         problems.append(f"{label_path}: mask size {'x'.join(map(str, msk.labels.shape))} differs from image "
                         f"size {'x'.join(map(str, shape))} (H x W)")
-    vals = np.asarray(img.pixels, dtype=np.float64)
+    vals = np.concatenate([np.asarray(r.pixels, dtype=np.float64).ravel() for r in reads if r is not None])
     labels, counts = np.unique(msk.labels, return_counts=True)
     return {
         "shape": shape,
@@ -109,6 +141,8 @@ def analyze_raw_case_2d(image_path: Path, label_path: Path) -> tuple[dict[str, A
             "p0.5": float(np.percentile(vals, 0.5)),
             "p99.5": float(np.percentile(vals, 99.5)),
         },
+        **({"channels": len(reads), "intensity_per_channel": [_intensity_range(r.pixels) for r in reads if r is not None]}
+           if len(reads) > 1 else {}),
         "mask_rule": msk.rule,
         "jpeg_midgrey_pixels": msk.midgrey_pixels,
         "label_voxels": {str(int(k)): int(c) for k, c in zip(labels, counts) if k != 0},
@@ -145,7 +179,18 @@ def _summarise(cases: dict[str, dict[str, Any]], size_key: str = "label_mm3") ->
     }
     if rows and "mask_rule" in rows[0]:  # raw 2D images
         summary.update(_summarise_2d(rows))
+    if any(r.get("channels", 1) > 1 for r in rows):  # multi-channel images: each channel's own range
+        summary["channels"] = sorted({r["channels"] for r in rows})
+        per_channel = [r["intensity_per_channel"] for r in rows if "intensity_per_channel" in r]
+        summary["intensity_per_channel"] = [
+            {"min": _stats([c[i]["min"] for c in per_channel if len(c) > i and c[i]["min"] is not None]),
+             "max": _stats([c[i]["max"] for c in per_channel if len(c) > i and c[i]["max"] is not None])}
+            for i in range(max(len(c) for c in per_channel))] if per_channel else []
     return summary
+
+
+def _fmt_median(stats: dict[str, float] | None) -> str:
+    return "-" if stats is None else f"{stats['median']:.4g}"
 
 
 def _size_key(preprocessing: dict[str, Any]) -> str:
@@ -188,6 +233,7 @@ def _analyze_prepared(path: Path) -> dict[str, Any]:
         "dims": int(m.preprocessing.get("dims", 3)),
         "size_key": size_key,
         "labels": {str(k): v for k, v in m.labels.items()},
+        "label_values": {str(k): v for k, v in m.label_values.items()},  # class index -> source value
         "preprocessing": m.preprocessing,
         "summary": summary,
         "cases": cases,
@@ -221,6 +267,9 @@ def format_report(result: dict[str, Any]) -> str:
         rows = [
             ("cases", str(s["n_cases"])),
             ("shape min/median/max", _fmt_range(s["shape"])),
+            *([("channels", ", ".join(map(str, s["channels"])))] if s.get("channels") else []),
+            *[(f"channel {i} intensity min..max (medians)", f"{_fmt_median(c['min'])} .. {_fmt_median(c['max'])}")
+              for i, c in enumerate(s.get("intensity_per_channel", []))],
             (f"spacing {spacing_unit} min/median/max", _fmt_range(s["spacing"])),
             ("per-case intensity min (min/median/max)", _fmt_range(s["intensity_min"])),
             ("per-case intensity max (min/median/max)", _fmt_range(s["intensity_max"])),
@@ -230,6 +279,8 @@ def format_report(result: dict[str, Any]) -> str:
         pixels = "voxels" if src.get("dims", 3) == 3 else "pixels"
         for k in s["label_voxels"]:
             name = src["labels"].get(k, "") if src.get("labels") else ""
+            value = (src.get("label_values") or {}).get(k, int(k))
+            name += f" (source value {value})" if value != int(k) else ""
             rows.append((f"label {k}{' ' + name if name else ''} {pixels}", _fmt_range(s["label_voxels"][k], digits=6)))
             if size_key != "label_input_px":  # the same numbers as the pixel counts
                 rows.append((f"label {k}{' ' + name if name else ''} {unit}", _fmt_range(s[size_key][k], digits=6)))
@@ -321,6 +372,7 @@ def _write_plots(result: dict[str, Any], folder: Path) -> list[str]:
 def analyze_dataset(
     inputs: list[str | os.PathLike], out_dir: str | os.PathLike | None = None, overwrite: bool = False,
     print_report: bool = True,
+    mask_suffix: str | None = None,
 ) -> dict[str, Any]:
     """Summarise each source of `inputs`, print a table per source, optionally write files.
 
@@ -329,6 +381,7 @@ def analyze_dataset(
         out_dir: if given, write ``analysis.json`` and PNG plots there (atomically).
         overwrite: replace an existing `out_dir`.
         print_report: print the plain-text table.
+        mask_suffix: masks named ``<image name><mask_suffix>`` (as prepare's ``--mask-suffix``).
 
     Returns:
         ``{"sources": [{"name", "path", "kind", "dims", "size_key", "labels", "summary", "cases",
@@ -345,12 +398,12 @@ def analyze_dataset(
     raw = [p for p in paths if p not in prepared]
     result: dict[str, Any] = {"sources": []}
     if raw:
-        for src in discover_sources(raw):
+        for src in discover_sources(raw, mask_suffix):
             cases, problems = {}, []
             analyze_case = analyze_raw_case if src.dims == 3 else analyze_raw_case_2d
             size_key = "label_mm3" if src.dims == 3 else "label_input_px"
             for rec in src.cases:
-                stats, probs = analyze_case(rec.image, rec.label)
+                stats, probs = analyze_case(rec.image_files, rec.label)
                 problems += probs
                 if stats is not None:
                     cases[rec.id] = stats

@@ -20,7 +20,8 @@ from typing import Protocol, TypeVar
 import nibabel as nib
 import numpy as np
 
-from synthmed.data.discover import CaseRecord
+from synthmed.data.discover import CaseRecord, strip_nifti_suffix
+from synthmed.data.volume_io import read_itk_volume
 from synthmed.errors import UserError, format_problems
 
 AFFINE_TOLERANCE_MM = 1e-3  # largest difference between image and mask affine entries
@@ -32,7 +33,7 @@ class LoadedCase:
     """The arrays of one case, read and checked; `image`/`mask` are None when unusable."""
 
     record: CaseRecord
-    image: np.ndarray | None = None  # float32 [D,H,W], raw units
+    image: np.ndarray | None = None  # float32 [D,H,W] (one channel) or [C,D,H,W], raw units
     mask: np.ndarray | None = None  # int64 [D,H,W]
     affine: np.ndarray | None = None  # 4x4 image affine
     spacing: tuple[float, float, float] | None = None  # image voxel size in mm
@@ -45,10 +46,13 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "x".join(str(n) for n in shape)
 
 
-def read_nifti(path: Path, problems: list[str]) -> tuple[np.ndarray, np.ndarray, tuple] | None:
+def read_nifti(
+    path: Path, problems: list[str], channels: bool = False
+) -> tuple[np.ndarray, np.ndarray, tuple] | None:
     """(data as stored, affine, zooms) of a 3D NIfTI, or None with a problem appended.
 
-    A truncated ``.nii.gz`` only fails when its data is read, so the data is read here.
+    With `channels`, a 4D NIfTI (MSD Task01: channels on the last axis; also ``X,Y,Z,1,C``) is read as
+    ``[C, D, H, W]``. A truncated ``.nii.gz`` only fails when its data is read, so the data is read here.
     """
     try:
         img = nib.load(str(path))
@@ -56,12 +60,24 @@ def read_nifti(path: Path, problems: list[str]) -> tuple[np.ndarray, np.ndarray,
     except Exception as e:  # nibabel, gzip, zlib and OS errors: all mean "cannot read this file"
         problems.append(f"{path}: unreadable or truncated NIfTI ({type(e).__name__}: {e})")
         return None
+    if data.ndim == 5 and data.shape[3] == 1:  # NIfTI's 5th dimension holds vector components
+        data = data[:, :, :, 0, :]
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
-    if data.ndim != 3:
+    if channels and data.ndim == 4:
+        data = np.moveaxis(data, 3, 0)
+    elif data.ndim != 3:
         problems.append(f"{path}: expected a 3D volume, found shape {_shape(data.shape)}")
         return None
     return data, np.asarray(img.affine, dtype=np.float64), tuple(float(z) for z in img.header.get_zooms()[:3])
+
+
+def read_volume(path: Path, problems: list[str]) -> tuple[np.ndarray, np.ndarray, tuple] | None:
+    """(data, RAS affine, voxel size) of a 3D volume, or None with a problem appended: NIfTI through
+    nibabel (`read_nifti`); NRRD, MetaImage and DICOM series folders through SimpleITK."""
+    if not path.is_dir() and strip_nifti_suffix(path.name) is not None:
+        return read_nifti(path, problems)
+    return read_itk_volume(path, problems)
 
 
 def load_checked_case(
@@ -78,12 +94,13 @@ def load_checked_case(
         The case; when `problems` is non-empty, `image`/`mask` may be None and must not be used.
     """
     case = LoadedCase(record)
-    img = read_nifti(record.image, case.problems)
-    msk = read_nifti(record.label, case.problems)
+    msk = read_volume(record.label, case.problems)
+    img = read_image_channels(record, msk, case.problems)
     if img is None or msk is None:
         return case
     image_raw, affine, zooms = img
-    mask_raw = _mask_matching_image(case, image_raw.shape, msk[0], crop_to_image)
+    msk = mask_on_image_axes(case, msk, affine)
+    mask_raw = _mask_matching_image(case, image_raw.shape[-3:], msk[0], crop_to_image)
     _check_affines(case, affine, msk[1])
     image = np.asarray(image_raw, dtype=np.float32)
     _check_finite(case, image)
@@ -99,6 +116,55 @@ def load_checked_case(
     case.affine = affine
     case.spacing = zooms  # type: ignore[assignment]
     return case
+
+
+def read_image_channels(
+    record: CaseRecord, mask: tuple[np.ndarray, np.ndarray, tuple] | None, problems: list[str]
+) -> tuple[np.ndarray, np.ndarray, tuple] | None:
+    """(data, affine, zooms) of a case's image: ``[D,H,W]`` for one channel, ``[C,D,H,W]`` for a 4D
+    NIfTI or several channel files (`CaseRecord.channel_files`), or None with a problem appended.
+
+    Every channel file after the first must have the mask's shape and affine (the first is checked
+    with the mask by the caller); a problem names the file otherwise.
+    """
+    if not record.channel_files:
+        if record.image.is_file() and strip_nifti_suffix(record.image.name) is not None:
+            return read_nifti(record.image, problems, channels=True)
+        return read_volume(record.image, problems)
+    reads = [read_volume(p, problems) for p in record.channel_files]
+    if any(r is None for r in reads):
+        return None
+    n_before = len(problems)
+    for c, (path, (data, affine, _)) in enumerate(zip(record.channel_files, reads)):
+        if c == 0 or mask is None:
+            continue
+        if data.shape != mask[0].shape:
+            problems.append(f"{path}: channel {c} has shape {_shape(data.shape)}, its mask {record.label.name} "
+                            f"{_shape(mask[0].shape)} (every channel needs the mask's geometry)")
+        elif not np.allclose(affine, mask[1], rtol=0, atol=AFFINE_TOLERANCE_MM):
+            problems.append(f"{path}: channel {c} affine differs from its mask's ({record.label.name}) by up to "
+                            f"{float(np.abs(affine - mask[1]).max()):.4g} mm (tolerance {AFFINE_TOLERANCE_MM} mm)")
+    if len(problems) > n_before:
+        return None
+    return np.stack([r[0] for r in reads]), reads[0][1], reads[0][2]  # type: ignore[index]
+
+
+def mask_on_image_axes(case: LoadedCase, mask: tuple, image_affine: np.ndarray) -> tuple:
+    """The mask (data, affine, zooms) with its array axes flipped/permuted to the image's when it lies on
+    the same grid stored in another axis order (a DICOM series, always right-handed, with a NIfTI mask
+    stored left-handed); the fix is recorded. Any other mask is returned as it is, for the checks."""
+    data, affine, zooms = mask
+    if np.allclose(affine, image_affine, rtol=0, atol=AFFINE_TOLERANCE_MM):
+        return mask
+    transform = nib.orientations.ornt_transform(
+        nib.orientations.io_orientation(affine), nib.orientations.io_orientation(image_affine)
+    )
+    moved_affine = affine @ nib.orientations.inv_ornt_aff(transform, data.shape)
+    if not np.allclose(moved_affine, image_affine, rtol=0, atol=AFFINE_TOLERANCE_MM):
+        return mask
+    case.fixes.append("mask axes reordered to the image's (the same grid, stored in another axis order)")
+    moved = nib.orientations.apply_orientation(np.asarray(data), transform)
+    return moved, moved_affine, tuple(np.linalg.norm(moved_affine[:3, :3], axis=0))
 
 
 def _mask_matching_image(case: LoadedCase, image_shape: tuple, mask_raw: np.ndarray, crop_to_image: bool) -> np.ndarray:

@@ -65,6 +65,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         window=tuple(args.window) if args.window else None,
         percentiles=tuple(args.percentiles),
         margin=args.margin,
+        crop=args.crop,
         modality=args.modality,
         labels=parse_labels_option(args.labels) if args.labels else None,
         test_fraction=args.test_fraction,
@@ -72,6 +73,8 @@ def run_prepare(args: argparse.Namespace) -> int:
         folds=args.folds,
         group_regex=args.group_regex,
         seed=args.seed,
+        split_file=args.split_file,
+        mask_suffix=args.mask_suffix,
         crop_to_image=args.crop_to_image,
         channels=args.channels,
         mask_threshold=args.mask_threshold,
@@ -87,13 +90,14 @@ def run_prepare(args: argparse.Namespace) -> int:
 def run_analyze(args: argparse.Namespace) -> int:
     from synthmed.data.analyze import analyze_dataset
 
-    analyze_dataset(args.inputs, out_dir=args.out, overwrite=args.overwrite)
+    analyze_dataset(args.inputs, out_dir=args.out, overwrite=args.overwrite, mask_suffix=args.mask_suffix)
     return 0
 
 
 def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "prepare",
+        allow_abbrev=False,  # else --crop none would be read as --crop-to-image none
         help="check, preprocess and split a raw dataset into a cached dataset with a manifest",
         description="Check every case, preprocess and write OUT/manifest.json and OUT/cases/<id>.npz with a "
         "seeded, group-aware split. 3D NIfTI volumes: RAS, spacing, intensity to [-1, 1], foreground crop, "
@@ -119,7 +123,11 @@ def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
                    "for 8-bit, the data's min and max for 16-bit)")
     p.add_argument("--percentiles", nargs=2, type=float, default=[0.5, 99.5], metavar=("LOWER", "UPPER"),
                    help="per-case percentiles mapped to -1 and 1 in percentile mode (default: 0.5 99.5)")
-    p.add_argument("--margin", type=int, default=4, help="voxels kept around the mask when cropping (default: 4)")
+    p.add_argument("--crop", choices=["foreground", "nonzero", "none"], default="foreground",
+                   help="3D volumes and slices: crop to the mask's bounding box (foreground), to the image's "
+                   "nonzero voxels (nonzero: the body or a skull-stripped brain, as nnU-Net), or not at all "
+                   "(none), before --shape (default: foreground)")
+    p.add_argument("--margin", type=int, default=4, help="voxels kept around the crop's bounding box (default: 4)")
     p.add_argument("--modality", default=None, help="CT, MRI, ... (default: from dataset.json, else CT)")
     p.add_argument("--labels", default=None,
                    help="declared labels, e.g. 0,1,2 or 0=background,1=tumour (default: from dataset.json, else those seen)")
@@ -130,6 +138,12 @@ def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
                    help="regex on the case id whose first capture group is the group key (e.g. patient); "
                    "2D case ids are file names without suffix, slices are matched by their volume id")
     p.add_argument("--seed", type=int, default=0, help="seed of the split (default: 0)")
+    p.add_argument("--split-file", type=Path, default=None, metavar="JSON",
+                   help="given splits: {\"train\": [ids], \"val\": [ids], \"test\": [ids]} (any of them) or "
+                   "nnU-Net's splits_final.json (its folds); cases it leaves out are split with --seed")
+    p.add_argument("--mask-suffix", default=None, metavar="SUFFIX",
+                   help="masks are named <image name>SUFFIX, e.g. _Mask for 000_HC.png + 000_HC_Mask.png "
+                   "(images and masks may then share one folder)")
     p.add_argument("--crop-to-image", action="store_true",
                    help="crop masks that exceed their image by at most one voxel per axis (recorded in the manifest)")
     g = p.add_argument_group("2D")
@@ -137,8 +151,9 @@ def add_prepare_parser(subparsers) -> argparse.ArgumentParser:
                    help="2D image channels: 1 turns colour into luminance, 3 repeats grayscale (default: 3 "
                    "if any image has colour, else 1)")
     g.add_argument("--mask-threshold", type=float, default=None, metavar="T",
-                   help="PNG/TIFF masks are binary: label 1 where the value is above T (e.g. 127 for 8-bit masks "
-                   "with stray grey values); JPEG masks are always thresholded at 127")
+                   help="masks are binary: label 1 where the value is above T (e.g. 127 for 8-bit masks with "
+                   "stray grey values, 32767 for 16-bit); JPEG masks: luminance above T (default 127, and too "
+                   "many mid-grey pixels are then accepted)")
     g.add_argument("--slices", type=_slice_axis, default=None, metavar="AXIS",
                    help="cut 3D volumes into one 2D case per slice along AXIS: axial, coronal, sagittal "
                    "(or RAS axis 2, 1, 0); slices of one volume share its group")
@@ -163,6 +178,8 @@ def add_analyze_parser(subparsers) -> argparse.ArgumentParser:
                    help="dataset folder, datalist .json, or a prepared folder (with manifest.json)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="also write analysis.json and PNG plots to this folder")
+    p.add_argument("--mask-suffix", default=None, metavar="SUFFIX",
+                   help="masks are named <image name>SUFFIX (as for prepare)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=run_analyze)
     return p

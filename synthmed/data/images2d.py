@@ -12,13 +12,15 @@ Masks hold integer labels, read by these rules:
   (``--mask-threshold T``) every lossless mask is binary instead: label = value > T. A mask that looks
   like a binary mask with stray values (`stray_values`: at least `MIN_STRAY_DISTINCT` distinct values,
   the most common nonzero one >= 128, and the others on at most `MAX_STRAY_FRACTION` of the pixels,
-  e.g. faint values and JPEG-like edges) is reported by its reader rather than read as many labels.
+  e.g. faint values and JPEG-like edges), or holding more than `MANY_MASK_VALUES` distinct values, is
+  reported by its reader rather than read as many labels (unless labels are declared).
 - JPEG (lossy, so noisy around 0 and 255): only binary masks. The gray level is the luminance
   ``L = 0.299 R + 0.587 G + 0.114 B`` (Pillow's "L" conversion, also for grayscale JPEGs) and
   **label = 1 where L > 127, else 0**. Pixels with 64 <= L <= 191 are "mid-grey": neither clearly
   background nor foreground. A mask with more than `MAX_MIDGREY_FRACTION` mid-grey pixels, or whose
   colour channels differ by more than `MAX_JPEG_CHANNEL_SPREAD` levels somewhere (a colour-coded
-  mask), is refused naming the file: store such masks losslessly (PNG).
+  mask), is refused naming the file: store such masks losslessly (PNG). With ``--mask-threshold T``
+  the label is L > T instead and mid-grey pixels are accepted.
 
 `check_image_pair` reads and checks one image/mask pair (the 2D counterpart of
 `checks.load_checked_case`); `read_size` reads (H, W) from a file header only.
@@ -43,6 +45,7 @@ MAX_JPEG_CHANNEL_SPREAD = 96  # larger R/G/B differences in a JPEG mask mean col
 MAX_MASK_LABEL = 255  # masks are stored as uint8
 MIN_STRAY_DISTINCT = 5  # a lossless mask with this many distinct values may be a binary one with stray values
 MAX_STRAY_FRACTION = 0.05  # ... when the values other than 0 and its main foreground cover at most this share
+MANY_MASK_VALUES = 10  # a lossless mask with more distinct values than this is refused unless labels are declared
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R 601-2, as Pillow's RGB -> L
 
 
@@ -53,6 +56,7 @@ class Image2D:
     pixels: np.ndarray  # [H,W] or [H,W,3], as stored (uint8, uint16, or another dtype for TIFF)
     pixel_type: str  # "uint8", "uint16" or the numpy dtype name of other TIFF pixels
     color: bool  # RGB with channels that differ somewhere
+    channel_files: int = 0  # several grey files stacked as [H,W,C] (nnU-Net _000N, a datalist list); 0: one file
 
 
 @dataclass
@@ -200,6 +204,33 @@ def read_image_2d(path: Path, problems: list[str]) -> Image2D | None:
     return Image2D(pixels=data, pixel_type=pixel_type, color=color)
 
 
+def read_channel_files(record: CaseRecord, mask_size: tuple[int, ...] | None, problems: list[str]) -> Image2D | None:
+    """The grey channel files of a case (`CaseRecord.channel_files`) stacked as pixels [H,W,C]; None with
+    problems appended (each naming its file) when one is unreadable, RGB, of another pixel type than
+    channel 0, or of another size than the mask (`mask_size`, None: unknown, then channel 0's size)."""
+    reads = [read_image_2d(path, problems) for path in record.channel_files]
+    if any(r is None for r in reads):
+        return None
+    first = reads[0]
+    assert first is not None
+    size = mask_size or first.pixels.shape[:2]
+    bad = len(problems)
+    for c, (path, img) in enumerate(zip(record.channel_files, reads)):
+        assert img is not None
+        if img.color:
+            problems.append(f"{path}: channel {c} is an RGB image; a channel file must be one grey image (8 or 16 bit)")
+        elif img.pixels.shape != tuple(size):
+            problems.append(f"{path}: channel {c} has size {_shape(img.pixels.shape)}, its mask {record.label.name} "
+                            f"{_shape(size)} (H x W; every channel needs the mask's size)")
+        elif img.pixel_type != first.pixel_type:
+            problems.append(f"{path}: channel {c} has {img.pixel_type} pixels, channel 0 {first.pixel_type} "
+                            f"(every channel needs one pixel type)")
+    if len(problems) > bad:
+        return None
+    pixels = np.stack([r.pixels for r in reads if r is not None], axis=-1)
+    return Image2D(pixels=pixels, pixel_type=first.pixel_type, color=False, channel_files=len(reads))
+
+
 def luminance(pixels: np.ndarray) -> np.ndarray:
     """[H,W,3] -> [H,W] float32 luminance (ITU-R 601-2 weights); [H,W] unchanged (as float32)."""
     if pixels.ndim == 2:
@@ -216,7 +247,9 @@ def channel_spread(pixels: np.ndarray) -> int:
     return int(max(np.abs(r - g).max(), np.abs(g - b).max(), np.abs(r - b).max()))
 
 
-def _read_jpeg_mask(path: Path, data: np.ndarray, problems: list[str]) -> Mask2D | None:
+def _read_jpeg_mask(path: Path, data: np.ndarray, problems: list[str], threshold: float | None = None) -> Mask2D | None:
+    """JPEG mask by the rules of the module docstring; an explicit `threshold` replaces 127 and accepts
+    any share of mid-grey pixels (the user chose where the edge lies)."""
     spread = channel_spread(data)
     if spread > MAX_JPEG_CHANNEL_SPREAD:
         problems.append(
@@ -229,6 +262,8 @@ def _read_jpeg_mask(path: Path, data: np.ndarray, problems: list[str]) -> Mask2D
     lo, hi = MIDGREY_LEVELS
     midgrey = int(((gray >= lo) & (gray <= hi)).sum())
     fraction = midgrey / gray.size
+    if threshold is not None:
+        return Mask2D(labels=(gray > threshold).astype(np.uint8), rule="threshold", midgrey_pixels=midgrey)
     if fraction > MAX_MIDGREY_FRACTION:
         problems.append(
             f"{path}: JPEG mask values do not cluster near 0 and 255: {100 * fraction:.2f}% of pixels are "
@@ -247,8 +282,11 @@ def _read_jpeg_mask(path: Path, data: np.ndarray, problems: list[str]) -> Mask2D
 
 
 def stray_values(data: np.ndarray) -> str | None:
-    """Why a lossless mask looks like a binary mask with stray values (see the module docstring), or None."""
+    """Why a lossless mask looks like a binary mask with stray values, or holds too many values to be
+    labels (see the module docstring); None when neither."""
     values, counts = np.unique(data, return_counts=True)
+    if len(values) > MANY_MASK_VALUES:
+        return f"{len(values)} distinct values"
     if len(values) < MIN_STRAY_DISTINCT:
         return None
     nonzero = values > 0
@@ -289,7 +327,8 @@ def _read_lossless_mask(path: Path, data: np.ndarray, problems: list[str], thres
     if values.max() > MAX_MASK_LABEL:
         problems.append(
             f"{path}: mask value {int(values.max())} above {MAX_MASK_LABEL} (masks hold integer labels 0..255; "
-            f"only a mask of exactly 0 and {full} is read as binary)"
+            f"only a mask of exactly 0 and {full} is read as binary; pass --mask-threshold T, e.g. "
+            f"{full // 2}, when the foreground is one bright value with stray greys)"
         )
         return None
     return Mask2D(labels=data.astype(np.uint8), rule="labels", stray=stray_values(data))
@@ -299,7 +338,7 @@ def read_mask_2d(path: Path, problems: list[str], threshold: float | None = None
     """Read one 2D mask by the rules in the module docstring; None with problems appended when unusable.
 
     Args:
-        threshold: PNG/TIFF masks become binary, label = value > threshold (JPEG masks: always > 127).
+        threshold: masks become binary, label = value > threshold (JPEG: luminance > threshold, else > 127).
     """
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
@@ -316,7 +355,7 @@ def read_mask_2d(path: Path, problems: list[str], threshold: float | None = None
     if data is None:
         return None
     if path.suffix.lower() in JPEG_SUFFIXES:
-        return _read_jpeg_mask(path, data, problems)
+        return _read_jpeg_mask(path, data, problems, threshold)
     return _read_lossless_mask(path, data, problems, threshold)
 
 
@@ -342,8 +381,11 @@ def check_image_pair(record: CaseRecord, declared_labels: set[int] | None,
     takes `mask_threshold`), the same size, and mask values among `declared_labels` (None: any value a mask
     may hold)."""
     pair = ImagePair(record)
-    pair.image = read_image_2d(record.image, pair.problems)
     pair.mask = read_mask_2d(record.label, pair.problems, mask_threshold)
+    if record.channel_files:
+        pair.image = read_channel_files(record, None if pair.mask is None else pair.mask.labels.shape, pair.problems)
+    else:
+        pair.image = read_image_2d(record.image, pair.problems)
     if pair.image is None or pair.mask is None:
         return pair
     labels = pair.mask.labels

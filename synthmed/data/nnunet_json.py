@@ -9,9 +9,11 @@ dataset's statistics), every other name a per-case z-score. So two CT channels a
 ``"CT"``, never ``"CT_0"`` / ``"CT_1"``.
 
 A label set whose values are not consecutive (``{0, 2, 5}``) is remapped in value order
-(``{0: 0, 2: 1, 5: 2}``); the masks must then be written with the new values (`remap_mask`), and the
-mapping is recorded in the file under `LABEL_MAPPING_KEY` (original value -> written value) so that
-synthmed can read the masks back in the manifest's values (`restore_mask`).
+(``{0: 0, 2: 1, 5: 2}``); the masks must then be written with the new values (`remap_mask`). `prepare`
+already writes its masks as such consecutive class indices and records their source values in the
+manifest (``label_values``); given those, the written values are the class indices. Either way the file
+records, under `LABEL_MAPPING_KEY`, each source value -> written value where they differ, so that the
+masks can be read back in the source values (`restore_mask`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from synthmed.errors import UserError, format_problems
 REQUIRED_KEYS = ("channel_names", "labels", "numTraining", "file_ending")
 BACKGROUND = "background"
 IGNORE = "ignore"  # nnU-Net's name for "not annotated" voxels: excluded from the loss, must be the largest value
-LABEL_MAPPING_KEY = "synthmed_label_mapping"  # {str(original value): written value}; only when they differ
+LABEL_MAPPING_KEY = "synthmed_label_mapping"  # {str(source value): written value}; only when they differ
 
 
 def label_mapping(labels: Mapping[int | str, str]) -> dict[int, int]:
@@ -76,7 +78,8 @@ def nnunet_channel_names(modality: str | Sequence[str], n_channels: int) -> dict
 
 
 def build_dataset_json(labels: Mapping[int | str, str], modality: str | Sequence[str], n_channels: int,
-                       num_training: int, file_ending: str, **extra: Any) -> tuple[dict[str, Any], dict[int, int]]:
+                       num_training: int, file_ending: str, label_values: Mapping[int | str, int] | None = None,
+                       **extra: Any) -> tuple[dict[str, Any], dict[int, int]]:
     """An nnU-Net v2 ``dataset.json`` and the label mapping its masks must be written with.
 
     Args:
@@ -86,6 +89,8 @@ def build_dataset_json(labels: Mapping[int | str, str], modality: str | Sequence
             ``channel_names`` stay empty and only the other rules are checked).
         num_training: the number of cases in ``labelsTr``.
         file_ending: e.g. ``".nii.gz"`` or ``".png"``.
+        label_values: the source value of each label of `labels` (a manifest's ``label_values``); None:
+            the labels' own values. Recorded with the written values under `LABEL_MAPPING_KEY`.
         extra: further keys (name, description, ...); nnU-Net ignores what it does not know.
 
     Returns:
@@ -105,8 +110,10 @@ def build_dataset_json(labels: Mapping[int | str, str], modality: str | Sequence
         "file_ending": file_ending,
         **extra,
     }
-    if any(old != new for old, new in mapping.items()):
-        dataset[LABEL_MAPPING_KEY] = {str(old): new for old, new in mapping.items()}
+    sources = {int(k): int(v) for k, v in (label_values or {}).items()}
+    recorded = {sources.get(value, value): new for value, new in mapping.items()}
+    if any(old != new for old, new in recorded.items()):
+        dataset[LABEL_MAPPING_KEY] = {str(old): new for old, new in recorded.items()}
     problems = dataset_json_problems(dataset)
     if n_channels == 0:
         problems = [p for p in problems if not p.startswith("channel_names")]
@@ -139,7 +146,7 @@ def remap_mask(mask: np.ndarray, mapping: Mapping[int, int], where: str | Path =
 
 
 def restore_mask(mask: np.ndarray, dataset: Mapping[str, Any]) -> np.ndarray:
-    """Undo `remap_mask` for a mask read from a folder whose ``dataset.json`` is `dataset` (int64)."""
+    """A mask read from a folder whose ``dataset.json`` is `dataset`, in the source values (int64)."""
     recorded = dataset.get(LABEL_MAPPING_KEY)
     mask = np.asarray(mask, dtype=np.int64)
     if not recorded:

@@ -27,8 +27,10 @@ import synthmed
 from synthmed.data.case_reader import CaseReader, PreparedCase, warn_rare_labels
 from synthmed.data.checks import CheckTally, checked_cases
 from synthmed.data.discover import CaseRecord, Source, discover_sources
+from synthmed.data.given_splits import GivenSplits, collect_given_splits, make_given_splits
 from synthmed.data.image_reader import open_images
 from synthmed.data.manifest import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION
+from synthmed.data.nnunet_json import label_mapping
 from synthmed.data.prepare_options import PrepareOptions, make_options
 from synthmed.data.slice_reader import open_slices
 from synthmed.data.splits import group_keys, make_splits, split_problems
@@ -69,29 +71,68 @@ def prepare_dataset(
     """
     options = options or PrepareOptions()
     out = check_output_folder(out, kind="prepare", inputs=inputs, overwrite=overwrite)
-    sources = discover_sources(list(inputs))
+    sources = discover_sources(list(inputs), options.mask_suffix)
     reader = open_reader(sources, options, progress)  # before grouping: option errors come first
     records = [c for s in sources for c in s.cases]
+    given = collect_given_splits(sources, options.split_file)
     groups = group_keys([r.id for r in records], [r.group for r in records], options.group_regex)
-    tally = CheckTally(len(records), split_problems(
+    tally = CheckTally(len(records), [] if given else split_problems(
         len(set(groups.values())), len(records), options.test_fraction, options.val_fraction, options.folds
     ))
     case_files = [f for r in records for f in (r.image, r.label)]
     with atomic_directory(out, kind="prepare", inputs=[*inputs, *case_files], overwrite=overwrite) as tmp:
-        written = write_cases(tmp, reader, records, groups, tally, progress)
+        # declared labels: masks are written as class indices at once; labels seen: remapped once all are known
+        indices = None if reader.declared is None else class_indices(reader.declared)
+        written = write_cases(tmp, reader, records, groups, tally, progress, indices)
         tally.problems += reader.dataset_problems()
         tally.raise_if_any()
         warn_empty_masks(written.empty, len(written.entries), reader.element)
-        if reader.declared is None:
+        labels = reader.declared
+        if labels is None:
             warn_rare_labels([e["id"] for e in written.entries], written.label_counts, reader.element)
+            labels = {k: ("background" if k == 0 else f"label_{k}") for k in sorted(tally.labels_seen | {0})}
+            log.info("no labels declared; using the labels seen: %s", sorted(labels))
+            indices = class_indices(labels)
+            remap_cached_masks(tmp, written.entries, indices)
         preprocessing = reader.finish(tmp, written.entries)
         splits = write_manifest(
-            tmp, sources, written.entries, written.label_counts, reader.declared, tally.labels_seen, options,
-            preprocessing,
+            tmp, sources, written.entries, written.label_counts, labels, indices, options, preprocessing, given,
         )
     path = out / MANIFEST_NAME
-    print(summary_line(reader, sources, path, splits, len(written.entries), len(written.empty)))
+    print(summary_line(reader, sources, path, splits, len(written.entries), len(written.empty), indices))
     return path
+
+
+def class_indices(labels: dict[int, str]) -> dict[int, int]:
+    """Source label value -> consecutive class index (background 0, an ``ignore`` label last), the order
+    nnU-Net writes labels in, so that prepared, sampled and exported masks all hold the same values.
+
+    Raises:
+        UserError: see `synthmed.data.nnunet_json.label_mapping` (0 missing, repeated names, ...).
+    """
+    return label_mapping(labels)
+
+
+def index_table(indices: dict[int, int]) -> np.ndarray | None:
+    """uint8 lookup table source value (0..255) -> class index; None when every value is its own index."""
+    if all(value == index for value, index in indices.items()):
+        return None
+    table = np.zeros(256, dtype=np.uint8)
+    for value, index in indices.items():
+        table[value] = index
+    return table
+
+
+def remap_cached_masks(tmp: Path, entries: list[dict], indices: dict[int, int]) -> None:
+    """Rewrite the masks of the cases written under `tmp` with class indices (nothing to do when they are already)."""
+    table = index_table(indices)
+    if table is None:
+        return
+    for entry in entries:
+        path = tmp / entry["cache"]
+        with np.load(path) as cached:
+            image, mask = cached["image"], cached["mask"]
+        np.savez(path, image=image, mask=table[mask])
 
 
 def open_reader(sources: list[Source], options: PrepareOptions, progress: bool) -> CaseReader:
@@ -120,16 +161,18 @@ class WrittenCases:
 
 def write_cases(
     tmp: Path, reader: CaseReader, records: list[CaseRecord], groups: dict[str, str], tally: CheckTally,
-    progress: bool,
+    progress: bool, indices: dict[int, int] | None = None,
 ) -> WrittenCases:
     """Check every record with `reader` (problems go to `tally`) and, while none was found, write the
-    prepared cases of each to ``tmp/cases/<id>.npz``."""
+    prepared cases of each to ``tmp/cases/<id>.npz``, their masks remapped by `indices` (source value ->
+    class index) when given. The label counts stay by source value."""
     written = WrittenCases()
+    table = None if indices is None else index_table(indices)
     (tmp / "cases").mkdir()
     bar = tqdm(records, desc="prepare", unit=reader.unit, disable=not progress or None, leave=False)
     for pair in checked_cases(bar, tally, reader.check):
         for case in reader.prepare(pair):
-            written.entries.append(save_case(tmp, case, pair.record.source, groups[pair.record.id]))
+            written.entries.append(save_case(tmp, case, pair.record.source, groups[pair.record.id], table))
             written.label_counts.append(np.bincount(case.mask.ravel(), minlength=256))
             if case.empty:
                 written.empty.append(case.id)
@@ -137,10 +180,12 @@ def write_cases(
     return written
 
 
-def save_case(tmp: Path, case: PreparedCase, source: str, group: str) -> dict:
-    """Write ``cases/<id>.npz`` under `tmp`; return the case's manifest entry."""
+def save_case(tmp: Path, case: PreparedCase, source: str, group: str, table: np.ndarray | None = None) -> dict:
+    """Write ``cases/<id>.npz`` under `tmp`, the mask through `table` (see `index_table`) when given;
+    return the case's manifest entry."""
     cache = f"cases/{case.id}.npz"
-    np.savez(tmp / cache, image=np.asarray(case.image, dtype=np.float32), mask=np.asarray(case.mask, dtype=np.uint8))
+    mask = np.asarray(case.mask, dtype=np.uint8)
+    np.savez(tmp / cache, image=np.asarray(case.image, dtype=np.float32), mask=mask if table is None else table[mask])
     return {"id": case.id, "source": source, "group": group, **case.fields, "cache": cache}
 
 
@@ -158,29 +203,36 @@ def write_manifest(
     sources: list[Source],
     entries: list[dict],
     label_counts: list[np.ndarray],
-    declared: dict[int, str] | None,
-    labels_seen: set[int],
+    labels: dict[int, str],
+    indices: dict[int, int],
     options: PrepareOptions,
     preprocessing: dict,
+    given: GivenSplits | None = None,
 ) -> dict:
-    """Name the labels (those seen, when none were declared), fill in each case's labelled voxels from
-    `label_counts`, split the cases by group and write ``manifest.json`` into ``tmp``; return the splits."""
-    if declared is None:
-        declared = {k: ("background" if k == 0 else f"label_{k}") for k in sorted(labels_seen | {0})}
-        log.info("no labels declared; using the labels seen: %s", sorted(declared))
+    """Fill in each case's labelled voxels per class index from `label_counts` (by source value), split
+    the cases by group and write ``manifest.json`` into ``tmp``, its ``labels`` keyed by class index
+    (`indices`: source value -> index) with their source values; return the splits."""
     for entry, counts in zip(entries, label_counts):
-        entry["label_voxels"] = {str(k): int(counts[k]) for k in declared if k != 0}
+        entry["label_voxels"] = {str(indices[k]): int(counts[k]) for k in sorted(labels, key=indices.get) if k != 0}
     groups = {e["id"]: e["group"] for e in entries}
-    splits = make_splits(
-        groups, options.seed, options.test_fraction, options.val_fraction, options.folds, options.group_regex
-    )
+    if given is None:
+        splits = make_splits(
+            groups, options.seed, options.test_fraction, options.val_fraction, options.folds, options.group_regex
+        )
+    else:
+        by_case, folds = given.of_entries(entries)
+        splits = make_given_splits(
+            groups, by_case, folds, seed=options.seed, test_fraction=options.test_fraction,
+            val_fraction=options.val_fraction, k_folds=options.folds, group_regex=options.group_regex, given_by=given.by,
+        )
     manifest = {
         "format": MANIFEST_FORMAT,
         "format_version": MANIFEST_VERSION,
         "synthmed_version": synthmed.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "sources": [{"name": s.name, "path": str(s.path), "kind": s.kind} for s in sources],
-        "labels": {str(k): v for k, v in sorted(declared.items())},
+        "labels": {str(indices[k]): labels[k] for k in sorted(labels, key=indices.get)},
+        "label_values": {str(indices[k]): k for k in sorted(labels, key=indices.get)},
         "preprocessing": preprocessing,
         "cases": entries,
         "splits": splits,
@@ -190,9 +242,10 @@ def write_manifest(
 
 
 def summary_line(
-    reader: CaseReader, sources: list[Source], manifest: Path, splits: dict, n_cases: int, n_empty: int
+    reader: CaseReader, sources: list[Source], manifest: Path, splits: dict, n_cases: int, n_empty: int,
+    indices: dict[int, int] | None = None,
 ) -> str:
-    """The printed summary: cases, sources, split sizes, the reader's details and the manifest path."""
+    """The printed summary: cases, sources, split sizes, the reader's details, remapped labels and the manifest path."""
     text = reader.summary(n_empty)
     n_folds = len(splits["folds"])
     return (
@@ -200,5 +253,29 @@ def summary_line(
         f"({', '.join(s.name for s in sources)}) into {manifest.parent}: train {len(splits['train'])}, "
         f"val {len(splits['val'])}, test {len(splits['test'])}"
         + (f", {n_folds} folds of the train cases" if n_folds else "")
-        + f" (seed {splits['seed']}). {text.details} Manifest: {manifest}"
+        + f" (seed {splits['seed']}). {given_sentence(splits)}{text.details} "
+        + "".join(f"{s.name}: {s.id_note}. " for s in sources if s.id_note)
+        + remap_sentence(indices or {})
+        + f"Manifest: {manifest}"
     )
+
+
+def given_sentence(splits: dict) -> str:
+    """'Given: test by imagesTs/labelsTs; val seeded from the rest. ' ('' when no split was given)."""
+    given = splits.get("given")
+    if not given:
+        return ""
+    seeded = [p for p in ("val", "test") if p not in given and splits[p]]
+    empty = [p for p in ("val", "test") if p not in given and not splits[p]]
+    rest = [f"{' and '.join(seeded)} seeded from the rest"] if seeded else []
+    rest += [f"no {p} cases" for p in empty]
+    return f"Given: {', '.join(given)} by {splits['given_by']}; {'; '.join(rest) or 'the rest is train'}. "
+
+
+def remap_sentence(indices: dict[int, int]) -> str:
+    """'Label values 0, 1, 4 are written as class indices 0, 1, 2 (...). ' ('' when none was remapped)."""
+    if index_table(indices) is None:
+        return ""
+    values = sorted(indices, key=indices.get)
+    return (f"Label values {', '.join(map(str, values))} are written as class indices "
+            f"{', '.join(str(indices[v]) for v in values)} (the manifest's label_values maps them back). ")

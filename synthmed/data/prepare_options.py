@@ -6,6 +6,7 @@ are resolved by the case readers (`volume_reader`, `image_reader`, `slice_reader
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import (
@@ -45,7 +46,9 @@ class PrepareOptions(BaseModel):
     # or the data's own min..max (16-bit and other pixel types)
     window: tuple[float, float] | None = None
     percentiles: tuple[float, float] = (0.5, 99.5)  # per-case percentiles mapped to -1 and 1
-    margin: int = Field(4, ge=0)  # voxels kept around the mask in the foreground crop
+    margin: int = Field(4, ge=0)  # voxels kept around the crop's bounding box
+    # 3D and slices: crop to the mask's bounding box, to the image's nonzero voxels, or not at all
+    crop: Literal["foreground", "nonzero", "none"] = "foreground"
     modality: str | None = None  # None: dataset.json's modality, else "CT" (3D) or "image" (2D)
     labels: dict[int, str] | None = None  # declared labels; None: dataset.json's, else those seen
     test_fraction: float = Field(0.2, ge=0, lt=1)  # fraction of cases held out for testing
@@ -53,6 +56,8 @@ class PrepareOptions(BaseModel):
     folds: int = Field(5, ge=0)  # k folds of the training cases (0: none)
     group_regex: str | None = None  # first capture group on the case id (slices: volume id) = group key
     seed: int = 0  # seed of the split
+    split_file: Path | None = None  # JSON of ids per split, or nnU-Net's splits_final.json (see given_splits)
+    mask_suffix: str | None = Field(None, min_length=1)  # masks named <image name><suffix>, e.g. "_Mask"
     crop_to_image: bool = False  # crop masks exceeding their image by <= 1 voxel per axis
     # --- 2D ---
     channels: Literal[1, 3] | None = None  # image channels; None: 3 if any image has colour, else 1

@@ -93,7 +93,11 @@ class SliceReader(CaseReader):
 
     def check(self, record: CaseRecord) -> LoadedCase:
         labels = set(self.declared) if self.declared else None
-        return load_checked_case(record, labels, self.options.crop_to_image)
+        case = load_checked_case(record, labels, self.options.crop_to_image)
+        if case.image is not None and case.image.ndim == 4:
+            case.problems.append(f"{record.image}: --slices / --mosaic take single-channel volumes; this image "
+                                 f"has {case.image.shape[0]} channels (prepare it as 3D volumes)")
+        return case
 
     def prepare(self, case: LoadedCase) -> list[PreparedCase]:
         assert case.image is not None and case.mask is not None and case.affine is not None
@@ -101,7 +105,7 @@ class SliceReader(CaseReader):
         options, axis = self.options, self.settings.axis
         lo, hi = intensity_range(case.image, self.intensity_mode, options.resolved_window(), options.percentiles)
         volume = prepare_volume(case.image, case.mask, case.affine, lo=lo, hi=hi, spacing=options.spacing,
-                                axis=axis, margin=options.margin)
+                                axis=axis, margin=options.margin, crop=options.crop)
         max_slices = None if self.settings.tile else options.max_slices
         indices = select_slices(volume.mask, axis, options.foreground_slices_only, max_slices)
         if not indices:
@@ -167,6 +171,7 @@ class SliceReader(CaseReader):
             "ras_axis": self.settings.axis,
             "orientation": "RAS",
             "volume_spacing": None if options.spacing is None else [float(s) for s in options.spacing],
+            "crop": options.crop,
             "foreground_margin": options.margin,
             "foreground_slices_only": options.foreground_slices_only,
             "max_slices": options.max_slices,

@@ -2,8 +2,8 @@
 
 A volume first goes through the 3D preprocessing (`preprocess.orient_and_resample`: intensity
 window/percentiles to [-1, 1], RAS orientation, optional resampling to a spacing), then is cropped
-in-plane to its mask's bounding box plus a margin (the whole slicing axis is kept; no crop when the
-mask is empty). Slicing axes are named in RAS: ``sagittal`` (axis 0, x), ``coronal`` (axis 1, y),
+in-plane to its mask's bounding box (or the image's nonzero region, or not at all: ``crop``) plus a
+margin (the whole slicing axis is kept; no crop when that region is empty). Slicing axes are named in RAS: ``sagittal`` (axis 0, x), ``coronal`` (axis 1, y),
 ``axial`` (axis 2, z).
 
 Slice orientation (neurological, as most viewers show it): of the two in-plane RAS axes (p, q) in
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synthmed.data.preprocess import affine_spacing, crop_to_foreground, orient_and_resample
+from synthmed.data.preprocess import affine_spacing, crop_case, orient_and_resample, orient_and_resample_labels
 from synthmed.data.preprocess2d import FittedImage, fit_to_shape
 
 SLICE_AXES = {"sagittal": 0, "coronal": 1, "axial": 2}  # RAS array axis of each slicing direction
@@ -53,14 +53,12 @@ def prepare_volume(
     spacing: tuple[float, float, float] | None,
     axis: int,
     margin: int,
+    crop: str = "foreground",
 ) -> PreparedVolume:
     """3D preprocessing, then an in-plane crop to the foreground (the slicing `axis` kept whole)."""
     img, msk = orient_and_resample(image, mask, affine, lo=lo, hi=hi, spacing=spacing)
-    notes = []
-    if (msk > 0).any():
-        img, msk = crop_to_foreground(img, msk, margin, keep_axis=axis)
-    else:
-        notes.append("empty mask: foreground crop skipped")
+    nonzero = orient_and_resample_labels((image != 0).astype(np.uint8), affine, spacing) if crop == "nonzero" else None
+    img, msk, notes = crop_case(img, msk, crop, margin, nonzero, keep_axis=axis)
     return PreparedVolume(
         image=np.clip(img[0].detach().cpu().numpy().astype(np.float32), -1.0, 1.0),
         mask=np.rint(msk[0].detach().cpu().numpy()).astype(np.uint8),

@@ -45,9 +45,9 @@ def volume_settings(options: PrepareOptions) -> tuple[tuple[int, int, int], str]
     if shape_mode == "pad_resize":
         problems.append("--shape-mode pad_resize is for 2D images; 3D volumes take pad_crop or resize")
     if options.channels is not None:
-        problems.append("--channels is for 2D images; 3D volumes have one channel")
+        problems.append("--channels is for 2D images; 3D volumes take their channels from the files")
     if options.mask_threshold is not None:
-        problems.append("--mask-threshold is for 2D PNG/TIFF masks; NIfTI masks hold integer labels")
+        problems.append("--mask-threshold is for 2D masks (PNG, TIFF, JPEG); 3D masks hold integer labels")
     if problems:
         raise UserError(format_problems("Invalid options for 3D volumes", problems))
     return tuple(shape), shape_mode  # type: ignore[return-value]
@@ -63,12 +63,47 @@ class VolumeReader(CaseReader):
     shape_mode: str
     modality: str
     intensity_mode: str  # "window" or "percentile"
+    declared_channels: list[str] | None = None  # channel names the sources declare (dataset.json)
     spacings: set[tuple[float, ...]] = field(default_factory=set)  # input voxel sizes, rounded
     lost: dict[str, int] = field(default_factory=dict)  # case id -> labelled voxels lost to the crop
+    channel_names: list[str] | None = None  # per channel, set by the first case read
+    channel_modes: list[str] = field(default_factory=list)  # intensity mode per channel
 
     def check(self, record: CaseRecord) -> LoadedCase:
         labels = set(self.declared) if self.declared else None
-        return load_checked_case(record, labels, self.options.crop_to_image)
+        case = load_checked_case(record, labels, self.options.crop_to_image)
+        if case.image is not None:
+            self._check_channels(case, 1 if case.image.ndim == 3 else case.image.shape[0])
+        return case
+
+    def _check_channels(self, case: LoadedCase, n: int) -> None:
+        """Name the channels from the first case; a problem when a later case has another count."""
+        if self.channel_names is None:
+            self.channel_names = self._names(n)
+            self.channel_modes = [
+                self.options.intensity or ("window" if name.upper() == "CT" else "percentile")
+                for name in self.channel_names
+            ]
+            if n > 1:
+                log.info("%d channels %s, intensity %s", n, self.channel_names, self.channel_modes)
+        if n != len(self.channel_names):
+            case.problems.append(
+                f"{case.record.image}: {n} channel(s), other cases {len(self.channel_names)} "
+                f"(every case needs the same channels)"
+            )
+
+    def _names(self, n: int) -> list[str]:
+        """Each channel's name (its modality, e.g. CT or FLAIR): --modality (one for all, or a
+        comma list), else the names dataset.json declares, else the volumes' modality."""
+        given = self.options.modality
+        if given and "," in given:
+            names = [m.strip() for m in given.split(",")]
+            if len(names) != n:
+                raise UserError(f"--modality {given}: {len(names)} names for images with {n} channels")
+            return names
+        if not given and self.declared_channels and len(self.declared_channels) == n:
+            return list(self.declared_channels)
+        return [self.modality] * n
 
     def prepare(self, case: LoadedCase) -> list[PreparedCase]:
         assert case.image is not None and case.mask is not None and case.affine is not None
@@ -77,8 +112,8 @@ class VolumeReader(CaseReader):
         self.spacings.add(tuple(np.round(case.spacing, 3)))
         pre = preprocess_case(
             case.image, case.mask, case.affine, spacing=options.spacing, shape=self.shape,
-            shape_mode=self.shape_mode, intensity_mode=self.intensity_mode, window=options.resolved_window(),
-            percentiles=options.percentiles, margin=options.margin,
+            shape_mode=self.shape_mode, intensity_mode=self.channel_modes, window=options.resolved_window(),
+            percentiles=options.percentiles, margin=options.margin, crop=options.crop,
         )
         if pre.foreground_lost_voxels > 0:
             self.lost[case.record.id] = pre.foreground_lost_voxels
@@ -100,17 +135,35 @@ class VolumeReader(CaseReader):
     def finish(self, tmp: Path, entries: list[dict]) -> dict:
         self._warn(len(entries))
         options = self.options
-        return {
+        preprocessing = {
             "dims": 3,
             "orientation": "RAS",
             "spacing": None if options.spacing is None else [float(s) for s in options.spacing],
             "shape": list(self.shape),
             "shape_mode": self.shape_mode,
+            "crop": options.crop,
             "foreground_margin": options.margin,
             "modality": self.modality,
             "intensity": intensity_entry(
-                self.intensity_mode, options.resolved_window(), options.percentiles, entries
+                (self.channel_modes or [self.intensity_mode])[0], options.resolved_window(), options.percentiles, entries
             ),
+        }
+        if self.channel_names and len(self.channel_names) > 1:
+            preprocessing.update(self._channel_entries(entries))
+        return preprocessing
+
+    def _channel_entries(self, entries: list[dict]) -> dict:
+        """The manifest's per-channel ``modality`` (names), ``channels`` and ``intensity``."""
+        assert self.channel_names is not None
+        per_channel = []
+        for c, (name, mode) in enumerate(zip(self.channel_names, self.channel_modes)):
+            ranges = [{"intensity": {"lo": e["intensity"]["lo"][c], "hi": e["intensity"]["hi"][c]}} for e in entries]
+            entry = intensity_entry(mode, self.options.resolved_window(), self.options.percentiles, ranges)
+            per_channel.append({"name": name, **entry})
+        return {
+            "channels": len(self.channel_names),
+            "modality": list(self.channel_names),
+            "intensity": {"mode": "per_channel", "channels": per_channel},
         }
 
     def _warn(self, n_cases: int) -> None:
@@ -134,9 +187,16 @@ class VolumeReader(CaseReader):
         return SummaryText(
             cases="cases",
             details=f"Shape {'x'.join(map(str, self.shape))} ({self.shape_mode}), spacing {spacing_text}, "
-            f"intensity {self.intensity_mode}. {n_empty} empty mask(s); {len(self.lost)} case(s) lost "
+            f"intensity {self._intensity_text()}. {n_empty} empty mask(s); {len(self.lost)} case(s) lost "
             f"labelled voxels to the crop.",
         )
+
+
+    def _intensity_text(self) -> str:
+        names = self.channel_names or []
+        if len(names) <= 1:
+            return self.channel_modes[0] if self.channel_modes else self.intensity_mode
+        return f"per channel ({', '.join(f'{n} {m}' for n, m in zip(names, self.channel_modes))})"
 
 
 def open_volumes(sources: list[Source], options: PrepareOptions) -> VolumeReader:
@@ -151,4 +211,8 @@ def open_volumes(sources: list[Source], options: PrepareOptions) -> VolumeReader
     intensity_mode = options.intensity or ("window" if modality.upper() == "CT" else "percentile")
     if options.intensity is None:
         log.info("intensity mode %s (modality %s)", intensity_mode, modality)
-    return VolumeReader(options, declared, shape, shape_mode, modality, intensity_mode)
+    names = {tuple(s.channel_names) for s in sources if s.channel_names and len(s.channel_names) > 1}
+    if len(names) > 1:
+        raise UserError(f"inputs declare different channel_names {sorted(names)}; pass --modality NAME,NAME,...")
+    return VolumeReader(options, declared, shape, shape_mode, modality, intensity_mode,
+                        declared_channels=list(names.pop()) if names else None)

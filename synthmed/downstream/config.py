@@ -52,18 +52,39 @@ class ModelSize(StrEnum):
 
 
 class TrainSection(StrictModel):
-    epochs: int = Field(50, ge=1)  # passes over the arm's training cases
-    pretrain_epochs: int | None = Field(None, ge=1)  # synthetic pretraining epochs (None: = epochs)
+    """Segmentation training of every unit. Budgets are optimiser steps, equal across arms by default."""
+
+    steps: int | None = Field(None, ge=1)  # optimiser steps per unit (None: from epochs)
+    epochs: int | None = Field(None, ge=1)  # convenience: steps = epochs x ceil(real-only arm's cases / batch_size)
+    budget: Literal["equal_steps", "per_arm_epochs"] = "equal_steps"  # per_arm_epochs: epochs over each arm's own cases (unequal)
+    pretrain_steps: int | None = Field(None, ge=1)  # synthetic pretraining steps (None: = the unit's steps)
+    pretrain_epochs: int | None = Field(None, ge=1)  # convenience, converted like epochs (pretrain set's size)
+    val_every: int | None = Field(None, ge=1)  # steps between validations (None: one real-only epoch)
     batch_size: int = Field(2, ge=1)
-    lr: float = Field(2e-4, gt=0)  # AdamW learning rate (thesis)
+    lr: float = Field(2e-4, gt=0)  # AdamW learning rate (thesis), constant: the same schedule for every arm
     weight_decay: float = Field(1e-5, ge=0)  # AdamW weight decay (thesis)
     model_size: ModelSize = ModelSize.SMALL  # SegResNet (3D) / UNet (2D) width and depth preset
-    select: Literal["best_val", "last"] = "best_val"  # which epoch's weights each fold keeps
+    select: Literal["best_val", "last"] = "best_val"  # which validation point's weights each unit keeps
     roi_size: list[int] | None = None  # sliding-window size at inference (None: the whole volume)
     sw_overlap: float = Field(0.5, ge=0, lt=1)  # sliding-window overlap
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True  # bf16 autocast on CUDA; ignored on the CPU
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> "TrainSection":
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("give train.steps (optimiser steps) or train.epochs (converted to steps), not both")
+        if self.pretrain_steps is not None and self.pretrain_epochs is not None:
+            raise ValueError("give train.pretrain_steps or train.pretrain_epochs, not both")
+        if self.budget == "per_arm_epochs" and self.steps is not None:
+            raise ValueError("train.budget=per_arm_epochs counts epochs over each arm's cases: give train.epochs")
+        return self
+
+    @property
+    def epochs_or_default(self) -> int:
+        """The epochs to convert when neither steps nor epochs is given: 50."""
+        return self.epochs if self.epochs is not None else 50
 
 
 class StatsSection(StrictModel):
@@ -83,6 +104,7 @@ class DownstreamConfig(StrictModel):
     folds: int | None = Field(None, ge=2)  # k folds of the train split (None: all the manifest's folds)
     seeds: list[int] = [0]
     binarize: bool = False  # merge every foreground label into 1 (real and synthetic)
+    allow_extra_labels: bool = False  # run arms whose generator saw real cases outside the arm's own (labelled so)
     train: TrainSection = TrainSection()
     stats: StatsSection = StatsSection()
     out: str = "runs/downstream"

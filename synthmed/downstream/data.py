@@ -18,7 +18,7 @@ from synthmed.data.manifest import Manifest
 from synthmed.errors import UserError, format_problems
 from synthmed.sample.synthetic_set import load_synthetic_set
 from synthmed.sample.card import load_card
-from synthmed.sample.postprocess import images_to_network_units
+from synthmed.sample.postprocess import check_image_channels, images_to_network_units
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,13 @@ LEAKAGE_WARNING = (
     "LEAKAGE: the generator of synthetic set(s) {sets} was trained on {n} case(s) of the test split "
     "({examples}); test scores of arms that use them are optimistic and must not be reported as "
     "held-out results"
+)
+
+
+EXTRA_LABELS_WARNING = (
+    "EXTRA LABELS: the generator of synthetic set {path} was trained on {n} real labelled case(s) that "
+    "{unit} neither trains nor validates on ({examples}); its result against the baseline may come from "
+    "those labels rather than from synthesis"
 )
 
 
@@ -78,6 +85,7 @@ def load_synthetic(folder: str | Path, manifest: Manifest, indices: list[int] | 
     unknown = sorted(set(np.unique(masks).tolist()) - valid_labels)
     if unknown:
         raise UserError(f"{folder}: mask labels {unknown} are not among {manifest.path}'s labels {sorted(valid_labels)}")
+    check_image_channels(images, manifest.preprocessing["intensity"], str(folder))
     stacked = images_to_network_units(images, manifest.preprocessing["intensity"])
     return CaseArrays(stacked, binarize_masks(masks) if binarize else masks, names)
 
@@ -128,3 +136,13 @@ def check_leakage(manifest: Manifest, synthetic: dict[str, str], allow_leakage: 
     for w in warnings:
         log.warning("!" * 20 + " " + w)
     return warnings
+
+
+def generator_case_ids(folder: str | Path) -> set[str]:
+    """The real cases the generator of a synthetic set was trained on (its card's ``trained_on_case_ids``)."""
+    return set(load_card(Path(folder)).get("trained_on_case_ids") or [])
+
+
+def extra_labels(generator_ids: set[str], label_budget: set[str], test_ids: set[str]) -> list[str]:
+    """Real labelled cases a generator saw beyond a unit's own (test cases are the leakage guard's)."""
+    return sorted(generator_ids - label_budget - test_ids)

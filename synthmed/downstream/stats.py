@@ -1,4 +1,5 @@
-"""Statistics of the downstream benchmark: Friedman + Nemenyi, Wilcoxon + Holm.
+"""Statistics of the downstream benchmark: Friedman + Nemenyi; signed effects against baselines (mean and
+median per-case difference, bootstrap CI), Wilcoxon + Holm, and a verdict per comparison.
 
 Bootstrap CIs of means are `synthmed.metrics.bootstrap.bootstrap_mean_ci`.
 
@@ -8,6 +9,7 @@ following Demšar (2006), "Statistical comparisons of classifiers over multiple 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,7 @@ import scikit_posthocs as sp
 from scipy import stats as sps
 
 from synthmed.errors import UserError
+from synthmed.metrics.bootstrap import bootstrap_mean_ci
 
 
 def holm(p_values: list[float] | np.ndarray) -> np.ndarray:
@@ -93,19 +96,70 @@ def nemenyi_critical_difference(n_arms: int, n_cases: int, alpha: float = 0.05) 
     return float(q * np.sqrt(n_arms * (n_arms + 1) / (6.0 * n_cases)))
 
 
-def compare_with_baselines(scores: pd.DataFrame, pairs: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
-    """Wilcoxon signed-rank of each (arm, baseline) pair, Holm-corrected over all pairs.
+@dataclass(frozen=True)
+class Comparison:
+    """One arm against one of its baselines, on the per-case scores (seeds averaged per case)."""
+
+    arm: str
+    baseline: str
+    role: str  # "real_only" or "real_augmentation"
+
+
+def signed_effect(arm: np.ndarray, baseline: np.ndarray, n_resamples: int, confidence: float) -> dict[str, Any]:
+    """The paired difference arm - baseline per case: its mean with a bootstrap CI, its median, and the
+    two-sided Wilcoxon signed-rank test (pairs with a NaN are dropped)."""
+    a, b = np.asarray(arm, np.float64), np.asarray(baseline, np.float64)
+    keep = np.isfinite(a) & np.isfinite(b)
+    mean, low, high = bootstrap_mean_ci(a[keep] - b[keep], n_resamples, confidence)
+    return {**wilcoxon_paired(a[keep], b[keep]), "mean_difference": mean, "ci_low": low, "ci_high": high}
+
+
+def verdict(effect: dict[str, Any], alpha: float) -> str:
+    """"benefit" (Holm p < alpha and the CI above 0), "harm" (Holm p < alpha and the CI below 0), else
+    "no benefit" (no difference shown, which is no reason to use the synthetic data)."""
+    p = effect.get("p_holm")
+    if p is None or not np.isfinite(p) or p >= alpha:
+        return "no benefit"
+    if effect["ci_low"] > 0:
+        return "benefit"
+    if effect["ci_high"] < 0:
+        return "harm"
+    return "no benefit"
+
+
+def _signed(x: float, digits: int = 3) -> str:
+    return f"{x:+.{digits}f}".replace("-", "\u2212")
+
+
+def verdict_sentence(arm_label: str, baseline_label: str, effect: dict[str, Any], metric: str = "Dice",
+                     note: str = "") -> str:
+    """E.g. ``real + wgan × 100: −0.008 Dice [−0.020, +0.004] against real + augmentation: no benefit
+    (Holm p = 0.41)``; `note` is appended (e.g. the extra-labels warning)."""
+    p = effect.get("p_holm")
+    p_text = "n/a" if p is None or not np.isfinite(p) else f"{p:.2g}"
+    text = (f"{arm_label}: {_signed(effect['mean_difference'])} {metric} [{_signed(effect['ci_low'])}, "
+            f"{_signed(effect['ci_high'])}] against {baseline_label}: {effect['verdict']} (Holm p = {p_text})")
+    return text + (f"; {note}" if note else "")
+
+
+def compare_with_baselines(scores: pd.DataFrame, comparisons: list[Comparison], alpha: float = 0.05,
+                           n_resamples: int = 2000, confidence: float = 0.95) -> list[dict[str, Any]]:
+    """Signed effect and Wilcoxon test of every comparison, Holm-corrected over all of them, with verdicts.
 
     Args:
-        scores: one column per arm, one row per test case.
-        pairs: (arm, baseline arm) names; both must be columns of `scores`.
+        scores: one column per arm, one row per test case (seeds already averaged per case).
+        comparisons: the pairs; both arms must be columns of `scores`.
 
     Returns:
-        {arm: {"baseline", "n", "statistic", "p", "p_holm", "median_difference"}}.
+        One dict per comparison: arm, baseline, baseline_role, n_cases, mean_difference, median_difference,
+        ci_low, ci_high, statistic, p, p_holm, verdict.
     """
-    results = {arm: dict(baseline=base, **wilcoxon_paired(scores[arm].to_numpy(), scores[base].to_numpy()))
-               for arm, base in pairs}
-    adjusted = holm([r["p"] for r in results.values()])
-    for r, p in zip(results.values(), adjusted):
+    results = []
+    for c in comparisons:
+        effect = signed_effect(scores[c.arm].to_numpy(), scores[c.baseline].to_numpy(), n_resamples, confidence)
+        effect["n_cases"] = effect.pop("n")
+        results.append({"arm": c.arm, "baseline": c.baseline, "baseline_role": c.role, **effect})
+    for r, p in zip(results, holm([r["p"] for r in results])):
         r["p_holm"] = float(p)
+        r["verdict"] = verdict(r, alpha)
     return results

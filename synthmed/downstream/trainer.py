@@ -86,8 +86,10 @@ def build_augmentation(aug: AugmentationSection, shape: tuple[int, ...]) -> Comp
 
 
 @dataclass
-class EpochRecord:
-    epoch: int
+class StepRecord:
+    """One validation interval: the mean training loss over its steps and the validation Dice at its end."""
+
+    step: int  # optimiser steps done in this phase
     phase: str  # "pretrain" or "train"
     train_loss: float
     val_dice: float | None  # mean foreground Dice on the fold's real validation cases
@@ -95,33 +97,51 @@ class EpochRecord:
 
 @dataclass
 class SegTrainer:
-    """Trains one segmentation model on one arm, one fold and one seed."""
+    """Trains one segmentation model on one arm, one fold and one seed for a fixed number of optimiser steps.
+
+    Every batch holds `settings.batch_size` cases (indices cycle through reshuffled passes over the
+    data), the learning rate is constant, and the model is validated every `val_every` steps and at the
+    end, so that arms with equal `steps` get equal budgets and choose their weights at the same points.
+    """
 
     train_data: CaseArrays  # the arm's training cases (real and/or synthetic)
-    val_data: CaseArrays  # the fold's real validation cases (learning curve, best-epoch choice)
+    val_data: CaseArrays  # the fold's real validation cases (learning curve, best-weights choice)
     num_classes: int  # including background
     settings: TrainSection
     seed: int
+    steps: int  # optimiser steps of the training phase
+    val_every: int  # steps between validations (and one at the last step)
     augmentation: AugmentationSection | None = None  # None: no classical augmentation
     pretrain_data: CaseArrays | None = None  # pretraining cases (pretrain_finetune arms)
-    history: list[EpochRecord] = field(default_factory=list)
+    pretrain_steps: int = 0  # optimiser steps of the pretraining phase
+    history: list[StepRecord] = field(default_factory=list)
     progress_label: str = ""
 
     def run_training(self) -> nn.Module:
         """Train (optionally pretrain first) and return the selected model on the CPU."""
         self.on_train_start()
         if self.pretrain_data is not None:
-            self.run_phase("pretrain", self.pretrain_data, self.settings.pretrain_epochs or self.settings.epochs)
+            self.run_phase("pretrain", self.pretrain_data, self.pretrain_steps)
             self.on_pretrain_end()
-        self.run_phase("train", self.train_data, self.settings.epochs)
+        self.run_phase("train", self.train_data, self.steps)
         return self.on_train_end()
 
-    def run_phase(self, phase: str, data: CaseArrays, epochs: int) -> None:
-        for epoch in range(epochs):
-            self.on_epoch_start()
-            losses = [self.train_step(batch) for batch in self.iterate_batches(data)]
-            val = self.validate() if phase == "train" or self.settings.select == "best_val" else None
-            self.on_epoch_end(EpochRecord(epoch, phase, float(np.mean(losses)), val))
+    def run_phase(self, phase: str, data: CaseArrays, steps: int) -> None:
+        batches = self.iterate_batches(data)
+        losses: list[float] = []
+        for step in range(1, steps + 1):
+            self.network.train()
+            losses.append(self.train_step(next(batches)))
+            if step % self.val_every == 0 or step == steps:
+                val = self.validate() if phase == "train" or self.settings.select == "best_val" else None
+                self.on_interval_end(StepRecord(step, phase, float(np.mean(losses)), val))
+                losses = []
+
+    @property
+    def final_train_loss(self) -> float:
+        """Mean training loss over the last validation interval of the training phase."""
+        train = [r for r in self.history if r.phase == "train"]
+        return train[-1].train_loss if train else float("nan")
 
     # hooks -----------------------------------------------------------------------------------------
     def on_train_start(self) -> None:
@@ -138,7 +158,8 @@ class SegTrainer:
         if self.transforms is not None:
             self.transforms.set_random_state(seed=self.seed)
         self.best: tuple[float, dict[str, torch.Tensor]] | None = None
-        self.bar = tqdm(total=None, desc=self.progress_label, leave=False, disable=not self.settings.progress)
+        self.bar = tqdm(total=self.steps + self.pretrain_steps * (self.pretrain_data is not None),
+                        desc=self.progress_label, leave=False, disable=not self.settings.progress)
         self.started = time.perf_counter()
 
     def configure_optimizer(self) -> None:
@@ -146,19 +167,18 @@ class SegTrainer:
                                            weight_decay=self.settings.weight_decay)
 
     def on_pretrain_end(self) -> None:
-        # Fine-tuning starts from the pretrained weights with a fresh optimiser; the best-epoch choice
+        # Fine-tuning starts from the pretrained weights with a fresh optimiser; the best-weights choice
         # only considers fine-tuned weights.
         self.configure_optimizer()
         self.best = None
 
-    def on_epoch_start(self) -> None:
-        self.network.train()
-
     def iterate_batches(self, data: CaseArrays):
-        order = self.rng.permutation(len(data))
-        bs = self.settings.batch_size
-        for start in range(0, len(order), bs):
-            index = order[start:start + bs]
+        """Endless full batches: indices run through one random permutation after another."""
+        bs, pending = self.settings.batch_size, np.zeros(0, np.int64)
+        while True:
+            while len(pending) < bs:
+                pending = np.concatenate([pending, self.rng.permutation(len(data))])
+            index, pending = pending[:bs], pending[bs:]
             images, masks = torch.from_numpy(data.images[index]), torch.from_numpy(data.masks[index])[:, None]
             if self.transforms is not None:
                 images, masks = self.augment(images, masks)
@@ -191,7 +211,7 @@ class SegTrainer:
         pred = probs.argmax(1)
         return float(np.nanmean(dice_per_label(pred, self.val_data.masks, self.num_classes)))
 
-    def on_epoch_end(self, record: EpochRecord) -> None:
+    def on_interval_end(self, record: StepRecord) -> None:
         self.history.append(record)
         self.bar.set_postfix(phase=record.phase, loss=f"{record.train_loss:.3f}",
                              val_dice="-" if record.val_dice is None else f"{record.val_dice:.3f}")

@@ -4,11 +4,11 @@ Layout written under ``OUT/DatasetXXX_Name/``::
 
     imagesTr/<real id>_0000.nii.gz        the manifest's train + val cases
     imagesTr/syn_<set>_0000_0000.nii.gz   the first n cases of each synthetic set (id order)
-    labelsTr/<case>.nii.gz                uint8, labels remapped to nnU-Net's consecutive values
+    labelsTr/<case>.nii.gz                uint8, the manifest's consecutive class indices (source values in dataset.json)
     imagesTs/, labelsTs/                  the manifest's test cases
     dataset.json                          nnU-Net v2 (synthmed.data.nnunet_json)
     splits_final.json                     folds: real cases only in val parts, groups kept whole
-    synthmed_export.json                  provenance: manifest, sets, case names, label mapping
+    synthmed_export.json                  provenance: manifest, sets, case names, label mapping (source -> written)
 
 2D sets are written as PNG (``.png``) the same way. Real cases are written from the prepared cache at
 the prepared geometry (the manifest's per-case affine: reoriented, resampled, cropped and padded as
@@ -21,7 +21,6 @@ conversions would have to be redone, and their field of view differs from the sy
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -34,7 +33,7 @@ import numpy as np
 
 from synthmed.data.dataset import load_case_arrays
 from synthmed.data.manifest import Manifest, load_manifest
-from synthmed.data.nnunet_json import build_dataset_json, remap_mask, restore_mask
+from synthmed.data.nnunet_json import build_dataset_json, remap_mask
 from synthmed.errors import UserError, format_problems
 from synthmed.export.folds import nnunet_splits
 from synthmed.fileio import atomic_directory, atomic_write_json, refuse_partial_input, sha256_file
@@ -56,7 +55,6 @@ class SyntheticPart:
     folder: Path
     cases: list[tuple[str, Path, Path]]
     new_ids: list[str]
-    dataset_json: dict[str, Any]
 
 
 def dataset_folder_name(dataset_id: int, name: str) -> str:
@@ -107,7 +105,7 @@ def export_nnunet(manifest_path: str | os.PathLike, synthetic: list[str | os.Pat
     splits = nnunet_splits(manifest, synthetic_ids, folds)
     dataset, mapping = build_dataset_json(
         manifest.data["labels"], manifest.preprocessing.get("modality", "unknown"), n_channels,
-        len(real_train) + len(synthetic_ids), ending, name=folder.name, numTest=len(real_test),
+        len(real_train) + len(synthetic_ids), ending, manifest.label_values, name=folder.name, numTest=len(real_test),
         description=f"{len(real_train)} real and {len(synthetic_ids)} synthetic training cases exported by synthmed "
                     "from a prepared manifest; provenance in synthmed_export.json")
     inputs = [manifest.root, *[p.folder for p in parts]]
@@ -157,8 +155,7 @@ def _synthetic_parts(manifest: Manifest, folders: list[Path], n: int | None, end
         problems += _set_problems(manifest, folder, cases, n, ending, n_channels)
         label = _set_label(folder, used_labels)
         chosen = cases if n is None else cases[:n]
-        parts.append(SyntheticPart(folder.resolve(), chosen, [f"syn_{label}_{i:04d}" for i in range(len(chosen))],
-                                   _read_json(folder / "dataset.json")))
+        parts.append(SyntheticPart(folder.resolve(), chosen, [f"syn_{label}_{i:04d}" for i in range(len(chosen))]))
     if problems:
         raise UserError(format_problems("synthetic set(s) cannot be exported", problems))
     return parts
@@ -197,13 +194,14 @@ def _leakage_problems(manifest: Manifest, folder: Path) -> list[str]:
 
 
 def _channels_of(image: Path, ending: str) -> int:
-    if ending == PNG:
+    stem = image.name[: -len(f"_0000{ending}")]
+    files = len(list(image.parent.glob(f"{stem}_[0-9][0-9][0-9][0-9]{ending}")))
+    if ending == PNG and files == 1:  # one grey or RGB PNG; several: one grey PNG per channel
         from PIL import Image
 
         with Image.open(image) as im:
             return len(im.getbands())
-    stem = image.name[: -len(f"_0000{ending}")]
-    return len(list(image.parent.glob(f"{stem}_[0-9][0-9][0-9][0-9]{ending}")))
+    return files
 
 
 def _set_label(folder: Path, used: set[str]) -> str:
@@ -216,14 +214,6 @@ def _set_label(folder: Path, used: set[str]) -> str:
     return label
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
-
-
 def _write_real_case(folder: Path, suffix: str, manifest: Manifest, case_id: str, mapping: dict[int, int],
                      ending: str) -> None:
     """One prepared case, intensities back in its own units, mask remapped; see the module docstring."""
@@ -231,8 +221,11 @@ def _write_real_case(folder: Path, suffix: str, manifest: Manifest, case_id: str
     mask = remap_mask(mask, mapping)
     images, labels = folder / f"images{suffix}", folder / f"labels{suffix}"
     if ending == PNG:
-        bits = 8 if image_m11.shape[0] == 3 else int(manifest.preprocessing.get("bit_depth", 8))
-        _save_png(png_levels(image_m11, bits), images / f"{case_id}_0000{PNG}")
+        grey_channels = manifest.preprocessing["intensity"].get("mode") == "per_channel"
+        bits = 8 if image_m11.shape[0] == 3 and not grey_channels else int(manifest.preprocessing.get("bit_depth", 8))
+        levels = png_levels(image_m11, bits)
+        for c, channel in enumerate(levels if grey_channels else [levels]):  # grey channels: one PNG each
+            _save_png(channel[None] if grey_channels else channel, images / f"{case_id}_{c:04d}{PNG}")
         _save_png(mask[None], labels / f"{case_id}{PNG}")
         return
     case = manifest.case(case_id)
@@ -253,7 +246,7 @@ def _case_intensity(manifest: Manifest, case: dict[str, Any]) -> dict[str, Any]:
 
 def _copy_synthetic_case(folder: Path, part: SyntheticPart, image: Path, label: Path, new_id: str,
                          mapping: dict[int, int], ending: str) -> None:
-    """Image files copied as they are; the mask read, put back in manifest values and remapped."""
+    """Image files copied as they are; the mask (the manifest's class indices, as sampled) read, checked and remapped."""
     stem = image.name[: -len(f"_0000{ending}")]
     for channel in sorted(image.parent.glob(f"{stem}_[0-9][0-9][0-9][0-9]{ending}")):
         shutil.copyfile(channel, folder / "imagesTr" / f"{new_id}{channel.name[len(stem):]}")
@@ -263,11 +256,11 @@ def _copy_synthetic_case(folder: Path, part: SyntheticPart, image: Path, label: 
 
         with Image.open(label) as im:
             values = np.asarray(im)
-        _save_png(remap_mask(restore_mask(values, part.dataset_json), mapping, label)[None], target)
+        _save_png(remap_mask(values, mapping, label)[None], target)
         return
     original = nib.load(label)
     values = np.rint(np.asarray(original.dataobj)).astype(np.int64)
-    mask = remap_mask(restore_mask(values, part.dataset_json), mapping, label)
+    mask = remap_mask(values, mapping, label)
     nib.save(_nifti(mask, original.affine, np.uint8), target)
 
 
@@ -295,7 +288,7 @@ def _provenance(manifest: Manifest, parts: list[SyntheticPart], mapping: dict[in
         "manifest": {"path": str(manifest.path), "sha256": manifest.sha256},
         "real_cases": "prepared cache at the prepared geometry, intensity mapping undone per case",
         "intensity_range": list(intensity_range(manifest.preprocessing["intensity"])),
-        "label_mapping": {str(old): new for old, new in mapping.items()},
+        "label_mapping": {str(manifest.label_values[index]): new for index, new in mapping.items()},
         "folds": {"source": "manifest" if folds is None and manifest.splits.get("folds") else "grouped k-fold",
                   "k": len(splits)},
         "synthetic_sets": [{"path": str(p.folder), "card_sha256": sha256_file(p.folder / "card.json"),

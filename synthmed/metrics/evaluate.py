@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 
 import synthmed
-from synthmed.data.dataset import load_arrays
-from synthmed.data.manifest import Manifest, parse_real_spec
+from synthmed.data.discover import safe_case_id
 from synthmed.errors import UserError
 from synthmed.fileio import atomic_directory, atomic_write_json, check_output_folder
 from synthmed.metrics import plots
@@ -32,18 +31,22 @@ from synthmed.metrics.extractors.base import (
     build_feature_extractor,
     extract_features,
     look_up_feature_extractor,
+    resolve_device,
 )
+from synthmed.metrics.channels import ChannelFeatures, channel_names_of, channel_spaces, check_channel_mode
+from synthmed.metrics.feature_cache import FeatureCache, default_cache_dir
 from synthmed.metrics.inception_score import inception_score
 from synthmed.metrics.intensity import intensity_wasserstein, sample_voxels
 from synthmed.metrics.json_safe import json_safe
-from synthmed.metrics.keys import Comparison, MetricKey, Modality
+from synthmed.metrics.keys import TORCH_FIDELITY_NAMES, Comparison, MetricKey, Modality
 from synthmed.metrics.mask_stats import compare_mask_statistics
 from synthmed.metrics.memorisation import memorisation_audit, pixel_features
 from synthmed.metrics.prdc import PRDC_K, precision_recall_density_coverage
+from synthmed.metrics.real_source import RealSource, load_real_source
 from synthmed.sample.synthetic_set import load_synthetic_set
 from synthmed.sample.card import load_card
 from synthmed.sample.montage import save_montage
-from synthmed.sample.postprocess import images_to_network_units, images_to_original_units
+from synthmed.sample.postprocess import images_to_network_units, images_to_original_units, intensity_range
 
 METRICS_FORMAT = "synthmed-evaluation"
 DEFAULT_FEATURES = ("radiomics", "autoencoder", "medicalnet", "inception")  # 3D data; 2D twins swapped in
@@ -71,6 +74,11 @@ class EvaluateOptions:
     seed: int = 0
     overwrite: bool = False
     extractor_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)  # per feature space, e.g. {"inception": {"pretrained": False}}
+    channels: str = "auto"  # multi-channel images: auto, per_channel or stacked (see `synthmed.metrics.channels`)
+    device: str = "auto"  # torch feature extractors: auto (cuda when available), cpu or cuda
+    workers: int | None = None  # radiomics worker processes; None: the CPU cores available
+    cache_dir: str | None = None  # real-set feature cache; None: $SYNTHMED_CACHE/features or ~/.cache/synthmed/features
+    use_cache: bool = True
 
 
 @dataclass
@@ -92,8 +100,11 @@ def _check_options(o: EvaluateOptions) -> None:
                  ("prdc_k", o.prdc_k, 1), ("top_k_pairs", o.top_k_pairs, 0), ("ae_steps", o.ae_steps, 1)) if value < low]
     if o.copy_ratio <= 0:
         problems.append(f"copy_ratio must be > 0, got {o.copy_ratio}")
+    if o.workers is not None and o.workers < 1:
+        problems.append(f"workers must be >= 1, got {o.workers}")
     if problems:
         raise UserError("evaluate: " + "; ".join(problems))
+    check_channel_mode(o.channels)
     for name in o.features:
         look_up_feature_extractor(name)
 
@@ -156,6 +167,21 @@ def _distance_figures(fake: np.ndarray, real: np.ndarray, space: str, o: Evaluat
     else:
         prdc = precision_recall_density_coverage(real, fake, o.prdc_k)
         out.update({k: {"value": v, "k": o.prdc_k, **counts} for k, v in prdc.items()})
+    out["torch_fidelity"] = torch_fidelity_figures(out)
+    return out
+
+
+def torch_fidelity_figures(figures: dict) -> dict[str, float]:
+    """The same figures, flat, under torch-fidelity's result keys (see `keys.TORCH_FIDELITY_NAMES`)."""
+    names = TORCH_FIDELITY_NAMES
+    kid = figures[MetricKey.KID_MEAN.value]
+    out = {names[MetricKey.FRECHET]: figures[MetricKey.FRECHET.value]["value"],
+           names[MetricKey.KID_MEAN]: kid["value"], names[MetricKey.KID_STD]: kid["std"]}
+    precision = figures.get(MetricKey.PRECISION.value, {}).get("value")
+    recall = figures.get(MetricKey.RECALL.value, {}).get("value")
+    if precision is not None and recall is not None:
+        f_score = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+        out.update({names[MetricKey.PRECISION]: precision, names[MetricKey.RECALL]: recall, names[MetricKey.F_SCORE]: f_score})
     return out
 
 
@@ -201,22 +227,35 @@ def _resolve_features(names: tuple[str, ...], data_dims: int) -> tuple[dict[str,
     return use, skipped
 
 
-def _build(name: str, o: EvaluateOptions) -> FeatureExtractor:
+def _build(name: str, o: EvaluateOptions, device: str, channels: list[int] | None = None) -> FeatureExtractor:
     kwargs = dict(o.extractor_kwargs.get(name, {}))
+    if look_up_feature_extractor(name).uses_device:
+        kwargs.setdefault("device", device)
+    if name.startswith("radiomics"):
+        kwargs.setdefault("workers", o.workers)
     if name.startswith("autoencoder"):
         kwargs.setdefault("steps", o.ae_steps)
     if name in ("inception", "medicalnet") and kwargs.get("pretrained", True):
         kwargs.setdefault("download", o.download_weights)
+    if channels is not None:  # multi-channel images, one channel at a time (see `channels`)
+        return ChannelFeatures(lambda: build_feature_extractor(name, **kwargs), channels)
     return build_feature_extractor(name, **kwargs)
 
 
-def _feature_space_metrics(name: str, sets: Sets, o: EvaluateOptions, modality: Modality) -> tuple[dict, dict]:
-    """Distances for one feature space and modality: ``({view: figures}, {view: features by set})``."""
-    extractor = _build(name, o)
+def _feature_space_metrics(name: str, sets: Sets, o: EvaluateOptions, modality: Modality, run: _Run,
+                           channels: list[int] | None = None) -> tuple[dict, dict]:
+    """Distances for one feature space and modality: ``({view: figures}, {view: features by set})``.
+
+    The real sets' features come from the feature cache when it holds them; the synthetic set's are
+    always extracted.
+    """
+    extractor = _build(name, o, run.device, channels)
     by_set = {k: _as_modality(*getattr(sets, k), modality, sets.num_labels) for k in ("real", "synthetic", "train", "test")}
     if extractor.needs_fit:
         extractor.fit(by_set["train"], seed=o.seed)
-    feats = {k: extract_features(extractor, v) for k, v in by_set.items() if len(v)}
+    feats = {k: extract_features(extractor, v) if k == "synthetic" else
+             run.cache.features(extractor, v, lambda v=v: extract_features(extractor, v))
+             for k, v in by_set.items() if len(v)}
     views = {view: {k: f[view] for k, f in feats.items()} for view in feats["synthetic"]}
     if extractor.standardise:
         views = _standardised(views)
@@ -247,90 +286,126 @@ def _inception_scores(extractor, by_set: dict[str, np.ndarray], o: EvaluateOptio
     return out
 
 
-def _load_sets(manifest: Manifest, split: str, synthetic_dir: Path) -> tuple[Sets, dict, list[str], np.ndarray]:
-    intensity = manifest.preprocessing["intensity"]
-    shape = tuple(manifest.preprocessing["shape"])
-    syn_images, syn_masks, names = load_synthetic_set(synthetic_dir, shape)
+@dataclass
+class _Run:
+    """What one evaluation works with besides the image sets."""
+
+    source: RealSource
+    synthetic: Path
+    names: list[str]  # synthetic case names
+    syn_original: np.ndarray  # synthetic images in original units
+    options: EvaluateOptions
+    device: str  # resolved: "cpu" or "cuda"
+    cache: FeatureCache
+
+
+def _load_sets(source: RealSource, synthetic_dir: Path) -> tuple[Sets, dict, list[str], np.ndarray]:
+    intensity = source.preprocessing["intensity"]
+    syn_images, syn_masks, names = load_synthetic_set(synthetic_dir, tuple(source.preprocessing["shape"]),
+                                                      png_range=intensity_range(intensity))
     has_card = (synthetic_dir / "card.json").exists()
     card = load_card(synthetic_dir) if has_card else {}
-    train_ids = [i for i in card.get("trained_on_case_ids", []) if i in {c["id"] for c in manifest.cases}]
-    train_ids = train_ids or manifest.split_ids("train")
-    real_ids = manifest.split_ids(split)
-    if len(real_ids) < 2:
-        raise UserError(f"{manifest.path}: split {split!r} has {len(real_ids)} case(s); at least 2 needed")
-    test_ids = manifest.split_ids("test")
-    sets = Sets(
-        real=load_arrays(manifest, real_ids), train=load_arrays(manifest, train_ids), test=load_arrays(manifest, test_ids),
-        synthetic=(images_to_network_units(syn_images, intensity), syn_masks),
-        num_labels=max(max(manifest.labels) + 1, 2), train_ids=train_ids, has_card=has_card,
-    )
+    real, train, test, train_ids = source.load(card.get("trained_on_case_ids", []))
+    sets = Sets(real=real, train=train, test=test, synthetic=(images_to_network_units(syn_images, intensity), syn_masks),
+                num_labels=max(max(source.labels) + 1, int(syn_masks.max(initial=0)) + 1, 2), train_ids=train_ids,
+                has_card=has_card)
     return sets, card, names, syn_images
 
 
 def evaluate_synthetic_set(real: str, synthetic: str | os.PathLike, out: str | os.PathLike,
                            options: EvaluateOptions | None = None) -> dict[str, Any]:
-    """Evaluate the synthetic set folder `synthetic` against ``MANIFEST[:split]`` `real`; write `out`.
+    """Evaluate the synthetic set folder `synthetic` against `real`; write `out`.
+
+    Args:
+        real: ``MANIFEST[:split]`` (a prepared manifest or folder, split default train) or a folder of
+            image/mask pairs (see `synthmed.metrics.real_source`).
+        synthetic: a set written by ``synthmed sample`` or a folder of pairs from another tool, with or
+            without ``card.json`` (without: no memorisation audit, no card update; the output says so).
 
     Returns:
         The ``metrics.json`` document.
 
     Raises:
-        UserError: bad options, unreadable inputs, mismatched shapes, too few cases, or an `out` that
-            overlaps an input or may not be replaced (see `synthmed.fileio.check_output_folder`).
-            Nothing is written then.
+        UserError: bad options, unreadable inputs, mismatched shapes, too few cases, an unusable
+            --device or --cache-dir, or an `out` that overlaps an input or may not be replaced (see
+            `synthmed.fileio.check_output_folder`). Nothing is written then.
     """
     o = options or EvaluateOptions()
     _check_options(o)
-    manifest, split = parse_real_spec(real)
-    features, skipped = _resolve_features(o.features, int(manifest.preprocessing.get("dims", 3)))
+    device = resolve_device(o.device)
+    source = load_real_source(real)
+    features, skipped = _resolve_features(o.features, source.dims)
     synthetic = Path(synthetic)
-    inputs = [manifest.root, synthetic]
+    inputs = [source.root, synthetic]
     check_output_folder(out, kind="evaluate", inputs=inputs, overwrite=o.overwrite)  # before loading the sets
-    sets, card, names, syn_original = _load_sets(manifest, split, synthetic)
+    sets, card, names, syn_original = _load_sets(source, synthetic)
+    cache = FeatureCache((o.cache_dir or default_cache_dir()) if o.use_cache else None)
+    run = _Run(source, synthetic, names, syn_original, o, device, cache)
     with atomic_directory(out, kind="evaluate", inputs=inputs, overwrite=o.overwrite) as tmp:
-        doc = _compute(manifest, split, synthetic, sets, names, syn_original, o, tmp, features, skipped)
+        doc = _compute(run, sets, tmp, features, skipped)
         atomic_write_json(tmp / "metrics.json", doc)
     if o.update_card and sets.has_card:
         _update_card(synthetic, card, doc, Path(out))
     return doc
 
 
-def _compute(manifest: Manifest, split: str, synthetic: Path, sets: Sets, names: list[str], syn_original: np.ndarray,
-             o: EvaluateOptions, folder: Path, features: dict[str, str], skipped: dict[str, str]) -> dict[str, Any]:
-    labels = sorted(manifest.labels)
+def _compute(run: _Run, sets: Sets, folder: Path, features: dict[str, str], skipped: dict[str, str]) -> dict[str, Any]:
+    source, o, names, syn_original = run.source, run.options, run.names, run.syn_original
+    labels = sorted(source.labels)
     doc: dict[str, Any] = {
         "format": METRICS_FORMAT, "synthmed_version": synthmed.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "real": {"manifest": str(manifest.path), "manifest_sha256": manifest.sha256, "split": split, "n": len(sets.real[0])},
-        "synthetic": {"folder": str(synthetic.resolve()), "n": len(names)},
+        "real": {**source.description, "n": len(sets.real[0])},
+        "synthetic": {"folder": str(run.synthetic.resolve()), "n": len(names)},
+        "labels": {str(k): {"name": source.labels[k], "source_value": source.label_values[k]} for k in labels},
         "reference": {"n_real_train": len(sets.train[0]), "n_real_test": len(sets.test[0])},
         "options": {k: v for k, v in asdict(o).items() if k != "extractor_kwargs"},
+        "device": run.device,
         "intervals": {"method": SUBSAMPLE_METHOD, "replicates": o.n_bootstrap, "confidence": CI_LEVEL},
         "card": None if sets.has_card else {"status": "missing", "note": NO_CARD},
         "feature_spaces": {name: {"status": "skipped", "reason": why} for name, why in skipped.items()},
+        "key_names": {"torch_fidelity": {str(k): v for k, v in TORCH_FIDELITY_NAMES.items()}},
         Modality.IMAGES.value: {}, Modality.MASKS.value: {},
     }
     tsne_inputs = {}
-    for name, built in features.items():
-        for modality in Modality:
+    channel_names, unavailable = _channel_names(source, sets), {}
+    for modality in Modality:
+        names_here = channel_names if modality == Modality.IMAGES else channel_names[:1]
+        for name, (built, channels, how) in channel_spaces(features, names_here, o.channels).items():
             try:
-                results, info = _feature_space_metrics(built, sets, o, modality)
+                if built in unavailable:  # tried once (weights missing): not again per channel or for masks
+                    raise unavailable[built]
+                results, info = _feature_space_metrics(built, sets, o, modality, run, channels)
             except WeightsUnavailable as e:  # reported once, by the table and metrics.json
+                unavailable[built] = e
                 doc["feature_spaces"][name] = {"status": "unavailable", "reason": str(e)}
-                break
-            doc["feature_spaces"][name] = {"status": "ok", **info["describe"]}
+                continue
+            suffix = name[name.index("["):] if "[" in name else ""  # "[FLAIR]": one channel of several
+            results = {(k.replace(built, built + suffix, 1) if k.startswith(built + "/") else k + suffix): v
+                       for k, v in results.items()}
+            described = doc["feature_spaces"].setdefault(name, {"status": "ok", **info["describe"]})
+            described.setdefault("channels", {})[modality.value] = how
             doc[modality.value].update(results)
             tsne_inputs.setdefault(modality, []).append((name, info["views"]))
     doc["diversity"] = _diversity(sets, o)
-    doc["intensity"] = _intensity(manifest, sets, syn_original, labels, o, folder)
-    spacing = manifest.preprocessing.get("spacing")
+    doc["intensity"] = _intensity(source, sets, syn_original, labels, o, folder)
+    spacing = source.preprocessing.get("spacing")
     voxel_volume = float(np.prod(spacing)) if spacing else 1.0
     doc["mask_statistics"] = {"volume_unit": "mm3" if spacing else "voxels", "n_real": len(sets.real[1]), "n_synthetic": len(sets.synthetic[1]),
                               "statistics": compare_mask_statistics(sets.real[1], sets.synthetic[1], labels, voxel_volume)}
-    doc["memorisation"] = (_memorisation(manifest, sets, names, syn_original, o, folder) if sets.has_card
+    doc["memorisation"] = (_memorisation(source, sets, names, syn_original, o, folder) if sets.has_card
                            else {"skipped": NO_CARD})
-    doc["plots"] = _plots(manifest, sets, syn_original, tsne_inputs, o, folder)
+    doc["plots"] = _plots(source, sets, syn_original, tsne_inputs, o, folder)
+    doc["feature_cache"] = {"folder": None if run.cache.folder is None else str(run.cache.folder),
+                            "hits": run.cache.hits, "misses": run.cache.misses}
     return json_safe(doc)
+
+
+def _channel_names(source: RealSource, sets: Sets) -> list[str]:
+    """The image channels evaluated one by one (multi-channel 3D); one entry for grey or RGB images."""
+    if source.preprocessing["intensity"].get("mode") != "per_channel":
+        return ["image"]
+    return channel_names_of(source.preprocessing, sets.real[0].shape[1])
 
 
 def _diversity(sets: Sets, o: EvaluateOptions) -> dict:
@@ -344,23 +419,35 @@ def _diversity(sets: Sets, o: EvaluateOptions) -> dict:
     return out
 
 
-def _intensity(manifest: Manifest, sets: Sets, syn_original: np.ndarray, labels: list[int], o: EvaluateOptions, folder: Path) -> dict:
-    intensity = manifest.preprocessing["intensity"]
-    real_original = images_to_original_units(sets.real[0], intensity)
-    unit = "HU" if str(manifest.preprocessing.get("modality", "")).upper() == "CT" else "original units"
-    result = intensity_wasserstein(real_original, syn_original, sets.real[1], sets.synthetic[1], labels, seed=o.seed)
-    plots.save_histograms(folder / "intensity_histograms.png",
-                          {"real": sample_voxels(real_original, seed=o.seed), "synthetic": sample_voxels(syn_original, seed=o.seed)}, unit)
+def _intensity(source: RealSource, sets: Sets, syn_original: np.ndarray, labels: list[int], o: EvaluateOptions, folder: Path) -> dict:
+    real_original = images_to_original_units(sets.real[0], source.preprocessing["intensity"])
+    names = _channel_names(source, sets)
+    if len(names) == 1:
+        unit = "HU" if str(source.preprocessing.get("modality", "")).upper() == "CT" else "original units"
+        return _channel_intensity(real_original, syn_original, sets, labels, unit, o, folder / "intensity_histograms.png")
+    per_channel = {  # each channel in its own units
+        name: _channel_intensity(real_original[:, c:c + 1], syn_original[:, c:c + 1], sets, labels,
+                                 "HU" if name.upper() == "CT" else "original units", o,
+                                 folder / f"intensity_histograms_{c}_{safe_case_id(name)}.png")
+        for c, name in enumerate(names)}
+    return {"channels": "per_channel", "per_channel": per_channel}
+
+
+def _channel_intensity(real: np.ndarray, syn: np.ndarray, sets: Sets, labels: list[int], unit: str, o: EvaluateOptions,
+                       figure: Path) -> dict:
+    """Wasserstein distances of channel 0 of `real` / `syn` (original units), and their histogram figure."""
+    result = intensity_wasserstein(real, syn, sets.real[1], sets.synthetic[1], labels, seed=o.seed)
+    plots.save_histograms(figure, {"real": sample_voxels(real, seed=o.seed), "synthetic": sample_voxels(syn, seed=o.seed)}, unit)
     return {"unit": unit, MetricKey.WASSERSTEIN.value: result}
 
 
-def _memorisation(manifest: Manifest, sets: Sets, names: list[str], syn_original: np.ndarray, o: EvaluateOptions, folder: Path) -> dict:
+def _memorisation(source: RealSource, sets: Sets, names: list[str], syn_original: np.ndarray, o: EvaluateOptions, folder: Path) -> dict:
     train_f = pixel_features(*sets.train, sets.num_labels)
     syn_f = pixel_features(*sets.synthetic, sets.num_labels)
     audit = memorisation_audit(train_f, syn_f, o.copy_ratio)
     closest = audit.closest(min(o.top_k_pairs, len(names)))
     pairs = []
-    train_original = images_to_original_units(sets.train[0], manifest.preprocessing["intensity"])
+    train_original = images_to_original_units(sets.train[0], source.preprocessing["intensity"])
     for i in closest:
         j = int(audit.nearest_index[i])
         t_name = sets.train_ids[j]
@@ -376,10 +463,10 @@ def _memorisation(manifest: Manifest, sets: Sets, names: list[str], syn_original
     }
 
 
-def _plots(manifest: Manifest, sets: Sets, syn_original: np.ndarray, tsne_inputs: dict, o: EvaluateOptions, folder: Path) -> list[str]:
-    real_original = images_to_original_units(sets.real[0], manifest.preprocessing["intensity"])
+def _plots(source: RealSource, sets: Sets, syn_original: np.ndarray, tsne_inputs: dict, o: EvaluateOptions, folder: Path) -> list[str]:
+    real_original = images_to_original_units(sets.real[0], source.preprocessing["intensity"])
     save_montage(folder / "montage.png", [("real", real_original, sets.real[1]), ("synthetic", syn_original, sets.synthetic[1])],
-                 labels={str(k): v for k, v in manifest.labels.items()})
+                 labels={str(k): v for k, v in source.labels.items()})
     for modality, spaces in tsne_inputs.items():
         for name, views in spaces:
             view = next(iter(views))
@@ -440,7 +527,9 @@ def format_table(doc: dict[str, Any]) -> str:
                      f"{_fmt(r, 2) + prdc_mark:>5} | {'':24} {ref_fd:>8} {_fmt(r_kid.get('value')) + _marks(notes, r_kid):>10}")
     lines += [f"  [{i}] {note}" for i, note in enumerate(notes, 1)]
     n = doc["synthetic"]["n"]
-    lines.append(f"(n synthetic = {n}, n real = {doc['real']['n']} [{doc['real']['split']}]; real train vs real test: "
+    real = doc["real"]
+    where = real["split"] if real.get("split") else f"folder {real.get('folder')}"
+    lines.append(f"(n synthetic = {n}, n real = {real['n']} [{where}]; real train vs real test: "
                  f"the same figure between {doc['reference']['n_real_train']} real train and "
                  f"{doc['reference']['n_real_test']} real test cases, for scale; CI: {doc['intervals']['method']})")
     div = doc["diversity"][Modality.IMAGES.value][MetricKey.MS_SSIM.value]
@@ -454,6 +543,13 @@ def format_table(doc: dict[str, Any]) -> str:
     for name, info in doc["feature_spaces"].items():
         if info["status"] != "ok":
             lines.append(f"{name}: {info['status']} ({info['reason']})")
+    cache = doc.get("feature_cache", {})
+    if cache.get("folder"):
+        lines.append(f"device {doc.get('device')}; real-set feature cache {cache['folder']}: {cache['hits']} hit(s), {cache['misses']} miss(es)")
+    channels = {name: info["channels"]["images"] for name, info in doc["feature_spaces"].items()
+                if info.get("channels", {}).get("images", "single channel") != "single channel"}
+    if channels:  # multi-channel images: how each image feature space saw the channels
+        lines.append("image channels: " + "; ".join(f"{name} {how}" for name, how in channels.items()))
     return "\n".join(lines)
 
 

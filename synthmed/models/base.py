@@ -208,14 +208,43 @@ class GenerativeModel(nn.Module):
         for the models whose ``capabilities`` include them.
         """
         self.check_sampling_options(truncation, masks, classes, sampler, steps)
-        net = self.ema_net if use_ema else self.nets[self.ema_target]
-        was_training = net.training
-        net.eval()
-        device = next(net.parameters()).device
         rng = torch.Generator().manual_seed(seed)
         z_all = self.latent(n, rng)
         inputs = self.sampling_inputs(n, rng, truncation=truncation, masks=masks, classes=classes, sampler=sampler,
                                       steps=steps)
+        return self._render_batches(z_all, inputs, use_ema, batch_size)
+
+    @torch.no_grad()
+    def sample_seeds(
+        self, seeds: list[int], use_ema: bool = True, batch_size: int = 8, truncation: float = 1.0,
+        masks: torch.Tensor | None = None, classes: torch.Tensor | list[int] | None = None,
+        sampler: str | None = None, steps: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pair per seed (StyleGAN2-ADA's ``--seeds``): pair k is ``sample(1, seed=seeds[k])`` with mask /
+        class k, so it does not depend on the other seeds, their order or ``batch_size``; drawn in batches.
+
+        ``masks`` and ``classes`` (when given) hold one entry per seed, in the order of ``seeds``.
+        """
+        self.check_sampling_options(truncation, masks, classes, sampler, steps)
+        if classes is not None:
+            classes = torch.as_tensor(classes, dtype=torch.long).expand(len(seeds))
+        latents, parts = [], []
+        for k, seed in enumerate(seeds):
+            rng = torch.Generator().manual_seed(int(seed))
+            latents.append(self.latent(1, rng))
+            parts.append(self.sampling_inputs(
+                1, rng, truncation=truncation, masks=None if masks is None else masks[k : k + 1],
+                classes=None if classes is None else classes[k : k + 1], sampler=sampler, steps=steps))
+        return self._render_batches(torch.cat(latents), _concatenate_inputs(parts), use_ema, batch_size)
+
+    def _render_batches(self, z_all: torch.Tensor, inputs: dict, use_ema: bool,
+                        batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`render` over ``z_all`` in batches of ``batch_size``, with the EMA (or the trained) network in eval mode."""
+        net = self.ema_net if use_ema else self.nets[self.ema_target]
+        was_training = net.training
+        net.eval()
+        device = next(net.parameters()).device
+        n = len(z_all)
         images, labels = [], []
         try:
             for start in range(0, n, batch_size):
@@ -261,3 +290,19 @@ class GenerativeModel(nn.Module):
     def reconstruct(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(code, reconstruction) of real network tensors; for models whose ``capabilities.encoder`` is set."""
         raise NotImplementedError(f"{type(self).__name__} has no encoder")
+
+
+def _concatenate_inputs(parts: list[dict]) -> dict:
+    """The `GenerativeModel.sampling_inputs` of single samples joined into those of a batch: tensors and
+    lists (one entry per sample) concatenated; anything else (truncation, sampler, None) is shared, taken
+    from the first."""
+    joined = {}
+    for key, first in parts[0].items():
+        values = [part[key] for part in parts]
+        if isinstance(first, torch.Tensor):
+            joined[key] = torch.cat(values)
+        elif isinstance(first, list):
+            joined[key] = [v for value in values for v in value]
+        else:
+            joined[key] = first
+    return joined

@@ -22,17 +22,19 @@ def build_card(
     checkpoint_path: str | os.PathLike,  # the checkpoint the samples came from; hashed here
     manifest_sha256: str,  # sha256 of the manifest.json the generator was trained on
     trained_on: list[str],  # ids of every case the generator saw (over its run's whole history)
-    seed: int,  # sampling seed
+    seed: int | None,  # sampling seed of the one stream the pairs came from (None: one seed per pair)
     count: int,  # number of synthetic pairs
     config: dict[str, Any],  # resolved sampling / model configuration (JSON-serialisable)
     extra: dict[str, Any] | None = None,  # anything else worth recording
     warnings: list[str] | None = None,  # what the user should know about the set (e.g. empty masks)
+    seeds: list[int] | None = None,  # per-pair seeds (``sample --seeds``), in the order of the cases
 ) -> dict[str, Any]:
     """Build the dataset card written next to a synthetic set (``card.json``).
 
     Keys: ``format`` ("synthmed-card"), ``format_version`` (1), ``model``, ``checkpoint``
     (``{"path", "sha256"}``), ``manifest`` (``{"sha256"}``), ``trained_on_case_ids`` (sorted; the
-    downstream leakage guard reads it), ``seed``, ``count``, ``synthmed_version``, ``created``
+    downstream leakage guard reads it), ``seed``, ``seeds`` (pair k's own seed, in case order; None when every pair came from the one stream of
+    ``seed``), ``count``, ``synthmed_version``, ``created``
     (ISO 8601, UTC), ``config``, ``metrics`` and ``privacy_check``, ``warnings`` (list of
     strings, e.g. how many masks are empty), and ``extra``.
 
@@ -52,7 +54,8 @@ def build_card(
         "checkpoint": {"path": str(checkpoint_path), "sha256": sha256_file(checkpoint_path)},
         "manifest": {"sha256": manifest_sha256},
         "trained_on_case_ids": sorted(str(c) for c in trained_on),
-        "seed": int(seed),
+        "seed": None if seed is None else int(seed),
+        "seeds": None if seeds is None else [int(s) for s in seeds],
         "count": int(count),
         "synthmed_version": synthmed.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

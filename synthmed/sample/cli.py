@@ -1,6 +1,8 @@
 """Command-line verbs of the sample stage.
 
-    synthmed sample --checkpoint C -n N --out DIR   draw synthetic pairs (NIfTI or PNG + dataset card)
+    synthmed sample --checkpoint C -n N --out DIR         draw synthetic pairs (NIfTI or PNG + dataset card)
+    synthmed sample --checkpoint C --seeds 0-99,200 ...   one pair per seed, each regenerable on its own
+    synthmed sample --checkpoint RUN --best ...           from the run's best checkpoint by its fidelity figure
     synthmed encode --checkpoint C --input CASE_ID_or_NIFTI [--mask NIFTI] [--manifest M] --out DIR
 """
 
@@ -10,15 +12,24 @@ import argparse
 
 from synthmed.errors import UserError
 from synthmed.sample.encode import encode_to_folder
-from synthmed.sample.sampler import sample_to_folder, sampling_device
+from synthmed.train.checkpoint import resolve_best_checkpoint
+from synthmed.sample.sampler import parse_seeds, sample_to_folder, sampling_device
 
 
 def add_sample_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="draw synthetic image/mask pairs from a checkpoint")
     p.add_argument("--checkpoint", required=True, help="checkpoint file, or a run folder (its newest checkpoint)")
-    p.add_argument("-n", type=int, default=None, help="number of pairs (required unless --masks gives them)")
+    p.add_argument("--best", action="store_true",
+                   help="with a run folder as --checkpoint: its best checkpoint by the fidelity figure "
+                        "(checkpoints/best.pt, kept when trained with train.fidelity_every) instead of the newest")
+    p.add_argument("-n", type=int, default=None,
+                   help="number of pairs, all drawn from one random stream seeded by --seed (required unless "
+                        "--seeds or --masks gives them)")
+    p.add_argument("--seeds", default=None, metavar="LIST",
+                   help="one pair per seed, e.g. 0-99,200 (StyleGAN2-ADA's --seeds): pair k depends on its seed "
+                        "alone, so a seed gives the same pair whatever else is drawn; instead of -n and --seed")
     p.add_argument("--out", required=True, help="output folder (nnU-Net layout: imagesTr/, labelsTr/, dataset.json, card.json)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the stream -n draws from (default 0)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--no-ema", action="store_true", help="use the raw generator instead of its moving average")
     p.add_argument("--min-component-size", type=int, default=None, metavar="K", help="drop mask components under K voxels")
@@ -51,16 +62,20 @@ def add_sample_parser(sub) -> argparse.ArgumentParser:
 
 
 def _run_sample(args) -> None:
-    if args.n is None and args.masks is None:
-        raise UserError("-n is required (how many pairs to draw)")
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    if seeds is not None and args.n is not None:
+        raise UserError("--seeds and -n are alternatives; give one")
+    if args.n is None and args.masks is None and seeds is None:
+        raise UserError("-n or --seeds is required (which pairs to draw)")
     if args.n is not None and args.n < 1:
         raise UserError(f"-n must be at least 1, got {args.n}")
-    out = sample_to_folder(args.checkpoint, args.n, args.out, seed=args.seed, batch_size=args.batch_size,
+    checkpoint = resolve_best_checkpoint(args.checkpoint) if args.best else args.checkpoint
+    out = sample_to_folder(checkpoint, args.n, args.out, seed=args.seed, batch_size=args.batch_size,
                            use_ema=not args.no_ema, min_component_size=args.min_component_size,
                            keep_largest=args.keep_largest, overwrite=args.overwrite, device=args.device,
                            truncation=args.trunc, masks_dir=args.masks, mask_checkpoint=args.mask_checkpoint,
                            class_name=args.class_name, deform_strength=args.deform_strength,
-                           sampler=args.sampler, steps=args.steps, guidance=args.guidance)
+                             sampler=args.sampler, steps=args.steps, seeds=seeds, guidance=args.guidance)
     count = len(list((out / "labelsTr").iterdir()))
     print(f"wrote {count} synthetic pairs to {out}")
 

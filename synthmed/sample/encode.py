@@ -18,7 +18,7 @@ from synthmed.data.manifest import load_manifest
 from synthmed.errors import UserError
 from synthmed.fileio import atomic_directory, atomic_write_json, check_output_folder
 from synthmed.sample.card import build_card
-from synthmed.sample.postprocess import images_to_network_units
+from synthmed.sample.postprocess import channel_intensities, images_to_network_units
 from synthmed.sample.writers import reference_affine, write_synthetic_set
 from synthmed.train.checkpoint import load_generator, resolve_checkpoint
 from synthmed.train.run_history import trained_case_ids
@@ -45,6 +45,9 @@ def load_input_pair(input_: str, mask: str | None, manifest_path: str, intensity
         return torch.from_numpy(image[None].astype(np.float32)), torch.from_numpy(labels[None].astype(np.int64))
     if mask is None:
         raise UserError(f"{path}: encoding a NIfTI image needs its mask too (--mask); the model generates pairs")
+    if len(channel_intensities(intensity)) > 1:
+        raise UserError(f"{path}: the model takes {len(channel_intensities(intensity))} image channels; "
+                        f"encode a multi-channel case by its case id in the manifest")
     image = _read_nifti(path, "image").astype(np.float32)
     labels = _read_nifti(Path(mask), "mask")
     for name, array in ((path, image), (Path(mask), labels)):
@@ -86,6 +89,7 @@ def encode_to_folder(
         np.save(tmp / "latent.npy", z[0].cpu().numpy().astype(np.float32))
         write_synthetic_set(tmp / "reconstruction", rec_image.cpu().numpy(), rec_mask.cpu().numpy(),
                             intensity=data["preprocessing"]["intensity"], labels=data["labels"],
+                            label_values=data.get("label_values"),
                             affine=reference_affine(data["preprocessing"], data["train_cases"]),
                             modality=data["preprocessing"].get("modality", "image"), card=card, prefix="rec")
         atomic_write_json(tmp / "encode.json", {

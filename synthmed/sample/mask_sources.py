@@ -129,26 +129,37 @@ def training_masks_for(data: dict, case_ids: list[str]) -> dict[str, np.ndarray]
 
 
 def deformed_training_masks(data: dict, n: int, seed: int, binarize: bool = False,
-                            deformation: Deformation = Deformation()) -> tuple[np.ndarray, dict]:
+                            deformation: Deformation = Deformation(),
+                            seeds: list[int] | None = None) -> tuple[np.ndarray, dict]:
     """``n`` masks [n, *S], each a deformed training mask of the generator, and the record for its card.
 
     Args:
         data: the checkpoint's data record (``manifest_path``, ``manifest_sha256``, ``trained_on``).
         binarize: merge every foreground label into 1 first (a generator trained on binarised masks).
+        seeds: one mask per seed instead (``n`` and ``seed`` unused): mask k is what ``n=1, seed=seeds[k]``
+            gives, a function of its seed alone.
 
     Raises:
         UserError: see `training_masks_for`.
     """
     ids = sorted(data["trained_on"])
-    order = np.random.default_rng(np.random.SeedSequence([seed % 2**64, len(ids)])).permutation(len(ids))
-    chosen = [ids[order[i % len(ids)]] for i in range(n)]
-    sources = training_masks_for(data, sorted(set(chosen)))
+    if seeds is None:
+        order = _case_order(seed, len(ids))
+        draws = [(ids[order[i % len(ids)]], seed, i) for i in range(n)]
+    else:
+        draws = [(ids[_case_order(s, len(ids))[0]], s, 0) for s in seeds]
+    sources = training_masks_for(data, sorted({case for case, _, _ in draws}))
     masks, pairs = [], []
-    for i, case in enumerate(chosen):
+    for i, (case, draw_seed, index) in enumerate(draws):
         source = (sources[case] > 0).astype(np.int64) if binarize else sources[case]
-        mask, record = deform_keeping_labels(source, deformation, seed, i)
+        mask, record = deform_keeping_labels(source, deformation, draw_seed, index)
         masks.append(mask)
-        pairs.append({"index": i, "case": case, **record})
+        pairs.append({"index": i, "case": case, **({} if seeds is None else {"seed": draw_seed}), **record})
     record = {"kind": SOURCE_KIND, "manifest": {"path": data["manifest_path"], "sha256": data["manifest_sha256"]},
               "deformation": asdict(deformation), "pairs": pairs}
     return np.stack(masks), record
+
+
+def _case_order(seed: int, n_cases: int) -> np.ndarray:
+    """The seeded permutation of the training cases that masks are taken from (cycled)."""
+    return np.random.default_rng(np.random.SeedSequence([seed % 2**64, n_cases])).permutation(n_cases)

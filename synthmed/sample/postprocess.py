@@ -12,8 +12,19 @@ from synthmed.errors import UserError
 INTENSITY_MODES = ("window", "percentile")
 
 
-def intensity_range(intensity: dict[str, Any]) -> tuple[float, float]:
-    """The physical range ``(lo, hi)`` that the network range [-1, 1] stands for.
+def channel_intensities(intensity: dict[str, Any]) -> list[dict[str, Any]]:
+    """The intensity entry of each image channel: ``intensity["channels"]`` for a multi-channel
+    manifest (mode ``per_channel``), else ``[intensity]``."""
+    if intensity.get("mode") == "per_channel":
+        channels = intensity.get("channels")
+        if not isinstance(channels, list) or not channels:
+            raise UserError("preprocessing.intensity (per_channel mode): missing the 'channels' list")
+        return channels
+    return [intensity]
+
+
+def intensity_range(intensity: dict[str, Any], channel: int = 0) -> tuple[float, float]:
+    """The physical range ``(lo, hi)`` that the network range [-1, 1] stands for (in `channel`).
 
     Args:
         intensity: the ``preprocessing.intensity`` entry of a prepared manifest, either
@@ -22,10 +33,16 @@ def intensity_range(intensity: dict[str, Any]) -> tuple[float, float]:
             In percentile mode every real case was mapped with its own percentiles, so there is no
             single true range; ``reference_lo`` / ``reference_hi`` (the median per-case range of
             the real data) are used, which puts synthetic images on the scale of a typical case.
+            Multi-channel manifests hold ``{"mode": "per_channel", "channels": [entry, ...]}``.
+        channel: the image channel whose range is wanted.
 
     Raises:
         UserError: unknown mode, missing keys, or ``hi <= lo``.
     """
+    channels = channel_intensities(intensity)
+    if not 0 <= channel < len(channels):
+        raise UserError(f"preprocessing.intensity: no channel {channel} (the images have {len(channels)})")
+    intensity = channels[channel]
     mode = intensity.get("mode")
     if mode == "window":
         keys = ("lo", "hi")
@@ -44,7 +61,36 @@ def intensity_range(intensity: dict[str, Any]) -> tuple[float, float]:
     return lo, hi
 
 
-def images_to_original_units(images_m11: np.ndarray, intensity: dict[str, Any]) -> np.ndarray:
+def check_image_channels(images: np.ndarray, intensity: dict[str, Any], where: str, channel_axis: int = 1) -> None:
+    """Raises: UserError naming `where` when multi-channel images lack the manifest's channel count."""
+    n = len(channel_intensities(intensity))
+    found = images.shape[channel_axis] if images.ndim > channel_axis else 0
+    if n > 1 and found != n:
+        raise UserError(f"{where}: images have {found} channel(s); the manifest's images have {n}")
+
+
+def _map(x: np.ndarray, lo: float, hi: float, to_original: bool) -> np.ndarray:
+    if to_original:
+        return ((np.clip(x, -1.0, 1.0) + 1.0) * 0.5 * (hi - lo) + lo).astype(np.float32)
+    return np.clip((x - lo) / (hi - lo) * 2.0 - 1.0, -1.0, 1.0).astype(np.float32)
+
+
+def _per_channel(images: np.ndarray, intensity: dict[str, Any], channel_axis: int, to_original: bool) -> np.ndarray:
+    """Map each channel along `channel_axis` with its own range (`to_original`: [-1, 1] -> [lo, hi])."""
+    x = np.asarray(images, dtype=np.float64)
+    n = len(channel_intensities(intensity))
+    if n == 1:
+        return _map(x, *intensity_range(intensity), to_original)
+    if x.ndim <= channel_axis or x.shape[channel_axis] != n:
+        raise UserError(f"images of shape {list(x.shape)} lack the manifest's {n} channels on axis {channel_axis}")
+    out = np.empty(x.shape, dtype=np.float32)
+    for c in range(n):
+        index = (slice(None),) * channel_axis + (c,)
+        out[index] = _map(x[index], *intensity_range(intensity, c), to_original)
+    return out
+
+
+def images_to_original_units(images_m11: np.ndarray, intensity: dict[str, Any], channel_axis: int = 1) -> np.ndarray:
     """Map network images from [-1, 1] back to physical units, linearly onto ``[lo, hi]``.
 
     Values are clipped to [-1, 1] first, so the result stays inside ``[lo, hi]``.
@@ -54,20 +100,18 @@ def images_to_original_units(images_m11: np.ndarray, intensity: dict[str, Any]) 
     Args:
         images_m11: images of any shape (e.g. ``[N, C, D, H, W]``), nominally in [-1, 1].
         intensity: the ``preprocessing.intensity`` dict of the manifest.
+        channel_axis: the axis of the image channels (1 for ``[N, C, ...]``, 0 for one ``[C, ...]``
+            image); used when the manifest maps each channel with its own range.
 
     Returns:
         float32 array of the same shape, in original units.
     """
-    lo, hi = intensity_range(intensity)
-    x = np.clip(np.asarray(images_m11, dtype=np.float64), -1.0, 1.0)
-    return ((x + 1.0) * 0.5 * (hi - lo) + lo).astype(np.float32)
+    return _per_channel(images_m11, intensity, channel_axis, to_original=True)
 
 
-def images_to_network_units(images: np.ndarray, intensity: dict[str, Any]) -> np.ndarray:
+def images_to_network_units(images: np.ndarray, intensity: dict[str, Any], channel_axis: int = 1) -> np.ndarray:
     """Inverse of :func:`images_to_original_units`: ``[lo, hi] -> [-1, 1]`` (clipped), float32."""
-    lo, hi = intensity_range(intensity)
-    x = np.asarray(images, dtype=np.float64)
-    return np.clip((x - lo) / (hi - lo) * 2.0 - 1.0, -1.0, 1.0).astype(np.float32)
+    return _per_channel(images, intensity, channel_axis, to_original=False)
 
 
 def clean_mask(mask: np.ndarray, min_size: int | None = None, keep_largest: bool = False) -> np.ndarray:

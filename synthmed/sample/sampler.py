@@ -7,6 +7,7 @@ and what the manifest said about the training data (labels, intensity mapping, g
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +46,16 @@ def sample_to_folder(
     deform_strength: float | None = None,  # mask-conditional models without given masks: scales the deformation
     sampler: str | None = None,  # diffusion models: sampling loop (ddpm, ddim, rflow; None: the model's default)
     steps: int | None = None,  # diffusion models: sampling steps (None: the model's default)
+    seeds: list[int] | None = None,  # one pair per seed, each a function of its seed alone (instead of n)
     guidance: float | None = None,  # class-conditional diffusion: guidance scale (None: the run's guidance_scale)
 ) -> Path:
     """Sample a checkpoint and write the pairs with a dataset card.
+
+    With ``n`` (and ``seed``) every pair comes from one random stream seeded by ``seed``, as before
+    ``--seeds`` existed: pair k depends on ``seed`` and k. With ``seeds`` pair k is drawn from
+    ``seeds[k]`` alone (its latent, noise, class and, for mask-conditional models, its mask source), so
+    the same seed gives the same pair whatever other seeds are drawn, in any order or batch size; the
+    card lists the seeds in case order.
 
     A mask-conditional generator (C-SG) renders images for masks read from ``masks_dir``, drawn from a
     mask-only generator (``mask_checkpoint``, M-SG: the MC-SG chain; the card then names both
@@ -57,18 +65,25 @@ def sample_to_folder(
     """
     inputs = [checkpoint, masks_dir, mask_checkpoint]
     check_output_folder(out, kind=SAMPLE_KIND, inputs=inputs, overwrite=overwrite)  # before the work
+    if seeds is not None and (n is not None or not seeds):
+        raise UserError("--seeds and -n are alternatives; give one" if seeds else "--seeds: no seeds given")
     device = sampling_device(device)
     model, state = load_generator(checkpoint, device)
     path = Path(state["path"])
-    given, mask_source = _conditioning_masks(model, state, n, seed, masks_dir, mask_checkpoint, device, deform_strength)
-    n = len(given) if given is not None else n
+    given, mask_source = _conditioning_masks(model, state, n, seed, masks_dir, mask_checkpoint, device, deform_strength,
+                                             seeds=seeds)
+    n = len(seeds) if seeds is not None else len(given) if given is not None else n
     if n is None or n < 1:
         raise UserError(f"-n must be at least 1, got {n}")
     classes = _requested_classes(model, state, n, class_name)
     model.check_sampling_options(truncation, given, classes, sampler, steps)
     model.set_guidance(guidance)
-    images, masks = model.sample(n, seed=seed, use_ema=use_ema, batch_size=batch_size, truncation=truncation,
-                                 masks=given, classes=classes, sampler=sampler, steps=steps)
+    options = dict(use_ema=use_ema, batch_size=batch_size, truncation=truncation, masks=given, classes=classes,
+                   sampler=sampler, steps=steps)
+    if seeds is None:
+        images, masks = model.sample(n, seed=seed, **options)
+    else:
+        images, masks = model.sample_seeds(seeds, **options)
     ema_warning = _short_ema_warning(path, state) if use_ema else None
     if ema_warning:
         log.warning(ema_warning)
@@ -81,7 +96,8 @@ def sample_to_folder(
         checkpoint_path=path,
         manifest_sha256=data["manifest_sha256"],
         trained_on=trained_on,
-        seed=seed,
+        seed=seed if seeds is None else None,
+        seeds=seeds,
         count=n,
         config={"model": state["config"]["model"], "step": state["step"], "use_ema": use_ema,
                 "truncation": truncation, "class": class_name, "sampler": sampler, "steps": steps, "min_component_size": min_component_size, "keep_largest": keep_largest,
@@ -98,6 +114,7 @@ def sample_to_folder(
         masks,
         intensity=preprocessing["intensity"],
         labels=_effective_labels(data["labels"], model),
+        label_values=None if model.codec.config.binarize else data.get("label_values"),
         affine=None if is_2d else reference_affine(preprocessing, data["train_cases"]),
         modality=preprocessing.get("modality", "image"),
         card=card,
@@ -171,13 +188,16 @@ def _requested_classes(model: GenerativeModel, state: dict, n: int, class_name: 
 
 
 def _conditioning_masks(model: GenerativeModel, state: dict, n: int | None, seed: int, masks_dir: str | Path | None,
-                        mask_checkpoint: str | Path | None, device: str,
-                        deform_strength: float | None = None) -> tuple[torch.Tensor | None, dict]:
+                        mask_checkpoint: str | Path | None, device: str, deform_strength: float | None = None,
+                        seeds: list[int] | None = None) -> tuple[torch.Tensor | None, dict]:
     """Masks to render images for (or None) and a record of where they came from (its ``kind``).
 
     A mask-conditional model renders for the masks of ``masks_dir``, for masks drawn from the mask-only
     generator ``mask_checkpoint``, or, given neither, for its own training masks randomly deformed
     (`synthmed.sample.mask_sources`; ``deform_strength`` scales the deformation, 0: the masks as they are).
+    With ``seeds``, mask k comes from ``seeds[k]`` alone: the folder's mask number ``seeds[k]`` (sorted by
+    name), the mask generator's pair of seed ``seeds[k] + 1_000_003``, or the training mask and
+    deformation of that seed.
 
     Raises:
         UserError: masks a model cannot use, unreadable or mismatched masks, a mask checkpoint whose model
@@ -190,12 +210,13 @@ def _conditioning_masks(model: GenerativeModel, state: dict, n: int | None, seed
             if deform_strength is not None:
                 raise UserError("--deform-strength: only for a mask-conditional model sampled without --masks")
             return None, {}
-        if n is None:
+        if n is None and seeds is None:
             raise UserError("-n is needed (how many of the generator's training masks to deform and render)")
         if deform_strength is not None and deform_strength < 0:
             raise UserError(f"--deform-strength must be at least 0, got {deform_strength}")
         deformation = Deformation().scaled(1.0 if deform_strength is None else deform_strength)
-        masks, record = deformed_training_masks(state["data"], n, seed, model.codec.config.binarize, deformation)
+        masks, record = deformed_training_masks(state["data"], n, seed, model.codec.config.binarize, deformation,
+                                                seeds=seeds)
         return torch.from_numpy(masks), record
     if deform_strength is not None:
         raise UserError("--deform-strength: deforms the generator's training masks; it does not apply to "
@@ -204,12 +225,14 @@ def _conditioning_masks(model: GenerativeModel, state: dict, n: int | None, seed
     shape = tuple(state["data_info"]["shape"])
     if masks_dir is not None:
         masks, names = load_masks(masks_dir, shape, model.codec.num_labels)
+        if seeds is not None:
+            return _masks_of_seeds(masks, names, seeds, masks_dir)
         if n is not None and n > len(masks):
             raise UserError(f"{masks_dir}: -n {n} but only {len(masks)} masks")
         masks = masks[:n] if n is not None else masks
         return torch.from_numpy(masks), {"kind": "folder", "folder": str(Path(masks_dir).resolve()),
                                          "names": names[: len(masks)]}
-    if n is None:
+    if n is None and seeds is None:
         raise UserError("-n is needed with --mask-checkpoint (how many masks to draw)")
     mask_path = resolve_checkpoint(mask_checkpoint)
     mask_model, mask_state = load_generator(mask_path, device)
@@ -220,10 +243,50 @@ def _conditioning_masks(model: GenerativeModel, state: dict, n: int | None, seed
         raise UserError(f"{mask_path}: makes masks of shape {mask_state['data_info']['shape']}, "
                         f"the image generator needs {list(shape)}")
     # the mask generator gets its own seed stream, so image noise and mask noise are independent
-    _, masks = mask_model.sample(n, seed=seed + 1_000_003)
+    if seeds is None:
+        _, masks = mask_model.sample(n, seed=seed + 1_000_003)
+    else:
+        _, masks = mask_model.sample_seeds([s + 1_000_003 for s in seeds])
     record = {"kind": "mask_generator", "checkpoint": {"path": str(mask_path), "sha256": sha256_file(mask_path)},
               "model": mask_state["config"]["model"]["name"], "trained_on": trained_case_ids(mask_state)}
     return masks, record
+
+
+def _masks_of_seeds(masks: np.ndarray, names: list[str], seeds: list[int],
+                    masks_dir: str | Path) -> tuple[torch.Tensor, dict]:
+    """``--masks DIR --seeds``: seed k renders the folder's mask number k (sorted by name).
+
+    Raises:
+        UserError: a seed beyond the folder's masks.
+    """
+    beyond = [s for s in seeds if not 0 <= s < len(masks)]
+    if beyond:
+        raise UserError(f"{masks_dir}: --seeds with --masks picks mask number <seed> of the folder's {len(masks)} "
+                        f"masks (0..{len(masks) - 1}); seeds {beyond[:5]} are out of range")
+    record = {"kind": "folder", "folder": str(Path(masks_dir).resolve()), "names": [names[s] for s in seeds]}
+    return torch.from_numpy(masks[seeds]), record
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-99,200"`` -> [0, 1, ..., 99, 200]: comma-separated seeds and inclusive ranges, in the order given.
+
+    Raises:
+        UserError: not such a list, a range that runs backwards, a negative seed or a seed given twice.
+    """
+    seeds: list[int] = []
+    for item in text.split(","):
+        low, dash, high = item.strip().partition("-")
+        try:
+            first, last = int(low), int(high if dash else low)
+        except ValueError:
+            raise UserError(f"--seeds {text!r}: expected seeds and ranges like 0-99,200; {item.strip()!r} is neither") from None
+        if last < first:
+            raise UserError(f"--seeds {text!r}: the range {item.strip()} runs backwards")
+        seeds.extend(range(first, last + 1))
+    repeated = sorted(s for s, count in Counter(seeds).items() if count > 1)
+    if repeated:
+        raise UserError(f"--seeds {text!r}: seeds {repeated[:5]} are given twice (each seed is one pair)")
+    return seeds
 
 
 def _effective_labels(labels: dict[str, str], model: GenerativeModel) -> dict[str, str]:

@@ -13,7 +13,10 @@ A 2D set has ``imagesTr/syn_0000_0000.png`` (grayscale, or RGB in one file as nn
 reader expects; lossless, 8- or 16-bit) and ``labelsTr/syn_0000.png`` (uint8 labels). PNG pixels
 ``0 .. 2**bits - 1`` stand linearly for the intensity range ``lo .. hi`` recorded in
 ``dataset.json["synthmed_png_intensity"]``; for photographs that range is 0..255 (or 0..65535), so
-pixels are the original values. A mask-only set (M-SG) has no ``imagesTr`` files.
+pixels are the original values. Images of several grey channels (a manifest with per-channel
+intensity) are one grey PNG per channel, ``syn_0000_0000.png … syn_0000_000N.png``, each with its own
+range (``synthmed_png_intensity["channels"]``: ``[{"lo", "hi"}, ...]``; ``lo``/``hi`` are channel 0's).
+A mask-only set (M-SG) has no ``imagesTr`` files.
 
 The folder is written under a temporary name and renamed when complete, so a failed run leaves nothing.
 """
@@ -33,7 +36,7 @@ from tqdm import tqdm
 from synthmed.data.nnunet_json import build_dataset_json, label_mapping, remap_mask
 from synthmed.errors import UserError, format_problems
 from synthmed.fileio import atomic_directory, atomic_write_json, check_output_folder
-from synthmed.sample.postprocess import clean_mask, images_to_original_units, intensity_range
+from synthmed.sample.postprocess import channel_intensities, clean_mask, images_to_original_units, intensity_range
 
 FILE_ENDING = ".nii.gz"
 PNG_ENDING = ".png"
@@ -104,7 +107,8 @@ def _label_map(labels: dict[str, str]) -> dict[int, str]:
     return by_value
 
 
-def _validate(images: np.ndarray, masks: np.ndarray, labels: dict[int, str], affine: np.ndarray | None) -> None:
+def _validate(images: np.ndarray, masks: np.ndarray, labels: dict[int, str], affine: np.ndarray | None,
+              grey_channels: bool = False) -> None:
     problems = []
     if images.ndim not in (4, 5):
         raise UserError(f"images: expected shape [N, C, D, H, W] (3D) or [N, C, H, W] (2D), got {list(images.shape)}")
@@ -130,7 +134,7 @@ def _validate(images: np.ndarray, masks: np.ndarray, labels: dict[int, str], aff
         if unknown:
             problems.append(f"masks: label values {unknown} are not in the declared labels {sorted(labels)}")
     if images.ndim == 4:
-        if images.shape[1] not in (0, 1, 3):
+        if images.shape[1] not in (0, 1, 3) and not grey_channels:
             problems.append(f"images: 2D sets are written as grayscale or RGB PNG, got {images.shape[1]} channels")
     elif affine is None:
         problems.append("affine: 3D sets need a 4x4 affine (see reference_affine)")
@@ -160,6 +164,7 @@ def write_synthetic_set(
     *,
     intensity: dict[str, Any],  # manifest preprocessing.intensity, to undo the [-1, 1] mapping
     labels: dict[str, str],  # manifest labels, str(int) -> name
+    label_values: dict[str, int] | None = None,  # manifest label_values (index -> source value), for dataset.json
     affine: np.ndarray | None,  # 3D: [4, 4] world affine for every volume (see reference_affine); 2D: None
     modality: str | Sequence[str],  # channel name(s) for dataset.json, e.g. "MRI" or "CT"
     card: dict[str, Any],  # dataset card (see synthmed.sample.card.build_card)
@@ -181,8 +186,8 @@ def write_synthetic_set(
     ``affine``, with qform and sform set (code 1, scanner) and header zooms equal to the spacing, in mm.
     ``dataset.json`` follows nnU-Net v2's rules (`synthmed.data.nnunet_json.build_dataset_json`: a
     ``background`` label 0, consecutive values, channel names that keep nnU-Net's CT normalisation);
-    non-consecutive label values are remapped and the masks written with the new values (the mapping
-    is recorded in ``dataset.json``). ``card.json`` is ``card`` as given.
+    non-consecutive label values are remapped and the masks written with the new values; the source
+    value of each written value is recorded in ``dataset.json`` where they differ (see `label_values`). ``card.json`` is ``card`` as given.
 
     All inputs are checked before anything is written. The folder is built under a temporary name and
     renamed at the end, so on any failure nothing is left behind.
@@ -202,17 +207,21 @@ def write_synthetic_set(
     affine = None if affine is None else np.asarray(affine, dtype=np.float64)
     label_map = _label_map(labels)
     lo, hi = intensity_range(intensity)  # fails early on a bad intensity entry
-    _validate(images_m11, masks, label_map, affine)
+    n_channels = len(channel_intensities(intensity))  # > 1: grey channels, each its own range
+    _validate(images_m11, masks, label_map, affine, grey_channels=n_channels > 1)
     if is_2d and bit_depth not in (8, 16):
         raise UserError(f"bit_depth: PNG sets are 8- or 16-bit, got {bit_depth}")
     check_output_folder(out_dir, kind=SAMPLE_KIND, inputs=inputs, overwrite=overwrite)
     n = images_m11.shape[0]
-    bits = 8 if images_m11.shape[1] == 3 else bit_depth  # Pillow writes RGB PNG at 8 bits only
+    bits = 8 if images_m11.shape[1] == 3 and n_channels == 1 else bit_depth  # Pillow writes RGB PNG at 8 bits only
     dataset, mapping = build_dataset_json(
-        labels, modality, images_m11.shape[1], n, PNG_ENDING if is_2d else FILE_ENDING, name=out_dir.name,
+        labels, modality, images_m11.shape[1], n, PNG_ENDING if is_2d else FILE_ENDING, label_values, name=out_dir.name,
         description="synthetic image/mask pairs written by synthmed; provenance in card.json")
     if is_2d:
         dataset["synthmed_png_intensity"] = {"bit_depth": bits, "lo": lo, "hi": hi}
+        if n_channels > 1:
+            ranges = [intensity_range(intensity, c) for c in range(n_channels)]
+            dataset["synthmed_png_intensity"]["channels"] = [{"lo": a, "hi": b} for a, b in ranges]
 
     with atomic_directory(out_dir, kind=SAMPLE_KIND, inputs=inputs, overwrite=overwrite) as tmp:
         (tmp / "imagesTr").mkdir()
@@ -221,9 +230,9 @@ def write_synthetic_set(
             case = f"{prefix}_{i:04d}"
             mask = remap_mask(clean_mask(masks[i], min_size=min_component_size, keep_largest=keep_largest), mapping)
             if is_2d:
-                _write_png_pair(tmp, case, images_m11[i], mask, bits)
+                _write_png_pair(tmp, case, images_m11[i], mask, bits, grey_channels=n_channels > 1)
             else:
-                _write_nifti_pair(tmp, case, images_to_original_units(images_m11[i], intensity), mask, affine)
+                _write_nifti_pair(tmp, case, images_to_original_units(images_m11[i], intensity, channel_axis=0), mask, affine)
         atomic_write_json(tmp / "dataset.json", dataset)
         atomic_write_json(tmp / "card.json", card)
     return out_dir
@@ -242,11 +251,17 @@ def png_levels(images_m11: np.ndarray, bits: int) -> np.ndarray:
     return np.rint((x + 1.0) * 0.5 * top).astype(np.uint16 if bits == 16 else np.uint8)
 
 
-def _write_png_pair(folder: Path, case: str, image_m11: np.ndarray, mask: np.ndarray, bits: int) -> None:
+def _write_png_pair(folder: Path, case: str, image_m11: np.ndarray, mask: np.ndarray, bits: int,
+                    grey_channels: bool = False) -> None:
+    """Write one case: its image as one grey or RGB PNG, or (`grey_channels`) one grey PNG per channel."""
     from PIL import Image
 
     if image_m11.shape[0]:  # a mask-only set (M-SG) has no image channels
         levels = png_levels(image_m11, bits)
-        pixels = levels[0] if levels.shape[0] == 1 else np.moveaxis(levels, 0, -1)
-        Image.fromarray(pixels).save(folder / "imagesTr" / f"{case}_0000{PNG_ENDING}")
+        if grey_channels:
+            for c, channel in enumerate(levels):
+                Image.fromarray(channel).save(folder / "imagesTr" / f"{case}_{c:04d}{PNG_ENDING}")
+        else:
+            pixels = levels[0] if levels.shape[0] == 1 else np.moveaxis(levels, 0, -1)
+            Image.fromarray(pixels).save(folder / "imagesTr" / f"{case}_0000{PNG_ENDING}")
     Image.fromarray(mask.astype(np.uint8)).save(folder / "labelsTr" / f"{case}{PNG_ENDING}")

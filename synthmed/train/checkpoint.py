@@ -7,6 +7,7 @@ optimisers, step, RNG states and the loss accumulators of the current logging wi
 
 from __future__ import annotations
 
+import json
 import pickle
 import random
 import re
@@ -21,10 +22,12 @@ from synthmed.errors import UserError
 from synthmed.fileio import atomic_torch_save
 from synthmed.models.base import GenerativeModel
 from synthmed.models.registry import DataInfo, build_model
+from synthmed.train.run_history import trained_case_ids, trained_manifests
 
 CHECKPOINT_FORMAT = "synthmed-checkpoint"
 EMA_KEY = "G_ema"  # the EMA network's entry: named when every model was a GAN, kept so older checkpoints load
 _NAME = re.compile(r"step_(\d+)\.pt$")
+BEST_NAME = "best.pt"
 
 
 def capture_rng() -> dict[str, Any]:
@@ -74,10 +77,37 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], keep: int) 
     return path
 
 
+def best_checkpoint_path(run_dir: Path) -> Path:
+    """``checkpoints/best.pt``: the checkpoint with the lowest fidelity figure (``train.fidelity_every``)."""
+    return Path(run_dir) / "checkpoints" / BEST_NAME
+
+
+def save_best_checkpoint(run_dir: Path, step: int, state: dict[str, Any]) -> Path:
+    """Write the checkpoint of ``step`` as ``checkpoints/best.pt``; `save_checkpoint`'s pruning never removes it."""
+    path = best_checkpoint_path(run_dir)
+    atomic_torch_save({"format": CHECKPOINT_FORMAT, "step": step, **state}, path)
+    return path
+
+
+def resolve_best_checkpoint(run: str | Path) -> Path:
+    """The best checkpoint of a run folder (``sample --best``).
+
+    Raises:
+        UserError: not a run folder, or one without ``checkpoints/best.pt``.
+    """
+    run = Path(run)
+    if not run.is_dir():
+        raise UserError(f"{run}: --best needs a run folder (it picks the folder's checkpoints/{BEST_NAME})")
+    path = best_checkpoint_path(run)
+    if not path.is_file():
+        raise UserError(f"{path}: no best checkpoint; a run keeps one only when trained with train.fidelity_every")
+    return path
+
+
 def remove_unfinished_checkpoints(run_dir: Path) -> list[Path]:
     """Delete the temporary files of checkpoint writes that never finished (a killed run leaves them)."""
     folder = Path(run_dir) / "checkpoints"
-    leftovers = sorted(folder.glob(".step_*.pt.*.tmp")) if folder.is_dir() else []
+    leftovers = sorted([*folder.glob(".step_*.pt.*.tmp"), *folder.glob(f".{BEST_NAME}.*.tmp")]) if folder.is_dir() else []
     for path in leftovers:
         path.unlink(missing_ok=True)
     return leftovers
@@ -190,21 +220,88 @@ def load_generator(checkpoint: str | Path, device: str = "cpu") -> tuple[Generat
     return model.to(device).eval(), state
 
 
-def export_generator(model: GenerativeModel, config: dict, data_info: dict, path: Path) -> Path:
-    """Save the EMA network's weights as safetensors; the metadata holds what rebuilds the model.
+GENERATOR_FORMAT = "synthmed-generator"
+_JSON_METADATA = ("model", "data_info", "config", "trained_on_case_ids", "trained_on_manifests", "labels",
+                  "preprocessing", "classes")
+
+
+def generator_provenance(state: dict[str, Any]) -> dict[str, str]:
+    """The metadata of an exported generator, from the run's state at export: what rebuilds the model
+    (``model``, ``data_info``) and the dataset card's fields (run config, step, synthmed version, manifest
+    hash and path, every case the generator saw and their count, labels, intensity mapping, classes).
+    Safetensors metadata holds strings only: structured values are JSON."""
+    data = state["data"]
+    trained_on = trained_case_ids(state)
+    values = {
+        "model": state["config"]["model"], "data_info": state["data_info"], "config": state["config"],
+        "trained_on_case_ids": trained_on, "trained_on_manifests": trained_manifests(state),
+        "labels": data["labels"], "preprocessing": data["preprocessing"], "classes": data.get("classes"),
+    }
+    return {
+        "format": GENERATOR_FORMAT, **{k: json.dumps(v) for k, v in values.items()},
+        "step": str(state["step"]), "synthmed_version": state["synthmed_version"],
+        "manifest_sha256": data["manifest_sha256"], "manifest_path": data["manifest_path"],
+        "trained_on_count": str(len(trained_on)),
+    }
+
+
+def export_generator(model: GenerativeModel, state: dict[str, Any], path: Path) -> Path:
+    """Save the EMA network's weights as safetensors, with `generator_provenance` of ``state`` as metadata.
 
     Other networks sampling needs (a latent model's autoencoder) follow under ``<name>.`` prefixes.
     """
-    import json
-
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.ema_net.state_dict().items()}
     for name, net in model.sampling_networks().items():
         tensors.update({f"{name}.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()})
-    metadata = {"format": "synthmed-generator", "model": json.dumps(config["model"]), "data_info": json.dumps(data_info)}
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
+    save_file(tensors, str(tmp), metadata=generator_provenance(state))
     tmp.replace(path)
     return path
+
+
+def load_exported_generator(path: str | Path, device: str = "cpu") -> tuple[GenerativeModel, dict[str, Any]]:
+    """The model of a ``generator.safetensors`` (EMA weights; sampling uses them) and its provenance
+    (`generator_provenance`, JSON fields decoded, ``step`` and ``trained_on_count`` as ints).
+
+    Raises:
+        UserError: the file is missing, not safetensors, or not a synthmed generator.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: generator file not found")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserError(f"{path}: not a readable safetensors file ({err})") from None
+    if metadata.get("format") != GENERATOR_FORMAT:
+        raise UserError(f"{path}: not a synthmed generator (its metadata lacks \"format\": \"{GENERATOR_FORMAT}\")")
+    provenance = {k: json.loads(v) if k in _JSON_METADATA else v for k, v in metadata.items()}
+    for key in ("step", "trained_on_count"):
+        if key in provenance:
+            provenance[key] = int(provenance[key])
+    info = provenance["data_info"]
+    model = build_model(provenance["model"]["name"], provenance["model"]["params"],
+                        DataInfo(tuple(info["shape"]), info["image_channels"], info["num_labels"]))
+    _load_exported_weights(model, tensors, path)
+    return model.to(device).eval(), provenance
+
+
+def _load_exported_weights(model: GenerativeModel, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """EMA weights into both the EMA and the trained network (a loaded generator has only those), the
+    ``<name>.``-prefixed tensors into the sampling networks."""
+    extra = model.sampling_networks()
+    own = {k: v for k, v in tensors.items() if k.split(".", 1)[0] not in extra}
+    try:
+        model.ema_net.load_state_dict(own)
+        model.nets[model.ema_target].load_state_dict(own)
+        for name, net in extra.items():
+            net.load_state_dict({k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(f"{name}.")})
+    except RuntimeError as err:
+        raise UserError(f"{path}: weights do not fit the model its metadata describes ({str(err).splitlines()[0]})") from None

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from pathlib import Path
 
@@ -15,9 +16,12 @@ from synthmed.errors import UserError
 from synthmed.train.config import resolve_config
 from synthmed.train.grid import run_grid
 from synthmed.train.loop import train
+from synthmed.train.watch import MonitorFactory
 
 
-def add_train_parser(sub) -> argparse.ArgumentParser:
+def add_train_parser(sub, monitor_factory: MonitorFactory | None = None) -> argparse.ArgumentParser:
+    """The ``train`` verb. ``monitor_factory`` builds the fidelity monitor ``train.fidelity_every`` needs
+    (the top-level command line passes the metrics stage's, which this stage may not import)."""
     p = sub.add_parser("train", help="train a generative model", description="Train a generative model on a manifest's train split.")
     p.add_argument("--config", type=Path, help="YAML preset (e.g. configs/wgan3d_32.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -26,11 +30,11 @@ def add_train_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                    help="continue a run exactly from its newest checkpoint (RUN_DIR, or the config's out)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved configuration and stop")
-    p.set_defaults(func=_run_train)
+    p.set_defaults(func=functools.partial(_run_train, monitor_factory=monitor_factory))
     return p
 
 
-def _run_train(args) -> None:
+def _run_train(args, monitor_factory: MonitorFactory | None = None) -> None:
     overrides = list(args.overrides) + ([f"out={args.out}"] if args.out else [])
     if isinstance(args.resume, str):
         run_dir = Path(args.resume)
@@ -45,7 +49,7 @@ def _run_train(args) -> None:
     if args.dry_run:
         print(config_to_yaml(config), end="")
         return
-    run_dir = train(config, resume=bool(args.resume))
+    run_dir = train(config, resume=bool(args.resume), monitor_factory=monitor_factory)
     if os.environ.get("RANK", "0") == "0":
         print(f"run folder: {run_dir}")
 

@@ -37,6 +37,16 @@ class OptimizerSection(StrictModel):
     weight_decay: float = Field(0.0, ge=0)
 
 
+class FidelitySection(StrictModel):
+    """The periodic fidelity figure (``train.fidelity_every``): KID or FD of the EMA generator's pairs of seeds
+    0..samples-1 against the real validation split, in each feature space (lower is better)."""
+
+    metric: Literal["kid", "fd"] = "kid"
+    spaces: list[Literal["autoencoder", "radiomics"]] = Field(["autoencoder"], min_length=1)  # first: picks best.pt
+    samples: int = Field(32, ge=2)  # synthetic pairs per measurement (fixed seeds 0..samples-1)
+    autoencoder_steps: int = Field(150, ge=1)  # fitting steps of the autoencoder space (on the train split, once)
+
+
 class TrainSection(StrictModel):
     steps: int = Field(1000, ge=1)  # optimisation steps (one step = one discriminator update)
     batch_size: int = Field(8, ge=1)  # global batch, split across processes
@@ -52,6 +62,11 @@ class TrainSection(StrictModel):
     amp: bool = True  # bf16 autocast on CUDA; ignored on the CPU
     compile: bool = False  # torch.compile the networks
     progress: bool = True  # progress bar with ETA
+    sample_every: int | None = Field(None, ge=1)  # steps between TensorBoard sample grids (null: none)
+    sample_count: int = Field(8, ge=1, le=64)  # pairs in a grid: the EMA generator's seeds 0..sample_count-1
+    # steps between fidelity figures (metrics.jsonl, TensorBoard) and best-checkpoint updates (null: none)
+    fidelity_every: int | None = Field(None, ge=1)
+    fidelity: FidelitySection = FidelitySection()
 
 
 class RunConfig(StrictModel):

@@ -6,6 +6,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -50,6 +51,16 @@ class RunLogger:
         for key, value in record.items():
             if key != "step" and isinstance(value, (int, float)):
                 self.tensorboard.add_scalar(key, value, record["step"])
+
+    def log_image(self, tag: str, rgb: np.ndarray, step: int, png: Path) -> None:
+        """An RGB uint8 picture [H, W, 3] to TensorBoard (``tag`` at ``step``) and to the file ``png``."""
+        from PIL import Image
+
+        self.tensorboard.add_image(tag, rgb, step, dataformats="HWC")
+        png.parent.mkdir(parents=True, exist_ok=True)
+        tmp = png.with_name(f".{png.name}.tmp")
+        Image.fromarray(rgb).save(tmp, format="PNG")
+        tmp.replace(png)
 
     def close(self) -> None:
         self.tensorboard.close()

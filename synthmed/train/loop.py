@@ -35,6 +35,7 @@ from synthmed.train.distributed import (
 )
 from synthmed.train.logger import LossAccumulator, RunLogger, plot_losses
 from synthmed.train.run_history import check_resume, checkpoint_history, history_entry, write_history
+from synthmed.train.watch import MonitorContext, MonitorFactory, TrainingMonitor, draw_fixed_pairs, sample_grid
 
 if TYPE_CHECKING:
     from synthmed.train.config import TrainSection
@@ -120,7 +121,8 @@ def data_record(manifest: Manifest, ids: list[str]) -> dict:
         "manifest_path": str(manifest.path),
         "manifest_sha256": manifest.sha256,
         "trained_on": sorted(ids),
-        "labels": {str(k): v for k, v in manifest.labels.items()},
+        "labels": {str(k): v for k, v in manifest.labels.items()},  # class indices 0..L-1
+        "label_values": {str(k): v for k, v in manifest.label_values.items()},  # their source values
         "preprocessing": manifest.preprocessing,
         "train_cases": [{k: manifest.case(i)[k] for k in ("id", "affine", "spacing", "shape")} for i in sorted(ids)],
     }
@@ -178,9 +180,14 @@ class TrainStep:
 
 
 class Trainer:
-    """A training run: data from the manifest, `TrainStep` on scheduled batches, logs, checkpoints, resume."""
+    """A training run: data from the manifest, `TrainStep` on scheduled batches, logs, checkpoints, resume.
 
-    def __init__(self, config: RunConfig, resume: bool = False) -> None:
+    Watching (rank 0): sample grids every ``train.sample_every`` steps, and with ``train.fidelity_every`` the
+    figure of the monitor ``monitor_factory`` builds (`synthmed.train.watch`), logged like the losses; the
+    checkpoint with the lowest figure so far is kept as ``checkpoints/best.pt``.
+    """
+
+    def __init__(self, config: RunConfig, resume: bool = False, monitor_factory: MonitorFactory | None = None) -> None:
         self.config = config
         self.run_dir = Path(config.out)
         self.env = init_distributed("cuda" if config.train.device != "cpu" and torch.cuda.is_available() else "cpu")
@@ -194,6 +201,8 @@ class Trainer:
         self._check_conditioning()
         self.optimizers = self._make_optimizers()
         self.step_runner = TrainStep(self.model, self.optimizers, config.train)
+        self.monitor = self._make_monitor(monitor_factory)
+        self.best: dict | None = None  # {"key", "value", "step"} of checkpoints/best.pt
         self.step = 0
         self.losses = LossAccumulator()
         if resume_state is not None:
@@ -236,6 +245,21 @@ class Trainer:
             )
         return {k: make_optimizer(self.config.optim[k], self.model.nets[k].parameters()) for k in sorted(nets)}
 
+    def _make_monitor(self, factory: MonitorFactory | None) -> TrainingMonitor | None:
+        """The fidelity monitor (rank 0, when ``train.fidelity_every`` is set), built without touching the RNG.
+
+        Raises:
+            UserError: ``train.fidelity_every`` is set but no monitor factory was given.
+        """
+        if self.config.train.fidelity_every is None or not self.env.is_main:
+            return None
+        if factory is None:
+            raise UserError("train.fidelity_every: this caller trains without a fidelity monitor; run `synthmed train` "
+                            "or synthmed.train(), or remove train.fidelity_every")
+        context = MonitorContext(self.config, self.manifest, self.images.numpy(), self.masks.numpy())
+        with _isolated_rng():
+            return factory(context)
+
     def _manifest_record(self) -> dict[str, str]:
         return {"path": str(self.manifest.path), "sha256": self.manifest.sha256}
 
@@ -263,6 +287,7 @@ class Trainer:
             opt.load_state_dict(state["optimizers"][name])
         self.losses.load_state_dict(state["losses"])
         self.model.load_extra_state(state.get("extra", {}))
+        self.best = state.get("best")
         self.step = state["step"]
         self.history = checkpoint_history(state) + [
             history_entry("resume", self.step, self._manifest_record(), self.ids, changes=self.resume_changes)]
@@ -326,13 +351,19 @@ class Trainer:
                 self.train_step(self.step)
                 self.step += 1
                 progress.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    record = self._record(started, window_start)
+                last = self.step == cfg.steps
+                figures = self._watch(logger, last)
+                if self.step % cfg.log_every == 0 or last:
+                    record = {**self._record(started, window_start), **figures}
                     started, window_start = time.perf_counter(), self.step
                     if logger:
                         logger.log(record)
                         progress.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in record.items() if k.startswith("loss/")})
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                elif figures and logger:
+                    logger.log({"step": self.step, **figures})
+                if figures:  # before the checkpoint of this step, which records the best so far
+                    self._keep_if_best(figures)
+                if self.step % cfg.checkpoint_every == 0 or last:
                     self._checkpoint()
             self._check_replicas_in_sync()
         finally:
@@ -341,8 +372,7 @@ class Trainer:
                 logger.close()
         if self.env.is_main:
             plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "plots" / "losses.png")
-            ckpt.export_generator(self.model, self.config.model_dump(mode="json"), self._data_info_record(),
-                                  self.run_dir / "generator.safetensors")
+            ckpt.export_generator(self.model, {**self._state(), "step": self.step}, self.run_dir / "generator.safetensors")
         return self.run_dir
 
     def _record(self, started: float, window_start: int) -> dict:
@@ -354,10 +384,38 @@ class Trainer:
         record["images_per_sec"] = steps * self.config.train.batch_size / elapsed
         return record
 
+    def _watch(self, logger: RunLogger | None, last: bool) -> dict[str, float]:
+        """At their steps (rank 0): the sample grid (TensorBoard, samples/) and the monitor's figures (returned)."""
+        cfg = self.config.train
+        if logger and cfg.sample_every and (self.step % cfg.sample_every == 0 or last):
+            with _isolated_rng():
+                images, masks = draw_fixed_pairs(self.model, cfg.sample_count, self.masks.numpy())
+            logger.log_image("samples", sample_grid(images, masks), self.step,
+                             self.run_dir / "samples" / f"step_{self.step:08d}.png")
+        if self.monitor is None or not (self.step % cfg.fidelity_every == 0 or last):
+            return {}
+        with _isolated_rng():
+            return self.monitor.measure(self.model, self.step)
+
+    def _keep_if_best(self, figures: dict[str, float]) -> None:
+        """Write ``checkpoints/best.pt`` when the monitor's figure is the lowest so far (NaN never is)."""
+        key = self.monitor.key
+        value = figures[key]
+        if value != value or (self.best is not None and value >= self.best["value"]):
+            return
+        self.best = {"key": key, "value": float(value), "step": self.step}
+        ckpt.save_best_checkpoint(self.run_dir, self.step, self._state())
+        log.info("%s: best %s so far (%.5g at step %d), written to checkpoints/best.pt", self.run_dir, key, value, self.step)
+
     def _checkpoint(self) -> None:
         if not self.env.is_main:
             return
-        state = {
+        ckpt.save_checkpoint(self.run_dir, self.step, self._state(), keep=self.config.train.keep_checkpoints)
+        plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "plots" / "losses.png")
+
+    def _state(self) -> dict:
+        """Everything a checkpoint holds (see `synthmed.train.checkpoint`)."""
+        return {
             "synthmed_version": __version__,
             "config": self.config.model_dump(mode="json"),
             "data_info": self._data_info_record(),
@@ -368,9 +426,8 @@ class Trainer:
             "extra": self.model.extra_state(),
             "rng": ckpt.capture_rng(),
             "history": self.history,
+            "best": self.best,
         }
-        ckpt.save_checkpoint(self.run_dir, self.step, state, keep=self.config.train.keep_checkpoints)
-        plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "plots" / "losses.png")
 
     def _data_info_record(self) -> dict:
         info = self.data_info
@@ -383,11 +440,26 @@ class Trainer:
                 raise RuntimeError(f"replicas diverged across processes (max checksum difference {divergence})")
 
 
+@contextlib.contextmanager
+def _isolated_rng():
+    """Run watching code without moving the run's RNG streams, so watching never changes the training."""
+    state = ckpt.capture_rng()
+    try:
+        yield
+    finally:
+        ckpt.restore_rng(state)
+
+
 def _progress(start: int, total: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=start, disable=not enabled, unit="step", dynamic_ncols=True, leave=False)
 
 
-def train(config: RunConfig, resume: bool = False) -> Path:
-    return Trainer(config, resume=resume).run()
+def train(config: RunConfig, resume: bool = False, monitor_factory: MonitorFactory | None = None) -> Path:
+    """Train (or with ``resume`` continue) the run ``config`` describes; returns the run folder.
+
+    ``monitor_factory`` builds the fidelity monitor that ``train.fidelity_every`` needs
+    (`synthmed.metrics.monitor.fidelity_monitor`; the train stage cannot import the metrics stage).
+    """
+    return Trainer(config, resume=resume, monitor_factory=monitor_factory).run()

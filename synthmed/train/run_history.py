@@ -26,7 +26,8 @@ HISTORY_FILE = "history.jsonl"
 
 # settings a resume may change: how long to train and how to log, never what is trained
 RESUMABLE_KEYS = ("train.steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-                  "train.progress", "train.device", "train.amp", "train.compile")
+                  "train.progress", "train.device", "train.amp", "train.compile",
+                  "train.sample_every", "train.sample_count", "train.fidelity_every")  # watching; not train.fidelity.*
 _IGNORED_KEYS = ("out", "data.manifest")  # the run folder is where it is; the manifest is compared by sha256
 _ABSENT = "(absent)"
 

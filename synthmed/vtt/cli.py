@@ -11,7 +11,8 @@ def run_create(args: argparse.Namespace) -> int:
 
     options = StudyOptions(n=args.n, seed=args.seed, window=tuple(args.window) if args.window else None,
                            panel_size=args.panel_size, interpolation=args.interpolation,
-                           rater_order="shared" if args.shared_order else "per_rater", overwrite=args.overwrite)
+                           rater_order="shared" if args.shared_order else "per_rater", overwrite=args.overwrite,
+                           channel=args.channel)
     out = create_study(args.real, args.synthetic, args.out, options)
     print(f"created study in {out}: {args.n} items ({args.n // 2} real, {args.n // 2} synthetic). "
           f"Keep {out / 'key.json'} private. Next: synthmed vtt invite --study {out} NAME ...")
@@ -60,6 +61,8 @@ def _add_create(sub) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="STUDY", help="study folder to create")
     p.add_argument("--window", nargs=2, type=float, default=None, metavar=("LO", "HI"),
                    help="display window in original units, e.g. -160 240 for CT soft tissue (default: the manifest's intensity range)")
+    p.add_argument("--channel", type=int, default=0, metavar="C",
+                   help="multi-channel images: the channel raters see (default: 0); --window is in its units")
     p.add_argument("--panel-size", type=int, default=320, metavar="PX", help="pixels of the longest side of a view (default: 320)")
     p.add_argument("--interpolation", choices=["bilinear", "nearest"], default="bilinear", help="image resampling (default: bilinear)")
     p.add_argument("--shared-order", action="store_true", help="every rater sees the items in the same order (default: one shuffle per rater)")

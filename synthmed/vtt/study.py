@@ -72,6 +72,7 @@ class StudyOptions:
     interpolation: str = "bilinear"  # image resampling: bilinear or nearest
     rater_order: str = "per_rater"  # per_rater: each rater gets their own seeded shuffle; shared: the study order
     overwrite: bool = False  # replace an existing study folder
+    channel: int = 0  # multi-channel 3D images: the channel shown (e.g. 0 = FLAIR); its own window
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,8 @@ def _check_options(o: StudyOptions) -> None:
         problems.append(f"--panel-size {o.panel_size}: must be within {PANEL_SIZE_RANGE[0]}..{PANEL_SIZE_RANGE[1]} pixels")
     if o.interpolation not in INTERPOLATIONS:
         problems.append(f"interpolation {o.interpolation!r}: expected one of {', '.join(INTERPOLATIONS)}")
+    if o.channel < 0:
+        problems.append(f"--channel {o.channel}: must be >= 0")
     if o.rater_order not in RATER_ORDERS:
         problems.append(f"rater_order {o.rater_order!r}: expected one of {', '.join(RATER_ORDERS)}")
     if problems:
@@ -147,11 +150,12 @@ def display_spacing(manifest: Manifest) -> tuple[float, ...]:
     return spacing
 
 
-def network_window(manifest: Manifest, window: tuple[float, float] | None) -> tuple[float, float]:
-    """The display window in network units: [-1, 1] (the manifest's range), or `window` given in original units."""
+def network_window(manifest: Manifest, window: tuple[float, float] | None, channel: int = 0) -> tuple[float, float]:
+    """The display window in network units: [-1, 1] (the manifest's range), or `window` given in original
+    units (of `channel`, for multi-channel images)."""
     if window is None:
         return -1.0, 1.0
-    lo, hi = intensity_range(manifest.preprocessing["intensity"])
+    lo, hi = intensity_range(manifest.preprocessing["intensity"], channel)
     return tuple(float((w - lo) / (hi - lo) * 2.0 - 1.0) for w in window)  # type: ignore[return-value]
 
 
@@ -181,6 +185,25 @@ def _synthetic_pools(manifest: Manifest, folders: list[Path], n_wanted: int, rng
         pools.append(ItemPool(name, "synthetic", images_to_network_units(images, manifest.preprocessing["intensity"]),
                               masks, case_names))
     return pools
+
+
+def shown_channel(manifest: Manifest, pools: list[ItemPool], channel: int) -> tuple[list[ItemPool], str | None]:
+    """The pools with only `channel` of multi-channel images (manifests with per-channel intensity), and
+    that channel's name; grey and RGB images are returned as they are (name None).
+
+    Raises:
+        UserError: `channel` is not one of the images' channels.
+    """
+    channels = manifest.preprocessing["intensity"].get("channels")
+    if manifest.preprocessing["intensity"].get("mode") != "per_channel" or not channels:
+        if channel:
+            raise UserError(f"--channel {channel}: {manifest.path} has single-channel (or RGB) images")
+        return pools, None
+    if channel >= len(channels):
+        raise UserError(f"--channel {channel}: the images have channels 0..{len(channels) - 1} "
+                        f"({', '.join(str(c.get('name')) for c in channels)})")
+    chosen = [ItemPool(p.name, p.origin, p.images[:, channel:channel + 1], p.masks, p.case_names) for p in pools]
+    return chosen, str(channels[channel].get("name", channel))
 
 
 def _check_pools(pools: list[ItemPool], dims: int) -> None:
@@ -262,7 +285,8 @@ def build_study(out: str | os.PathLike, pools: list[ItemPool], render: RenderOpt
             "dims": dims, "n_items": len(items), "seed": options.seed, "rater_order": options.rater_order,
             "render": {"window_network_units": list(render.window), "window_original_units": inputs.get("window"),
                        "display_spacing": list(render.spacing), "panel_size": render.panel_size,
-                       "interpolation": render.interpolation, "views": list(view_sizes), "view_sizes": view_sizes},
+                       "interpolation": render.interpolation, "views": list(view_sizes), "view_sizes": view_sizes,
+                       "channel": inputs.get("channel")},
             "items": items,
         })
         _write_private_json(tmp / KEY_FILE, {"format": KEY_FORMAT, "format_version": STUDY_VERSION, "study_id": study_id,
@@ -297,12 +321,14 @@ def create_study(real: str, synthetic: list[str | os.PathLike], out: str | os.Pa
     check_output_folder(out, kind=VTT_CREATE_KIND, inputs=read_from, overwrite=options.overwrite)
     rng = np.random.default_rng([options.seed, 0])
     pools = [_real_pool(manifest, split, options.n // 2, rng), *_synthetic_pools(manifest, folders, options.n // 2, rng)]
-    render = RenderOptions(window=network_window(manifest, options.window), spacing=display_spacing(manifest),
+    pools, channel_name = shown_channel(manifest, pools, options.channel)
+    render = RenderOptions(window=network_window(manifest, options.window, options.channel), spacing=display_spacing(manifest),
                            panel_size=options.panel_size, interpolation=options.interpolation)
     inputs = {"real": {"manifest": str(manifest.path), "manifest_sha256": manifest.sha256, "split": split},
               "synthetic": [{"name": p.name, "path": str(f.resolve()), "checkpoint_sha256": c["checkpoint"].get("sha256")}
                             for p, f, c in zip(pools[1:], folders, cards)],
-              "window": list(options.window) if options.window else list(intensity_range(manifest.preprocessing["intensity"]))}
+              "window": list(options.window) if options.window else list(intensity_range(manifest.preprocessing["intensity"], options.channel)),
+              "channel": None if channel_name is None else {"index": options.channel, "name": channel_name}}
     return build_study(out, pools, render, options, inputs, read_from=read_from)
 
 

@@ -44,11 +44,11 @@ def test_nnunet_v2_names_and_labels(tmp_path, toy_msd):
     assert src.cases[0].image.name == "toy_000_0000.nii.gz"
 
 
-def test_multi_channel_refused(tmp_path, toy_msd):
+def test_channel_gap_refused(tmp_path, toy_msd):
     f = toy_msd / "imagesTr" / "toy_000.nii.gz"
     f.rename(f.with_name("toy_000_0000.nii.gz"))
-    (toy_msd / "imagesTr" / "toy_000_0001.nii.gz").write_bytes(b"")
-    with pytest.raises(UserError, match="toy_000_0001.nii.gz: extra channel _0001"):
+    (toy_msd / "imagesTr" / "toy_000_0002.nii.gz").write_bytes(b"")
+    with pytest.raises(UserError, match=r"toy_000_XXXX: channel files \[0, 2\] found; expected 0..1"):
         discover_sources([toy_msd])
 
 

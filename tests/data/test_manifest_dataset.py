@@ -18,7 +18,7 @@ def test_manifest_has_documented_keys(toy_prepared):
     assert data["format"] == "synthmed-manifest" and data["format_version"] == 1
     assert data["synthmed_version"] == synthmed.__version__
     assert data["preprocessing"] == {
-        "dims": 3, "orientation": "RAS", "spacing": None, "shape": [16, 16, 16], "shape_mode": "pad_crop",
+        "dims": 3, "orientation": "RAS", "spacing": None, "shape": [16, 16, 16], "shape_mode": "pad_crop", "crop": "foreground",
         "foreground_margin": 4, "modality": "CT", "intensity": {"mode": "window", "lo": -1024.0, "hi": 600.0},
     }
     case = data["cases"][0]

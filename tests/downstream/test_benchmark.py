@@ -18,7 +18,7 @@ from synthmed.errors import UserError
 
 from .conftest import write_sphere_set
 
-TINY_TRAIN = {"epochs": 2, "batch_size": 4, "model_size": "tiny", "progress": False}
+TINY_TRAIN = {"steps": 4, "batch_size": 4, "model_size": "tiny", "progress": False}
 
 
 def tiny_config(manifest, synthetic, out, **extra):
@@ -47,9 +47,17 @@ def test_tiny_end_to_end_run_writes_results_and_resumes(toy_prepared, sphere_set
         assert 0 <= d["ci_low"] <= d["mean"] <= d["ci_high"] <= 1
         assert set(a["labels"]) == {"sphere", "core"} and a["wall_s"]["train"] > 0
     assert results["leakage_warning"] is False and results["manifest"]["test_cases"] == test_ids
-    wil = results["tests"]["wilcoxon_vs_real_only"]
-    assert set(wil) == {"synthetic-toy-n2-noaug", "real+synthetic-toy-n2-rall-noaug"}
-    assert all(w["baseline"] == "real-rall-noaug" for w in wil.values())
+    comparisons = results["comparisons"]
+    assert {c["arm"] for c in comparisons} == {"synthetic-toy-n2-noaug", "real+synthetic-toy-n2-rall-noaug"}
+    assert all(c["baseline"] == "real-rall-noaug" and c["baseline_role"] == "real_only" for c in comparisons)
+    assert all(c["ci_low"] <= c["mean_difference"] <= c["ci_high"] and c["verdict"] in ("benefit", "harm", "no benefit")
+               for c in comparisons)
+    assert [c["sentence"] for c in comparisons] == results["verdicts"]
+    assert any(v.startswith("real + toy × 2: ") and " Dice [" in v and "against real only: " in v for v in results["verdicts"])
+    # equal budgets: every arm took the same optimiser steps with the same batch size
+    assert {a["steps"]["train"] for a in arms.values()} == {4} and results["budget"]["mode"] == "equal_steps"
+    assert all(a["final_train_loss"] > 0 and a["wall_s"]["train"] > 0 for a in arms.values())
+    assert results["units"] == {"planned": 6, "finished": 6, "complete": True}
 
     per_case = pd.read_csv(out / "per_case.csv")
     assert len(per_case) == 3 * len(test_ids) * 2  # arms x cases x foreground labels
@@ -64,8 +72,8 @@ def test_tiny_end_to_end_run_writes_results_and_resumes(toy_prepared, sphere_set
 
     # resume: nothing is retrained; a new arm (augmentation on) trains only its own folds
     calls = []
-    original = bench.Benchmark.run_fold
-    monkeypatch.setattr(bench.Benchmark, "run_fold", lambda self, arm, seed, fold: calls.append(arm.name) or original(self, arm, seed, fold))
+    original = bench.Benchmark.train_unit
+    monkeypatch.setattr(bench.Benchmark, "train_unit", lambda self, unit: calls.append(unit.arm.name) or original(self, unit))
     run_downstream(config)
     assert calls == []
     run_downstream(tiny_config(toy_prepared, sphere_set, tmp_path / "out", arms=["real"], with_augmentation=[False, True]))
@@ -73,7 +81,7 @@ def test_tiny_end_to_end_run_writes_results_and_resumes(toy_prepared, sphere_set
 
     # a changed setting for a finished arm is refused rather than mixed in
     with pytest.raises(UserError, match="another configuration"):
-        run_downstream(tiny_config(toy_prepared, sphere_set, tmp_path / "out", train=dict(TINY_TRAIN, epochs=3)))
+        run_downstream(tiny_config(toy_prepared, sphere_set, tmp_path / "out", train=dict(TINY_TRAIN, steps=3)))
 
 
 def test_leakage_guard_refuses_a_set_trained_on_test_cases(toy_prepared, tmp_path):
@@ -95,7 +103,7 @@ def test_allow_leakage_runs_and_carries_the_warning(toy_prepared, tmp_path):
     manifest = load_manifest(toy_prepared)
     leaking = write_sphere_set(tmp_path / "leak", toy_prepared, 2, trained_on=manifest.split_ids("test"))
     config = tiny_config(toy_prepared, leaking, tmp_path / "out", arms=["real", "synthetic"],
-                         train=dict(TINY_TRAIN, epochs=1))
+                         train=dict(TINY_TRAIN, steps=1))
     results = json.loads((run_downstream(config, allow_leakage=True) / "results.json").read_text())
     assert results["leakage_warning"] is True and "LEAKAGE" in results["warnings"][0]
 
@@ -148,10 +156,17 @@ def test_parser_dry_run_lists_arms(toy_prepared, sphere_set, tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_downstream_parser(parser.add_subparsers())
     args = parser.parse_args(["downstream", "--config", str(preset), "--set", "real_sizes=[3, all]", "--dry-run"])
+    # the generator saw the whole train split; the 3-case arms see 3 of it (plus the fold's validation cases)
+    with pytest.raises(UserError, match=r"(?s)label-budget guard refuses.*arm pretrain_finetune-toy-n2-r3-noaug \(seed 0 fold 0"):
+        args.func(args)
+    args = parser.parse_args(["downstream", "--config", str(preset), "--set", "real_sizes=[3, all]", "--dry-run",
+                              "--allow-extra-labels"])
     args.func(args)
     printed = capsys.readouterr().out
     for name in ["real-r3-noaug", "real-rall-noaug", "pretrain_finetune-toy-n4-r3-noaug"]:
         assert f"  {name} (" in printed
+    assert "pretrain_finetune-toy-n4-r3-noaug (trained_on_real_and_fake): toy × 4 → real (3)" in printed
+    assert "warning(s)), label budget" in printed
     with pytest.raises(UserError, match="seeds: Value error, needs at least one value"):
         args = parser.parse_args(["downstream", "--config", str(preset), "--set", "seeds=[]", "--dry-run"])
         args.func(args)
@@ -170,7 +185,7 @@ def test_dry_run_checks_synthetic_sets_leakage_and_out(toy_prepared, sphere_set,
     manifest = load_manifest(toy_prepared)
     base = {"manifest": str(toy_prepared), "arms": ["real", "synthetic"], "n_synthetic": [2], "out": str(tmp_path / "out")}
     _dry_run({**base, "synthetic": {"toy": str(sphere_set)}}, tmp_path)
-    assert "checked: manifest, 1 synthetic set(s) (toy: 4 cases), leakage guard, counts, --out" in capsys.readouterr().out
+    assert "checked: manifest, 1 synthetic set(s) (toy: 4 cases), leakage guard, label budget, counts, --out" in capsys.readouterr().out
     leaking = write_sphere_set(tmp_path / "leak", toy_prepared, 2, trained_on=manifest.split_ids("test"))
     with pytest.raises(UserError, match="LEAKAGE"):
         _dry_run({**base, "synthetic": {"toy": str(leaking)}}, tmp_path)
@@ -187,15 +202,33 @@ def test_dry_run_checks_synthetic_sets_leakage_and_out(toy_prepared, sphere_set,
 
 
 @pytest.mark.slow
-def test_2d_run_names_hd95_in_pixels_writes_valid_json_and_says_it_reuses_folds(toy_prepared_2d, tmp_path, capsys):
-    config = resolve_downstream_config({"manifest": str(toy_prepared_2d), "arms": ["real"], "folds": 2, "seeds": [0],
-                                        "train": dict(TINY_TRAIN, epochs=1), "stats": {"bootstrap": 200},
-                                        "out": str(tmp_path / "out")})
-    out = run_downstream(config)
+def test_2d_run_names_hd95_in_pixels_prints_verdicts_and_says_it_reuses_folds(toy_prepared_2d, tmp_path, capsys):
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(yaml.safe_dump({"manifest": str(toy_prepared_2d), "arms": ["real"], "with_augmentation": [True],
+                                      "folds": 2, "seeds": [0], "train": dict(TINY_TRAIN, steps=1),
+                                      "stats": {"bootstrap": 200}, "out": str(tmp_path / "out")}))
+    parser = argparse.ArgumentParser()
+    add_downstream_parser(parser.add_subparsers())
+    args = parser.parse_args(["downstream", "--config", str(preset)])
+    args.func(args)
+    printed = capsys.readouterr().out
+    out = tmp_path / "out"
     text = (out / "results.json").read_text()
     results = json.loads(text, parse_constant=lambda c: pytest.fail(f"results.json holds {c}"))
     assert results["hd95_unit"] == "px" and results["arms"][0]["hd95_unit"] == "px"
     assert "hd95_px" in pd.read_csv(out / "summary.csv").columns and "hd95_px" in pd.read_csv(out / "per_case.csv").columns
-    capsys.readouterr()
-    run_downstream(config)
-    assert f"reusing 2 finished fold(s) from {out}" in capsys.readouterr().out
+    # the real-only baseline is added to an augmentation-only config, and the verdict is printed
+    assert [a["name"] for a in results["arms"]] == ["real-rall-noaug", "real-rall-aug"]
+    [verdict] = results["verdicts"]
+    assert verdict.startswith("real + augmentation: ") and "against real only: " in verdict and f"  {verdict}\n" in printed
+    args.func(args)
+    assert f"reusing 4 finished fold(s) from {out}" in capsys.readouterr().out
+
+
+def test_hd95_is_in_mm_for_2d_slices_with_mm_spacing(toy_prepared_2d, tmp_path):
+    data = json.loads(toy_prepared_2d.read_text())
+    config = resolve_downstream_config({"manifest": str(toy_prepared_2d), "arms": ["real"], "out": str(tmp_path / "out")})
+    assert bench.Benchmark(config).hd95_unit == "px"
+    data["preprocessing"]["spacing_unit"] = "mm"  # what prepare writes for 2D slices of volumes
+    toy_prepared_2d.write_text(json.dumps(data))
+    assert bench.Benchmark(config).hd95_unit == "mm"

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synthmed.downstream.stats import (compare_with_baselines, friedman_nemenyi, holm, nemenyi_critical_difference,
-                                       wilcoxon_paired)
+from synthmed.downstream.stats import (Comparison, compare_with_baselines, friedman_nemenyi, holm,
+                                       nemenyi_critical_difference, verdict, verdict_sentence, wilcoxon_paired)
 from synthmed.errors import UserError
 from synthmed.metrics.bootstrap import bootstrap_mean_ci
 
@@ -90,7 +90,42 @@ def test_baseline_comparison_corrects_over_all_pairs():
     base = rng.uniform(0.5, 0.7, 20)
     scores = pd.DataFrame({"real": base, "better": base + 0.1 + rng.uniform(0, 0.01, 20),
                            "same": base + rng.normal(0, 0.01, 20)})
-    res = compare_with_baselines(scores, [("better", "real"), ("same", "real")])
-    assert res["better"]["p"] < 1e-4 and res["better"]["median_difference"] > 0.09
-    raw = [res["better"]["p"], res["same"]["p"]]
-    assert [res["better"]["p_holm"], res["same"]["p_holm"]] == pytest.approx(list(holm(raw)))
+    res = compare_with_baselines(scores, [Comparison("better", "real", "real_only"), Comparison("same", "real", "real_only")])
+    assert res[0]["p"] < 1e-4 and res[0]["median_difference"] > 0.09
+    assert [r["p_holm"] for r in res] == pytest.approx(list(holm([r["p"] for r in res])))
+
+
+@pytest.mark.parametrize("shift, expected", [(0.05, "benefit"), (-0.05, "harm")])
+def test_signed_effect_and_verdict_of_a_constant_shift(shift, expected):
+    """arm = baseline + shift on every case: the mean and median difference are the shift, the CI is the
+    shift itself (every resample has the same mean), the Wilcoxon p is the exact 2 / 2^n, and the verdict
+    follows the sign."""
+    base = np.random.default_rng(0).uniform(0.5, 0.8, 12)
+    scores = pd.DataFrame({"real": base, "arm": base + shift})
+    [r] = compare_with_baselines(scores, [Comparison("arm", "real", "real_only")], n_resamples=500)
+    assert r["mean_difference"] == pytest.approx(shift) and r["median_difference"] == pytest.approx(shift)
+    assert r["ci_low"] == pytest.approx(shift) and r["ci_high"] == pytest.approx(shift)
+    assert r["p"] == pytest.approx(2 / 2**12) and r["n_cases"] == 12 and r["verdict"] == expected
+    sentence = verdict_sentence("real + wgan × 100", "real only", r)
+    sign = "+" if shift > 0 else "\u2212"
+    assert sentence == (f"real + wgan × 100: {sign}0.050 Dice [{sign}0.050, {sign}0.050] against real only: "
+                        f"{expected} (Holm p = 0.00049)")
+
+
+def test_noise_gives_no_benefit_and_p_holm_is_over_all_comparisons():
+    rng = np.random.default_rng(5)
+    base = rng.uniform(0.5, 0.8, 30)
+    scores = pd.DataFrame({"real": base, "noise": base + rng.normal(0, 0.02, 30), "small": base + 0.004 + rng.normal(0, 0.01, 30)})
+    noise, small = compare_with_baselines(scores, [Comparison("noise", "real", "real_only"),
+                                                   Comparison("small", "real", "real_only")], n_resamples=1000)
+    assert noise["ci_low"] < 0 < noise["ci_high"] and noise["p"] > 0.05 and noise["verdict"] == "no benefit"
+    assert [noise["p_holm"], small["p_holm"]] == pytest.approx(list(holm([noise["p"], small["p"]])))
+    assert small["p_holm"] > small["p"]
+
+
+def test_verdict_needs_both_holm_p_and_a_ci_clear_of_zero():
+    assert verdict({"p_holm": 0.01, "ci_low": 0.001, "ci_high": 0.02}, 0.05) == "benefit"
+    assert verdict({"p_holm": 0.01, "ci_low": -0.001, "ci_high": 0.02}, 0.05) == "no benefit"
+    assert verdict({"p_holm": 0.2, "ci_low": 0.001, "ci_high": 0.02}, 0.05) == "no benefit"
+    assert verdict({"p_holm": float("nan"), "ci_low": -0.1, "ci_high": -0.05}, 0.05) == "no benefit"
+    assert verdict({"p_holm": 0.001, "ci_low": -0.1, "ci_high": -0.05}, 0.05) == "harm"

@@ -41,14 +41,27 @@ def test_augmentation_keeps_shape_and_label_values():
 
 def test_trainer_learns_spheres_and_pretrains_then_finetunes():
     data, val = sphere_cases(8), sphere_cases(3, seed=1)
-    settings = TrainSection(epochs=12, pretrain_epochs=2, batch_size=4, model_size="tiny", lr=1e-2, progress=False,
-                            device="cpu")
-    trainer = SegTrainer(data, val, 2, settings, seed=0, pretrain_data=sphere_cases(4, seed=2))
+    settings = TrainSection(batch_size=4, model_size="tiny", lr=1e-2, progress=False, device="cpu")
+    trainer = SegTrainer(data, val, 2, settings, seed=0, steps=24, val_every=2, pretrain_data=sphere_cases(4, seed=2),
+                         pretrain_steps=3)
     trainer.run_training()
-    phases = [r.phase for r in trainer.history]
-    assert phases == ["pretrain"] * 2 + ["train"] * 12
+    assert [(r.phase, r.step) for r in trainer.history][:3] == [("pretrain", 2), ("pretrain", 3), ("train", 2)]
+    assert [r.step for r in trainer.history if r.phase == "train"] == list(range(2, 25, 2))
     best = max(r.val_dice for r in trainer.history if r.phase == "train")
     assert best > 0.7  # an easy task: a bright sphere on a dark background
+    assert trainer.final_train_loss == trainer.history[-1].train_loss
+
+
+@pytest.mark.parametrize("n_cases", [3, 10])
+def test_trainer_takes_exactly_its_steps_with_full_batches(n_cases, monkeypatch):
+    """The budget is optimiser steps: the same count and batch size whatever the arm's size."""
+    settings = TrainSection(batch_size=4, model_size="tiny", progress=False, device="cpu")
+    trainer = SegTrainer(sphere_cases(n_cases), sphere_cases(2, seed=1), 2, settings, seed=0, steps=7, val_every=100)
+    seen = []
+    original = SegTrainer.train_step
+    monkeypatch.setattr(SegTrainer, "train_step", lambda self, batch: seen.append(len(batch[0])) or original(self, batch))
+    trainer.run_training()
+    assert seen == [4] * 7 and [r.step for r in trainer.history] == [7]
 
 
 def test_scores_known_overlap():

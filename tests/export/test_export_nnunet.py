@@ -14,6 +14,7 @@ import pytest
 from synthmed.cli import main
 from synthmed.data.dataset import load_case_arrays
 from synthmed.data.manifest import load_manifest
+from synthmed.data.nnunet_json import restore_mask
 from synthmed.data.prepare import PrepareOptions, prepare_dataset
 from synthmed.data.toy import write_toy_dataset
 from synthmed.errors import UserError
@@ -112,7 +113,7 @@ def _toy_with_labels_0_1_4(tmp_path: Path) -> Path:
 
 
 def _set_from_real_masks(manifest_path: Path, out: Path, n: int = 3) -> Path:
-    """A synthetic set (card naming the train split) whose masks are real masks in manifest values."""
+    """A synthetic set (card naming the train split) whose masks are real masks (the manifest's class indices)."""
     manifest = load_manifest(manifest_path)
     train = manifest.split_ids("train")
     pairs = [load_case_arrays(manifest, c) for c in train[:n]]
@@ -121,6 +122,7 @@ def _set_from_real_masks(manifest_path: Path, out: Path, n: int = 3) -> Path:
     return write_synthetic_set(out, np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]).astype(np.int64),
                                intensity=manifest.preprocessing["intensity"],
                                labels={str(k): v for k, v in manifest.labels.items()},
+                               label_values={str(k): v for k, v in manifest.label_values.items()},
                                affine=reference_affine(manifest.preprocessing, [manifest.case(c) for c in train]),
                                modality="CT", card=card)
 
@@ -134,12 +136,16 @@ def test_non_consecutive_labels_are_remapped_in_sampler_and_export_output(tmp_pa
     assert written["synthmed_label_mapping"] == {"0": 0, "1": 1, "4": 2}
     values = set(np.unique(np.asarray(nib.load(synthetic / "labelsTr" / "syn_0000.nii.gz").dataobj)).tolist())
     assert values == {0, 1, 2}
-    _, masks, _ = load_synthetic_set(synthetic, (16, 16, 16))  # read back in the manifest's values
-    assert set(np.unique(masks).tolist()) == {0, 1, 4}
+    _, masks, _ = load_synthetic_set(synthetic, (16, 16, 16))  # read back in the manifest's class indices
+    assert set(np.unique(masks).tolist()) == {0, 1, 2}
+    assert set(np.unique(restore_mask(masks, written)).tolist()) == {0, 1, 4}  # and in the source values
     assert_accepted(synthetic, monkeypatch)
 
     folder = export_nnunet(manifest_path, [synthetic], tmp_path / "raw", name="Gap")
-    assert json.loads((folder / "dataset.json").read_text())["labels"] == written["labels"]
+    exported = json.loads((folder / "dataset.json").read_text())
+    assert exported["labels"] == written["labels"]
+    assert exported["synthmed_label_mapping"] == {"0": 0, "1": 1, "4": 2}
+    assert json.loads((folder / "synthmed_export.json").read_text())["label_mapping"] == {"0": 0, "1": 1, "4": 2}
     for path in list((folder / "labelsTr").iterdir()) + list((folder / "labelsTs").iterdir()):
         assert set(np.unique(np.asarray(nib.load(path).dataobj)).tolist()) <= {0, 1, 2}, path.name
     assert_accepted(folder, monkeypatch)

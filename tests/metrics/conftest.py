@@ -28,6 +28,13 @@ def make_synthetic_set(manifest_path: Path, out: Path, ids: list[str], noise: fl
                                card=card)
 
 
+@pytest.fixture(autouse=True)
+def private_feature_cache(tmp_path: Path, monkeypatch) -> Path:
+    """Every test gets its own empty feature cache (never the user's ~/.cache)."""
+    monkeypatch.setenv("SYNTHMED_CACHE", str(tmp_path / "synthmed_cache"))
+    return tmp_path / "synthmed_cache" / "features"
+
+
 @pytest.fixture
 def copied_set(toy_prepared: Path, tmp_path: Path) -> Path:
     """A 'synthetic' set that is exactly the training cases: the audit must flag every sample."""

@@ -16,7 +16,7 @@ from synthmed.metrics.extractors import (
     register_feature_extractor,
 )
 from synthmed.metrics.extractors.inception import resize_bilinear_tf1
-from synthmed.metrics.extractors.radiomics import FEATURE_NAMES, glcm_features, quantise, size_zone_matrix
+from synthmed.metrics.extractors.radiomics import FEATURE_NAMES, glcm_features, quantise, texture_matrices
 from synthmed.metrics.extractors.weights import WeightsSpec, fetch_weights
 
 
@@ -61,10 +61,11 @@ def test_radiomics_texture_features_on_known_images():
     checker = (np.indices((8, 8)).sum(0) % 2) * 2.0 - 0.99  # levels 0 and 15 alternate
     grey = quantise(checker)
     assert set(np.unique(grey)) == {0, 15}
-    contrast = glcm_features(grey)[0]
+    contrast = glcm_features(texture_matrices(grey))[0]
     assert contrast == pytest.approx((2 * 15**2 + 2 * 0) / 4)  # 2 of 4 directions change level by 15 each step
     flat = quantise(np.zeros((8, 8)))
-    assert glcm_features(flat)[0] == 0 and size_zone_matrix(flat).sum() == 1  # one zone, no contrast
+    flat_textures = texture_matrices(flat)
+    assert glcm_features(flat_textures)[0] == 0 and len(flat_textures.zone_sizes) == 1  # one zone, no contrast
 
 
 def test_ms_ssim_adapts_to_small_volumes_and_ranks_diversity():

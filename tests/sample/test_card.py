@@ -23,7 +23,7 @@ def _card(tmp_path, **kw):
 def test_card_keys_and_hash(tmp_path):
     card, ckpt = _card(tmp_path, extra={"note": "x"})
     assert set(card) == {
-        "format", "format_version", "model", "checkpoint", "manifest", "trained_on_case_ids", "seed", "count",
+        "format", "format_version", "model", "checkpoint", "manifest", "trained_on_case_ids", "seed", "seeds", "count",
         "synthmed_version", "created", "config", "metrics", "privacy_check", "warnings", "extra",
     }
     assert card["format"] == "synthmed-card" and card["format_version"] == 1

@@ -61,11 +61,12 @@ class AutoencoderExtractor(FeatureExtractor):
     name = "autoencoder"
     spatial_dims = 3
     needs_fit = True
+    uses_device = True
 
-    def __init__(self, steps: int = AE_STEPS, batch_size: int = AE_BATCH, lr: float = AE_LR):
+    def __init__(self, steps: int = AE_STEPS, batch_size: int = AE_BATCH, lr: float = AE_LR, device: str = "cpu"):
         if steps < 1 or batch_size < 1 or lr <= 0:
             raise UserError(f"autoencoder: steps and batch_size must be >= 1 and lr > 0 (got {steps}, {batch_size}, {lr})")
-        self.steps, self.batch_size, self.lr = steps, batch_size, lr
+        self.steps, self.batch_size, self.lr, self.device = steps, batch_size, lr, torch.device(device)
         self.net: ConvAutoencoder | None = None
         self.final_loss: float | None = None
 
@@ -75,11 +76,11 @@ class AutoencoderExtractor(FeatureExtractor):
             raise UserError(f"autoencoder: needs real train images [N >= 1, C, *{self.spatial_dims}D], got shape {list(images.shape)}")
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
-        self.net = ConvAutoencoder(self.spatial_dims, images.shape[1])
+        self.net = ConvAutoencoder(self.spatial_dims, images.shape[1]).to(self.device)
         optimiser = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         data = torch.from_numpy(images)
         for _ in range(self.steps):
-            batch = data[rng.integers(0, len(data), min(self.batch_size, len(data)))]
+            batch = data[rng.integers(0, len(data), min(self.batch_size, len(data)))].to(self.device)
             loss = F.mse_loss(self.net(batch), batch)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -91,7 +92,7 @@ class AutoencoderExtractor(FeatureExtractor):
         if self.net is None:
             raise RuntimeError("AutoencoderExtractor.extract called before fit")
         with torch.inference_mode():
-            return self.net.features(torch.from_numpy(np.asarray(images, np.float32))).numpy()
+            return self.net.features(torch.from_numpy(np.asarray(images, np.float32)).to(self.device)).cpu().numpy()
 
     def describe(self) -> dict:
         return {**super().describe(), "steps": self.steps, "final_mse": self.final_loss}

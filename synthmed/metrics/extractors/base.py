@@ -31,6 +31,8 @@ class FeatureExtractor(ABC):
     spatial_dims: ClassVar[int] = 0  # 2 or 3
     needs_fit: ClassVar[bool] = False  # True: call fit(real train images) before extract
     standardise: ClassVar[bool] = False  # True: features have unrelated units; z-score them on the real set
+    uses_device: ClassVar[bool] = False  # True: a torch network; the constructor takes ``device``
+    version: ClassVar[int] = 1  # bump when the features change: it is part of the feature cache's key
 
     def fit(self, images: np.ndarray, seed: int = 0) -> None:
         """Learn from real training images ``[N, C, *spatial]`` (only when ``needs_fit``)."""
@@ -42,6 +44,26 @@ class FeatureExtractor(ABC):
     def describe(self) -> dict[str, Any]:
         """What to record in metrics.json about this feature space."""
         return {"name": self.name, "spatial_dims": self.spatial_dims}
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str) -> str:
+    """"cpu" or "cuda" for ``--device auto|cpu|cuda`` (auto: cuda when torch sees a GPU).
+
+    Raises:
+        UserError: an unknown name, or cuda asked for where torch sees no GPU.
+    """
+    import torch
+
+    if device not in DEVICES:
+        raise UserError(f"--device {device!r}: expected one of {', '.join(DEVICES)}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: torch sees no CUDA GPU here (torch.cuda.is_available() is False); use --device cpu or auto")
+    return device
 
 
 _EXTRACTORS: dict[str, type[FeatureExtractor]] = {}
@@ -121,4 +143,4 @@ def _batched(extractor: FeatureExtractor, images: np.ndarray, batch_size: int) -
 
 def _import_builtin() -> None:
     # Importing a module registers its extractors.
-    from synthmed.metrics.extractors import autoencoder, inception, medicalnet, radiomics  # noqa: F401
+    from synthmed.metrics.extractors import autoencoder, frd, inception, medicalnet, radiomics  # noqa: F401

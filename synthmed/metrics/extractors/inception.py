@@ -195,17 +195,21 @@ class InceptionExtractor(FeatureExtractor):
 
     name = "inception"
     spatial_dims = 2
+    uses_device = True
 
-    def __init__(self, pretrained: bool = True, download: bool = True):
+    def __init__(self, pretrained: bool = True, download: bool = True, device: str = "cpu"):
         self.pretrained = pretrained  # False: random weights, only for timing and shape tests
+        self.device = torch.device(device)
         self.net = InceptionV3FID().eval().requires_grad_(False)
         if pretrained:
             path = fetch_weights(INCEPTION_WEIGHTS, download=download)
             self.net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        self.net.to(self.device)
 
     def _run(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
-            return self.net(grey_to_uint8_rgb(images))
+            features, logits = self.net(grey_to_uint8_rgb(images).to(self.device))
+            return features.cpu(), logits.cpu()
 
     def extract(self, images: np.ndarray) -> np.ndarray:
         return self._run(images)[0].numpy()

@@ -45,19 +45,22 @@ class MedicalNetExtractor(FeatureExtractor):
 
     name = "medicalnet"
     spatial_dims = 3
+    uses_device = True
 
-    def __init__(self, pretrained: bool = True, download: bool = True):
+    def __init__(self, pretrained: bool = True, download: bool = True, device: str = "cpu"):
         self.pretrained = pretrained  # False: random weights, only for timing and shape tests
+        self.device = torch.device(device)
         self.net = build_medicalnet_backbone().eval().requires_grad_(False)
         if pretrained:
             load_medicalnet_state(self.net, fetch_weights(MEDICALNET_WEIGHTS, download=download))
+        self.net.to(self.device)
 
     def extract(self, images: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.asarray(images[:, :1], np.float32))
+        x = torch.from_numpy(np.asarray(images[:, :1], np.float32)).to(self.device)
         mean = x.mean(dim=(2, 3, 4), keepdim=True)
         std = x.std(dim=(2, 3, 4), keepdim=True).clamp_min(1e-6)
         with torch.inference_mode():
-            return self.net((x - mean) / std).numpy()
+            return self.net((x - mean) / std).cpu().numpy()
 
     def describe(self) -> dict:
         return {**super().describe(), "weights": MEDICALNET_WEIGHTS.file_name if self.pretrained else "random"}

@@ -1,0 +1,157 @@
+"""The study's answer: per real-set size, every arm against real-only and against real + augmentation.
+
+Reads only finished units. Per test case, Dice is the mean over foreground labels, then over the
+slices (seeds, and folds for protocol ``folds``) of that real-set size. Each comparison is paired by
+test case: the signed mean difference with a bootstrap CI, the median difference, the Wilcoxon
+signed-rank p and Holm's correction over every comparison of that real-set size.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from synthmed.downstream.stats import holm, wilcoxon_paired
+from synthmed.fileio import atomic_write_json, atomic_write_text
+from synthmed.metrics.evaluate import headline_figures
+from synthmed.metrics.json_safe import json_safe
+from synthmed.study.config import StudyConfig
+from synthmed.study.locks import is_finished, read_record
+from synthmed.study.plan import AGGREGATE, DOWNSTREAM, EVALUATE, REPORT, STAGE_ORDER, parse_slice
+
+REAL, REAL_AUG = "real-noaug", "real-aug"
+
+
+def arm_key(name: str) -> str:
+    """``real+synthetic-wgan-n20-rall-aug`` -> ``real+synthetic-wgan-n20-aug`` (the slice gives the size)."""
+    return name.replace("-rall", "")
+
+
+def arm_label(key: str) -> str:
+    """A reader's name: ``real+synthetic-wgan-n20-aug`` -> ``real + wgan x 20 + augmentation``."""
+    parts = key.split("-")
+    aug = " + augmentation" if parts[-1] == "aug" else ""
+    if parts[0] == "real":
+        return "real" + aug
+    kind, n = parts[0], parts[-2].lstrip("n")
+    gen = "-".join(parts[1:-2])
+    prefix = {"real+synthetic": "real + ", "synthetic": "", "pretrain_finetune": "pretrain on "}[kind]
+    suffix = ", fine-tune on real" if kind == "pretrain_finetune" else ""
+    return f"{prefix}{gen} x {n}{suffix}{aug}"
+
+
+def case_table(study: Path, units: list[dict]) -> pd.DataFrame:
+    """[real_size, arm, case_id] -> Dice (mean over labels, then over slices) from finished downstream units."""
+    frames = []
+    for u in units:
+        if u["kind"] == DOWNSTREAM and is_finished(study, u["id"]):
+            frame = pd.read_csv(study / u["output"] / "per_case.csv")
+            frame["real_size"] = parse_slice(u["slice"]).real_size
+            frame["slice"] = u["slice"]
+            frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=["real_size", "arm", "case_id", "dice"])
+    frame = pd.concat(frames, ignore_index=True)
+    frame["arm"] = frame["arm"].map(arm_key)
+    per_slice = frame.groupby(["real_size", "arm", "slice", "case_id"])["dice"].mean()
+    return per_slice.groupby(["real_size", "arm", "case_id"]).mean().reset_index()
+
+
+def paired_effect(arm: np.ndarray, base: np.ndarray, n_boot: int, confidence: float, seed: int = 0) -> dict[str, Any]:
+    """Signed effect of `arm` over `base` per case: mean difference with a bootstrap CI, Wilcoxon p."""
+    keep = np.isfinite(arm) & np.isfinite(base)
+    d = arm[keep] - base[keep]
+    result = {"mean_difference": float(d.mean()) if d.size else float("nan"), "ci_low": float("nan"),
+              "ci_high": float("nan"), **wilcoxon_paired(arm, base)}
+    if d.size >= 2:
+        idx = np.random.default_rng(seed).integers(0, d.size, size=(n_boot, d.size))
+        means = d[idx].mean(axis=1)
+        tail = (1 - confidence) / 2 * 100
+        result["ci_low"], result["ci_high"] = (float(v) for v in np.percentile(means, [tail, 100 - tail]))
+    return result
+
+
+def verdict(arm: str, base: str, effect: dict[str, Any], alpha: float) -> str:
+    """One sentence a reviewer can check: the signed effect, its CI and what it means."""
+    m, lo, hi, p = effect["mean_difference"], effect["ci_low"], effect["ci_high"], effect["p_holm"]
+    significant = np.isfinite(p) and p < alpha
+    if significant and lo > 0:
+        meaning = "benefit"
+    elif significant and hi < 0:
+        meaning = "harm"
+    else:
+        meaning = "no significant difference"
+    p_text = f"p_holm {p:.3g}" if np.isfinite(p) else "p n/a"
+    return (f"{arm_label(arm)}: {m:+.3f} Dice [{lo:+.3f}, {hi:+.3f}] against {arm_label(base)} "
+            f"({effect['n']} test cases, {p_text}): {meaning}")
+
+
+def compare_size(table: pd.DataFrame, config: StudyConfig) -> list[dict[str, Any]]:
+    """Every arm against real-only and real + augmentation (when run), Holm-corrected together."""
+    scores = table.pivot(index="case_id", columns="arm", values="dice")
+    baselines = [b for b in (REAL, REAL_AUG) if b in scores.columns]
+    st = config.downstream.stats
+    rows = []
+    for arm in scores.columns:
+        for base in baselines:
+            if arm == base or (arm == REAL and base == REAL_AUG):
+                continue
+            effect = paired_effect(scores[arm].to_numpy(), scores[base].to_numpy(), st.bootstrap, st.confidence)
+            rows.append({"arm": arm, "baseline": base, "mean_dice": float(scores[arm].mean()),
+                         "baseline_dice": float(scores[base].mean()), **effect})
+    for row, p in zip(rows, holm([r["p"] for r in rows])):
+        row["p_holm"] = float(p)
+        row["verdict"] = verdict(row["arm"], row["baseline"], row, st.alpha)
+    return rows
+
+
+def fidelity(study: Path, units: list[dict]) -> list[dict[str, Any]]:
+    out = []
+    for u in units:
+        if u["kind"] == EVALUATE and is_finished(study, u["id"]):
+            doc = json.loads((study / u["output"] / "metrics.json").read_text())
+            out.append({"generator": u["generator"], "slice": u["slice"], "headline": headline_figures(doc)})
+    return out
+
+
+def wall_time(study: Path, units: list[dict]) -> dict[str, float]:
+    totals = {k: 0.0 for k in STAGE_ORDER}
+    for u in units:
+        record = read_record(study, u["id"])
+        if record:
+            totals[u["kind"]] += record["wall_s"]
+    return {k: round(v, 1) for k, v in totals.items() if v}
+
+
+def downstream_budget(study: Path, units: list[dict]) -> dict[str, Any] | None:
+    """How the segmentation arms' training budgets were set (the downstream stage's ``budget`` record)."""
+    for u in units:
+        if u["kind"] == DOWNSTREAM and is_finished(study, u["id"]):
+            return json.loads((study / u["output"] / "results.json").read_text()).get("budget")
+    return None
+
+
+def aggregate(config: StudyConfig, study: Path, plan: dict) -> dict[str, Any]:
+    """Write results.json and summary.csv from the finished units; return the results document."""
+    units = plan["units"]
+    work = [u for u in units if u["kind"] not in (AGGREGATE, REPORT)]  # what the answer is built from
+    table = case_table(study, units)
+    comparisons = {str(size): compare_size(g, config) for size, g in table.groupby("real_size")}
+    rows = [{"real_size": int(size), **{k: v for k, v in r.items() if k != "verdict"}, "verdict": r["verdict"]}
+            for size, rs in comparisons.items() for r in rs]
+    doc = {"format": "synthmed-study-results", "format_version": 1, "name": config.name,
+           "protocol": config.protocol, "real_sizes": config.real_sizes, "seeds": config.seeds,
+           "finished_units": sorted(u["id"] for u in work if is_finished(study, u["id"])),
+           "units": len(work), "comparisons": comparisons,
+           "verdicts": [r["verdict"] for r in rows], "fidelity": fidelity(study, units),
+           "wall_s_per_stage": wall_time(study, units), "downstream_budget": downstream_budget(study, units),
+           "method": "Dice per test case = mean over foreground labels, then over the slices (seeds"
+                     + (", folds" if config.protocol == "folds" else "") + ") of a real-set size; paired by "
+                     "case: mean difference with a bootstrap CI, Wilcoxon signed-rank, Holm per real-set size"}
+    atomic_write_json(study / "results.json", json_safe(doc))
+    atomic_write_text(study / "summary.csv", pd.DataFrame(rows).to_csv(index=False))
+    return doc

@@ -55,6 +55,15 @@ def toy_prepared_2d(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def toy_prepared_with_val(tmp_path_factory) -> Path:
+    """12 toy 16³ cases, 3 of them for validation (a fidelity figure against val needs at least 2)."""
+    root = tmp_path_factory.mktemp("with_val")
+    raw = write_toy_dataset(root / "raw", layout="msd")
+    options = PrepareOptions(shape=(16, 16, 16), spacing=None, test_fraction=0.2, val_fraction=0.25, folds=0)
+    return prepare_dataset([raw], root / "prepared", options, progress=False)
+
+
+@pytest.fixture(scope="session")
 def toy_pipeline(tmp_path_factory) -> dict[str, Path]:
     """Shared, read-only: a raw toy MSD folder, its prepared folder (and manifest path), a 4-step DCGAN run
     trained on it and a 6-pair synthetic set sampled from it. Tests copy what they damage."""

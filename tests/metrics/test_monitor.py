@@ -21,21 +21,9 @@ def context(manifest, tmp_path, **fidelity):
     return MonitorContext(resolve_config(config), m, images, masks)
 
 
-@pytest.fixture(scope="module")
-def manifest_with_val(tmp_path_factory):
-    """12 toy 16³ cases, 3 of them for validation."""
-    from synthmed.data.prepare import PrepareOptions, prepare_dataset
-    from synthmed.data.toy import write_toy_dataset
-
-    root = tmp_path_factory.mktemp("monitor")
-    raw = write_toy_dataset(root / "raw", layout="msd")
-    options = PrepareOptions(shape=(16, 16, 16), spacing=None, test_fraction=0.2, val_fraction=0.25, folds=0)
-    return prepare_dataset([raw], root / "prepared", options, progress=False)
-
-
-def test_the_real_validation_set_is_close_to_itself_and_far_from_a_shifted_copy(manifest_with_val, tmp_path):
+def test_the_real_validation_set_is_close_to_itself_and_far_from_a_shifted_copy(toy_prepared_with_val, tmp_path):
     """Known answers: FD of the validation features against themselves is 0; brightening them moves it up."""
-    ctx = context(manifest_with_val, tmp_path, metric="fd", spaces=["radiomics", "autoencoder"])
+    ctx = context(toy_prepared_with_val, tmp_path, metric="fd", spaces=["radiomics", "autoencoder"])
     monitor = FidelityMonitor(ctx)
     val_images, val_masks = load_arrays(ctx.manifest, ctx.manifest.split_ids("val"))
     assert len(val_images) == 3

@@ -10,8 +10,6 @@ import torch
 from PIL import Image
 
 from synthmed.cli import main
-from synthmed.data.prepare import PrepareOptions, prepare_dataset
-from synthmed.data.toy import write_toy_dataset
 from synthmed.errors import UserError
 from synthmed.metrics.monitor import FidelityMonitor, fidelity_monitor
 from synthmed.train.checkpoint import best_checkpoint_path, list_checkpoints, load_checkpoint, load_generator
@@ -21,13 +19,9 @@ from synthmed.train.watch import MonitorContext, draw_fixed_pairs, sample_grid
 from tests.train.test_training import read_jsonl, tiny_config
 
 
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    """12 toy 16³ cases with 3 validation cases (the fidelity figure needs at least 2)."""
-    root = tmp_path_factory.mktemp("watch")
-    raw = write_toy_dataset(root / "raw", layout="msd")
-    options = PrepareOptions(shape=(16, 16, 16), spacing=None, test_fraction=0.2, val_fraction=0.25, folds=0)
-    return prepare_dataset([raw], root / "prepared", options, progress=False)
+@pytest.fixture(scope="session")
+def manifest(toy_prepared_with_val):
+    return toy_prepared_with_val
 
 
 def watched_config(manifest, out, steps=6, **train):

@@ -3,7 +3,8 @@
 Reads only finished units. Per test case, Dice is the mean over foreground labels, then over the
 slices (seeds, and folds for protocol ``folds``) of that real-set size. Each comparison is paired by
 test case: the signed mean difference with a bootstrap CI, the median difference, the Wilcoxon
-signed-rank p and Holm's correction over every comparison of that real-set size.
+signed-rank p and Holm's correction over every comparison of that real-set size: the downstream stage's
+``compare_with_baselines``, so a study and a single downstream run state their answers alike.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from synthmed.downstream.stats import holm, wilcoxon_paired
+from synthmed.downstream.stats import Comparison, compare_with_baselines, verdict_sentence
 from synthmed.fileio import atomic_write_json, atomic_write_text
 from synthmed.metrics.evaluate import headline_figures
 from synthmed.metrics.json_safe import json_safe
@@ -24,6 +24,7 @@ from synthmed.study.locks import is_finished, read_record
 from synthmed.study.plan import AGGREGATE, DOWNSTREAM, EVALUATE, REPORT, STAGE_ORDER, parse_slice
 
 REAL, REAL_AUG = "real-noaug", "real-aug"
+BASELINES = ((REAL, "real_only"), (REAL_AUG, "real_augmentation"))
 
 
 def arm_key(name: str) -> str:
@@ -61,51 +62,19 @@ def case_table(study: Path, units: list[dict]) -> pd.DataFrame:
     return per_slice.groupby(["real_size", "arm", "case_id"]).mean().reset_index()
 
 
-def paired_effect(arm: np.ndarray, base: np.ndarray, n_boot: int, confidence: float, seed: int = 0) -> dict[str, Any]:
-    """Signed effect of `arm` over `base` per case: mean difference with a bootstrap CI, Wilcoxon p."""
-    keep = np.isfinite(arm) & np.isfinite(base)
-    d = arm[keep] - base[keep]
-    result = {"mean_difference": float(d.mean()) if d.size else float("nan"), "ci_low": float("nan"),
-              "ci_high": float("nan"), **wilcoxon_paired(arm, base)}
-    if d.size >= 2:
-        idx = np.random.default_rng(seed).integers(0, d.size, size=(n_boot, d.size))
-        means = d[idx].mean(axis=1)
-        tail = (1 - confidence) / 2 * 100
-        result["ci_low"], result["ci_high"] = (float(v) for v in np.percentile(means, [tail, 100 - tail]))
-    return result
-
-
-def verdict(arm: str, base: str, effect: dict[str, Any], alpha: float) -> str:
-    """One sentence a reviewer can check: the signed effect, its CI and what it means."""
-    m, lo, hi, p = effect["mean_difference"], effect["ci_low"], effect["ci_high"], effect["p_holm"]
-    significant = np.isfinite(p) and p < alpha
-    if significant and lo > 0:
-        meaning = "benefit"
-    elif significant and hi < 0:
-        meaning = "harm"
-    else:
-        meaning = "no significant difference"
-    p_text = f"p_holm {p:.3g}" if np.isfinite(p) else "p n/a"
-    return (f"{arm_label(arm)}: {m:+.3f} Dice [{lo:+.3f}, {hi:+.3f}] against {arm_label(base)} "
-            f"({effect['n']} test cases, {p_text}): {meaning}")
-
-
 def compare_size(table: pd.DataFrame, config: StudyConfig) -> list[dict[str, Any]]:
-    """Every arm against real-only and real + augmentation (when run), Holm-corrected together."""
+    """Every arm against real-only and real + augmentation (when run), Holm-corrected together, each with
+    its Dice means and verdict sentence."""
     scores = table.pivot(index="case_id", columns="arm", values="dice")
-    baselines = [b for b in (REAL, REAL_AUG) if b in scores.columns]
+    baselines = [(b, role) for b, role in BASELINES if b in scores.columns]
+    pairs = [Comparison(arm, base, role) for arm in scores.columns for base, role in baselines
+             if arm != base and not (arm == REAL and base == REAL_AUG)]
     st = config.downstream.stats
-    rows = []
-    for arm in scores.columns:
-        for base in baselines:
-            if arm == base or (arm == REAL and base == REAL_AUG):
-                continue
-            effect = paired_effect(scores[arm].to_numpy(), scores[base].to_numpy(), st.bootstrap, st.confidence)
-            rows.append({"arm": arm, "baseline": base, "mean_dice": float(scores[arm].mean()),
-                         "baseline_dice": float(scores[base].mean()), **effect})
-    for row, p in zip(rows, holm([r["p"] for r in rows])):
-        row["p_holm"] = float(p)
-        row["verdict"] = verdict(row["arm"], row["baseline"], row, st.alpha)
+    rows = compare_with_baselines(scores, pairs, st.alpha, st.bootstrap, st.confidence)
+    for row in rows:
+        row["mean_dice"] = float(scores[row["arm"]].mean())
+        row["baseline_dice"] = float(scores[row["baseline"]].mean())
+        row["sentence"] = verdict_sentence(arm_label(row["arm"]), arm_label(row["baseline"]), row)
     return rows
 
 
@@ -141,13 +110,12 @@ def aggregate(config: StudyConfig, study: Path, plan: dict) -> dict[str, Any]:
     work = [u for u in units if u["kind"] not in (AGGREGATE, REPORT)]  # what the answer is built from
     table = case_table(study, units)
     comparisons = {str(size): compare_size(g, config) for size, g in table.groupby("real_size")}
-    rows = [{"real_size": int(size), **{k: v for k, v in r.items() if k != "verdict"}, "verdict": r["verdict"]}
-            for size, rs in comparisons.items() for r in rs]
-    doc = {"format": "synthmed-study-results", "format_version": 1, "name": config.name,
+    rows = [{"real_size": int(size), **r} for size, rs in comparisons.items() for r in rs]
+    doc = {"format": "synthmed-study-results", "format_version": 2, "name": config.name,
            "protocol": config.protocol, "real_sizes": config.real_sizes, "seeds": config.seeds,
            "finished_units": sorted(u["id"] for u in work if is_finished(study, u["id"])),
            "units": len(work), "comparisons": comparisons,
-           "verdicts": [r["verdict"] for r in rows], "fidelity": fidelity(study, units),
+           "verdicts": [r["sentence"] for r in rows], "fidelity": fidelity(study, units),
            "wall_s_per_stage": wall_time(study, units), "downstream_budget": downstream_budget(study, units),
            "method": "Dice per test case = mean over foreground labels, then over the slices (seeds"
                      + (", folds" if config.protocol == "folds" else "") + ") of a real-set size; paired by "

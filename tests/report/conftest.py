@@ -28,7 +28,7 @@ UNITS = [("prepare", "prepare", "prepared"), (f"train-dcgan-{SLICE}", "train", f
          (f"sample-dcgan-{SLICE}", "sample", f"synthetic/dcgan/{SLICE}"),
          (f"evaluate-dcgan-{SLICE}", "evaluate", f"evaluation/dcgan/{SLICE}"),
          (f"downstream-{SLICE}", "downstream", f"downstream/{SLICE}"), ("aggregate", "aggregate", "results.json")]
-STUDY_VERDICT = "real + dcgan x 4: +0.031 Dice [+0.010, +0.052] against real (2 test cases, p_holm 0.5): no significant difference"
+STUDY_VERDICT = "real + dcgan x 4: +0.031 Dice [+0.010, +0.052] against real: no benefit (Holm p = 0.5)"
 
 
 def write_study_files(root: Path) -> None:
@@ -41,10 +41,11 @@ def write_study_files(root: Path) -> None:
     for unit_id, kind, _ in UNITS:
         (root / "units" / f"{unit_id}.json").write_text(json.dumps({"id": unit_id, "kind": kind, "wall_s": 1.0}))
     comparison = {"arm": "real+synthetic-dcgan-n4-noaug", "baseline": "real-noaug", "mean_dice": 0.25,
-                  "baseline_dice": 0.219, "mean_difference": 0.031, "ci_low": 0.010, "ci_high": 0.052, "n": 2,
-                  "statistic": 0.0, "p": 0.5, "median_difference": 0.03, "p_holm": 0.5, "verdict": STUDY_VERDICT}
+                  "baseline_dice": 0.219, "mean_difference": 0.031, "ci_low": 0.010, "ci_high": 0.052, "n_cases": 2,
+                  "statistic": 0.0, "p": 0.5, "median_difference": 0.03, "p_holm": 0.5, "verdict": "no benefit",
+                  "baseline_role": "real_only", "sentence": STUDY_VERDICT}
     (root / "results.json").write_text(json.dumps({
-        "format": "synthmed-study-results", "format_version": 1, "name": "toy", "protocol": "fixed_validation",
+        "format": "synthmed-study-results", "format_version": 2, "name": "toy", "protocol": "fixed_validation",
         "real_sizes": [9], "seeds": [0], "finished_units": [u[0] for u in UNITS[:-1]], "units": len(UNITS) + 1,
         "comparisons": {"9": [comparison]}, "verdicts": [STUDY_VERDICT], "fidelity": [],
         "wall_s_per_stage": {"prepare": 1.0, "train": 1.0, "downstream": 1.0}, "method": "paired by case"}))

@@ -115,7 +115,10 @@ def test_results_hold_signed_effects_and_verdicts(one_worker: Path) -> None:
     row = rows[0]
     assert row["mean_difference"] == pytest.approx(row["mean_dice"] - row["baseline_dice"])
     assert row["ci_low"] <= row["mean_difference"] <= row["ci_high"]
-    assert doc["verdicts"][0].startswith("real + dcgan x 6: ") and "against real (10 test cases" in doc["verdicts"][0]
+    assert row["n_cases"] == 10 and row["baseline_role"] == "real_only"
+    assert row["verdict"] in {"benefit", "harm", "no benefit"}
+    assert doc["verdicts"] == [row["sentence"]]
+    assert row["sentence"].startswith("real + dcgan x 6: ") and f"against real: {row['verdict']} (Holm p = " in row["sentence"]
     assert doc["protocol"] == "fixed_validation" and (one_worker / "report.html").is_file()
 
 

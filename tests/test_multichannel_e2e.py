@@ -4,15 +4,15 @@ sampled NIfTI files open with both channels at the prepared geometry."""
 
 import json
 
-import pytest
-
 import nibabel as nib
 import numpy as np
+import pytest
 import yaml
 
 from synthmed.cli import main
 from synthmed.data.toy_channels import write_toy_channels
 from synthmed.sample.synthetic_set import load_synthetic_set
+from tests.tiny_downstream import run_tiny_downstream
 from tests.train.test_training import tiny_config
 
 
@@ -49,10 +49,4 @@ def test_two_channels_through_every_stage(tmp_path, capsys):
     assert {"autoencoder[FLAIR]/volume", "autoencoder[T1w]/volume"} <= set(metrics["images"])
     assert set(metrics["intensity"]["per_channel"]) == {"FLAIR", "T1w"}
 
-    config = {"manifest": str(prep), "synthetic": {"toy": str(syn)}, "arms": ["real", "synthetic"], "n_synthetic": [4],
-              "folds": 2, "train": {"epochs": 1, "batch_size": 4, "model_size": "tiny", "progress": False},
-              "out": str(tmp_path / "ds")}
-    (tmp_path / "ds.yaml").write_text(yaml.safe_dump(config))
-    assert main(["downstream", "--config", str(tmp_path / "ds.yaml")]) == 0
-    results = json.loads((tmp_path / "ds" / "results.json").read_text())
-    assert {a["name"] for a in results["arms"]} == {"real-rall-noaug", "synthetic-toy-n4-noaug"}
+    assert run_tiny_downstream(prep, syn, 4, tmp_path) == {"real-rall-noaug", "synthetic-toy-n4-noaug"}

@@ -17,6 +17,7 @@ from synthmed.cli import main
 from synthmed.data.analyze import analyze_dataset
 from synthmed.data.toy2d import toy_disc
 from synthmed.sample.synthetic_set import load_synthetic_set
+from tests.tiny_downstream import run_tiny_downstream
 from tests.train.test_training import tiny_config
 
 NAMES = ["T1", "T2"]
@@ -119,13 +120,7 @@ def test_two_channel_2d_set_through_every_stage(tmp_path, capsys):
     assert set(metrics["intensity"]["per_channel"]) == set(NAMES)
     assert metrics["feature_spaces"]["autoencoder[T2]"]["channels"]["images"] == "channel 1 (T2)"
 
-    config = {"manifest": str(prep), "synthetic": {"toy": str(syn)}, "arms": ["real", "synthetic"], "n_synthetic": [3],
-              "folds": 2, "train": {"epochs": 1, "batch_size": 4, "model_size": "tiny", "progress": False},
-              "out": str(tmp_path / "ds")}
-    (tmp_path / "ds.yaml").write_text(yaml.safe_dump(config))
-    assert main(["downstream", "--config", str(tmp_path / "ds.yaml")]) == 0
-    results = json.loads((tmp_path / "ds" / "results.json").read_text())
-    assert {a["name"] for a in results["arms"]} == {"real-rall-noaug", "synthetic-toy-n3-noaug"}
+    assert run_tiny_downstream(prep, syn, 3, tmp_path) == {"real-rall-noaug", "synthetic-toy-n3-noaug"}
 
     assert main(["export", "nnunet", "--manifest", str(prep), "--synthetic", str(syn), "-n", "3",
                  "--out", str(tmp_path / "export")]) == 0

@@ -19,7 +19,9 @@ def study_section(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as err:
         return {"path": str(path), "problem": f"{path}: cannot read ({err})", "verdicts": []}
     comparisons = doc.get("comparisons") or {}
-    sizes = [{"real_size": size, "rows": comparisons[size]} for size in sorted(comparisons, key=_size_key)]
+    arms = doc.get("arms") or {}
+    sizes = [{"real_size": size, "rows": comparisons[size], "arms": arms.get(size, [])}
+             for size in sorted(comparisons, key=_size_key)]
     finished = doc.get("finished_units")
     return {
         "path": str(path), "problem": None, "name": doc.get("name"), "protocol": doc.get("protocol"),

@@ -13,10 +13,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from synthmed.downstream.stats import Comparison, compare_with_baselines, verdict_sentence
 from synthmed.fileio import atomic_write_json, atomic_write_text
+from synthmed.metrics.bootstrap import bootstrap_mean_ci
 from synthmed.metrics.evaluate import headline_figures
 from synthmed.metrics.json_safe import json_safe
 from synthmed.study.config import StudyConfig
@@ -45,8 +47,8 @@ def arm_label(key: str) -> str:
     return f"{prefix}{gen} x {n}{suffix}{aug}"
 
 
-def case_table(study: Path, units: list[dict]) -> pd.DataFrame:
-    """[real_size, arm, case_id] -> Dice (mean over labels, then over slices) from finished downstream units."""
+def per_case_rows(study: Path, units: list[dict]) -> pd.DataFrame:
+    """The per_case.csv rows (arm, seed, case, label) of every finished downstream unit, with its slice."""
     frames = []
     for u in units:
         if u["kind"] == DOWNSTREAM and is_finished(study, u["id"]):
@@ -55,11 +57,40 @@ def case_table(study: Path, units: list[dict]) -> pd.DataFrame:
             frame["slice"] = u["slice"]
             frames.append(frame)
     if not frames:
-        return pd.DataFrame(columns=["real_size", "arm", "case_id", "dice"])
+        return pd.DataFrame(columns=["real_size", "arm", "slice", "case_id", "label_name", "dice"])
     frame = pd.concat(frames, ignore_index=True)
     frame["arm"] = frame["arm"].map(arm_key)
-    per_slice = frame.groupby(["real_size", "arm", "slice", "case_id"])["dice"].mean()
-    return per_slice.groupby(["real_size", "arm", "case_id"]).mean().reset_index()
+    return frame
+
+
+def case_table(rows: pd.DataFrame, metric: str = "dice", by_label: bool = False) -> pd.DataFrame:
+    """[real_size, arm, case_id(, label_name)] -> `metric`: over labels (unless `by_label`), then over slices."""
+    keys = ["real_size", "arm", "slice", "case_id"] + (["label_name"] if by_label else [])
+    per_slice = rows.groupby(keys)[metric].mean()
+    return per_slice.groupby([k for k in keys if k != "slice"]).mean().reset_index()
+
+
+def arm_summary(rows: pd.DataFrame, config: StudyConfig) -> dict[str, list[dict[str, Any]]]:
+    """Per real-set size and arm: mean Dice over test cases with its bootstrap CI, Dice per label, HD95."""
+    st = config.downstream.stats
+    hd95 = next((c for c in rows.columns if c.startswith("hd95_")), None)
+    dice = case_table(rows)
+    per_label = case_table(rows, by_label=True)
+    distance = case_table(rows, hd95) if hd95 else None
+    out: dict[str, list[dict[str, Any]]] = {}
+    for (size, arm), g in dice.groupby(["real_size", "arm"]):
+        mean, low, high = bootstrap_mean_ci(g["dice"].to_numpy(), st.bootstrap, st.confidence)
+        labels = per_label[(per_label.real_size == size) & (per_label.arm == arm)]
+        entry = {"arm": arm, "label": arm_label(arm), "n_cases": int(len(g)), "dice": mean, "ci_low": low,
+                 "ci_high": high, "dice_per_label": labels.groupby("label_name")["dice"].mean().to_dict()}
+        if distance is not None:
+            d = distance[(distance.real_size == size) & (distance.arm == arm)][hd95].to_numpy(dtype=float)
+            entry.update(hd95=float(np.nanmean(d)) if np.isfinite(d).any() else float("nan"), hd95_unit=hd95[5:])
+        out.setdefault(str(size), []).append(entry)
+    baseline_first = [b for b, _ in BASELINES]
+    for entries in out.values():  # the baselines first, then the arms by name
+        entries.sort(key=lambda e: (baseline_first.index(e["arm"]) if e["arm"] in baseline_first else 2, e["arm"]))
+    return out
 
 
 def compare_size(table: pd.DataFrame, config: StudyConfig) -> list[dict[str, Any]]:
@@ -108,13 +139,14 @@ def aggregate(config: StudyConfig, study: Path, plan: dict) -> dict[str, Any]:
     """Write results.json and summary.csv from the finished units; return the results document."""
     units = plan["units"]
     work = [u for u in units if u["kind"] not in (AGGREGATE, REPORT)]  # what the answer is built from
-    table = case_table(study, units)
+    per_case = per_case_rows(study, units)
+    table = case_table(per_case)
     comparisons = {str(size): compare_size(g, config) for size, g in table.groupby("real_size")}
     rows = [{"real_size": int(size), **r} for size, rs in comparisons.items() for r in rs]
     doc = {"format": "synthmed-study-results", "format_version": 2, "name": config.name,
            "protocol": config.protocol, "real_sizes": config.real_sizes, "seeds": config.seeds,
            "finished_units": sorted(u["id"] for u in work if is_finished(study, u["id"])),
-           "units": len(work), "comparisons": comparisons,
+           "units": len(work), "arms": arm_summary(per_case, config), "comparisons": comparisons,
            "verdicts": [r["sentence"] for r in rows], "fidelity": fidelity(study, units),
            "wall_s_per_stage": wall_time(study, units), "downstream_budget": downstream_budget(study, units),
            "method": "Dice per test case = mean over foreground labels, then over the slices (seeds"

@@ -47,7 +47,9 @@ def write_study_files(root: Path) -> None:
     (root / "results.json").write_text(json.dumps({
         "format": "synthmed-study-results", "format_version": 2, "name": "toy", "protocol": "fixed_validation",
         "real_sizes": [9], "seeds": [0], "finished_units": [u[0] for u in UNITS[:-1]], "units": len(UNITS) + 1,
-        "comparisons": {"9": [comparison]}, "verdicts": [STUDY_VERDICT], "fidelity": [],
+        "comparisons": {"9": [comparison]},
+        "arms": {"9": [{"arm": "real-noaug", "label": "real", "n_cases": 2, "dice": 0.219, "ci_low": 0.2, "ci_high": 0.238,
+                        "dice_per_label": {"sphere": 0.3, "core": 0.138}, "hd95": 4.5, "hd95_unit": "mm"}]}, "verdicts": [STUDY_VERDICT], "fidelity": [],
         "wall_s_per_stage": {"prepare": 1.0, "train": 1.0, "downstream": 1.0}, "method": "paired by case"}))
 
 

@@ -118,6 +118,11 @@ def test_results_hold_signed_effects_and_verdicts(one_worker: Path) -> None:
     assert row["n_cases"] == 10 and row["baseline_role"] == "real_only"
     assert row["verdict"] in {"benefit", "harm", "no benefit"}
     assert doc["verdicts"] == [row["sentence"]]
+    arms = {a["arm"]: a for a in doc["arms"]["6"]}
+    assert set(arms) == {"real-noaug", "real+synthetic-dcgan-n6-noaug"}
+    for name, a in arms.items():
+        assert a["ci_low"] <= a["dice"] <= a["ci_high"] and a["n_cases"] == 10 and a["hd95_unit"] == "mm"
+        assert a["dice"] == pytest.approx(row["mean_dice"] if name == row["arm"] else row["baseline_dice"])
     assert row["sentence"].startswith("real + dcgan x 6: ") and f"against real: {row['verdict']} (Holm p = " in row["sentence"]
     assert doc["protocol"] == "fixed_validation" and (one_worker / "report.html").is_file()
 

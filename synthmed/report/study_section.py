@@ -20,7 +20,8 @@ def study_section(path: Path) -> dict[str, Any]:
         return {"path": str(path), "problem": f"{path}: cannot read ({err})", "verdicts": []}
     comparisons = doc.get("comparisons") or {}
     arms = doc.get("arms") or {}
-    sizes = [{"real_size": size, "rows": comparisons[size], "arms": arms.get(size, [])}
+    sizes = [{"real_size": size, "rows": comparisons[size], "arms": arms.get(size, []),
+              "labels": {a["arm"]: a["label"] for a in arms.get(size, [])}}
              for size in sorted(comparisons, key=_size_key)]
     finished = doc.get("finished_units")
     return {

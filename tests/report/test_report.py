@@ -66,7 +66,7 @@ def test_study_report_has_every_section_from_the_real_outputs(report_study, tmp_
 
     assert report.tables["study-arms"] == [["arm", "cases", "Dice", "95% CI", "Dice sphere", "Dice core", "HD95 (mm)"],
                                            ["real real-noaug", "2", "0.219", "[0.200, 0.238]", "0.300", "0.138", "4.5"]]
-    assert report.tables["study"][1] == ["real+synthetic-dcgan-n4-noaug", "real-noaug", "2", "0.250", "0.219",
+    assert report.tables["study"][1] == ["real+synthetic-dcgan-n4-noaug", "real", "2", "0.250", "0.219",
                                          "+0.031", "[0.010, 0.052]", "+0.030", "0.5", "0.5", "no benefit"]
     results = json.loads((report_study / DOWNSTREAM / "results.json").read_text())
     arms = report.tables["arms"]

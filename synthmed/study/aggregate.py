@@ -70,11 +70,12 @@ def case_table(rows: pd.DataFrame, metric: str = "dice", by_label: bool = False)
     return per_slice.groupby([k for k in keys if k != "slice"]).mean().reset_index()
 
 
-def arm_summary(rows: pd.DataFrame, config: StudyConfig) -> dict[str, list[dict[str, Any]]]:
-    """Per real-set size and arm: mean Dice over test cases with its bootstrap CI, Dice per label, HD95."""
+def arm_summary(rows: pd.DataFrame, dice: pd.DataFrame, config: StudyConfig) -> dict[str, list[dict[str, Any]]]:
+    """Per real-set size and arm: mean Dice over test cases with its bootstrap CI, Dice per label, HD95.
+
+    `dice` is ``case_table(rows)``, already computed by the caller."""
     st = config.downstream.stats
     hd95 = next((c for c in rows.columns if c.startswith("hd95_")), None)
-    dice = case_table(rows)
     per_label = case_table(rows, by_label=True)
     distance = case_table(rows, hd95) if hd95 else None
     out: dict[str, list[dict[str, Any]]] = {}
@@ -146,7 +147,7 @@ def aggregate(config: StudyConfig, study: Path, plan: dict) -> dict[str, Any]:
     doc = {"format": "synthmed-study-results", "format_version": 2, "name": config.name,
            "protocol": config.protocol, "real_sizes": config.real_sizes, "seeds": config.seeds,
            "finished_units": sorted(u["id"] for u in work if is_finished(study, u["id"])),
-           "units": len(work), "arms": arm_summary(per_case, config), "comparisons": comparisons,
+           "units": len(work), "arms": arm_summary(per_case, table, config), "comparisons": comparisons,
            "verdicts": [r["sentence"] for r in rows], "fidelity": fidelity(study, units),
            "wall_s_per_stage": wall_time(study, units), "downstream_budget": downstream_budget(study, units),
            "method": "Dice per test case = mean over foreground labels, then over the slices (seeds"
